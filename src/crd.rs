@@ -1,0 +1,136 @@
+//! The `PodOverride` custom resource (`podtailor.dev/v1alpha1`, namespaced).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// A named, per-task change to worker pods, applied in the order the pod's
+/// `podtailor.dev/override` annotation lists it.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "podtailor.dev",
+    version = "v1alpha1",
+    kind = "PodOverride",
+    plural = "podoverrides",
+    shortname = "podov",
+    namespaced,
+    printcolumn = r#"{"name":"Container","type":"string","jsonPath":".spec.container","description":"Target container (default base, else the first)"}"#,
+    printcolumn = r#"{"name":"Secrets","type":"integer","jsonPath":".spec.secrets[*].secret","description":"Secret references"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodOverrideSpec {
+    /// The container that `resources` and `secrets` apply to. Default: `base` if the pod has
+    /// a container of that name, else the first container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Requests and limits, merged key by key into the target container's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Secrets exposed to the target container, as Airflow's `Secret` does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretRef>,
+    /// Pod fields (`metadata` and `spec`) merged on top of the pod: they win.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pod_fragment_schema")]
+    pub pod: Option<Value>,
+}
+
+/// A container's requests and limits.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<BTreeMap<String, Quantity>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<BTreeMap<String, Quantity>>,
+}
+
+/// A secret exposed to the target container: Airflow's `Secret(deploy_type, deploy_target,
+/// secret, key)`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    /// `env`: an environment variable (with `key`) or every key of the secret (without);
+    /// `volume`: files under `deployTarget`.
+    pub deploy_type: DeployType,
+    /// The variable's name (`env` with `key`) or the absolute mount path (`volume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_target: Option<String>,
+    /// The Secret's name, in the pod's namespace.
+    pub secret: String,
+    /// One key of the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployType {
+    Env,
+    Volume,
+}
+
+/// A Kubernetes quantity (`500m`, `1Gi`, `2`). YAML numbers are accepted and kept as strings,
+/// as the API server would.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quantity(pub String);
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Quantity {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(i64),
+            Float(f64),
+        }
+        let text = match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("a quantity must be a string or a number, like 500m or 1Gi"))?
+        {
+            Raw::Text(s) => s,
+            Raw::Int(n) => n.to_string(),
+            Raw::Float(n) => n.to_string(),
+        };
+        if text.trim().is_empty() {
+            return Err(serde::de::Error::custom("a quantity must not be empty"));
+        }
+        Ok(Quantity(text))
+    }
+}
+
+impl JsonSchema for Quantity {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantity".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": true
+        })
+    }
+}
+
+fn pod_fragment_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "description": "Pod fields (metadata and spec) merged on top of the pod.",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

@@ -1,0 +1,28 @@
+//! podtailor fits worker pods to a platform's default template and per-task PodOverrides at
+//! admission. See DESIGN.md for the semantics.
+
+pub mod crd;
+pub mod input;
+pub mod merge;
+pub mod mutate;
+pub mod render;
+pub mod store;
+pub mod validate;
+
+use std::path::PathBuf;
+
+/// What can go wrong outside the merge itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file that could not be read.
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// A file whose content is wrong: `message` names the object and the field.
+    #[error("{}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    /// An input (a pod or an AdmissionReview) that cannot be used.
+    #[error("{source_name}: {message}")]
+    Input { source_name: String, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

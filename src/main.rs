@@ -1,0 +1,40 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use podtailor::render::{self, RenderArgs};
+
+/// Fits worker pods to a platform's default template and per-task PodOverrides, at admission.
+///
+/// Pods opt in with the annotation `podtailor.dev/override: <names>` (comma-separated
+/// PodOverride names in the pod's namespace, applied in order; empty: the template only).
+#[derive(Parser, Debug)]
+#[command(name = "podtailor", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show what the webhook would do to a pod: the desired pod or the JSON patch.
+    ///
+    /// Exit codes: 0 done, 1 a problem with the input or the configuration, 2 usage.
+    Render(RenderArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Render(args) => match render::run(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("podtailor render: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}

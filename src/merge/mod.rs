@@ -1,0 +1,219 @@
+//! The merge engine: (template, incoming pod, overrides) → desired pod → RFC 6902 patch.
+//! Pure: values in, values out, no I/O.
+//!
+//! `desired = apiDefaults(template ⊲ withoutApiDefaults(pod) ⊲ override₁ ⊲ …)`, where `⊲` is
+//! strategic merge by the Pod API's merge keys and an override layer is its `pod` fragment,
+//! then its `resources`, then its `secrets`.
+
+pub mod defaults;
+pub mod patch;
+pub mod schema;
+mod secrets;
+pub mod strategic;
+mod warnings;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::crd::PodOverrideSpec;
+use schema::Kind;
+use strategic::{Nulls, merge};
+
+pub use secrets::secret_volume_name;
+
+/// The annotation by which a pod opts in: PodOverride names, comma-separated, in order.
+pub const OVERRIDE_ANNOTATION: &str = "podtailor.dev/override";
+/// The annotation recording what was applied: override names and a content hash.
+pub const APPLIED_ANNOTATION: &str = "podtailor.dev/applied";
+
+/// The platform's default pod, ready to be a base layer.
+#[derive(Clone, Debug)]
+pub struct Template {
+    pod: Value,
+    hash: [u8; 32],
+}
+
+impl Template {
+    /// Keeps what shapes a pod and drops what names or records one: the template never
+    /// gives its name, generateName, namespace, status or server-set metadata to a pod.
+    pub fn new(mut pod: Value) -> Self {
+        if let Some(pod) = pod.as_object_mut() {
+            pod.shift_remove("status");
+            if let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
+                for key in [
+                    "name",
+                    "generateName",
+                    "namespace",
+                    "uid",
+                    "resourceVersion",
+                    "generation",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "selfLink",
+                    "managedFields",
+                ] {
+                    meta.shift_remove(key);
+                }
+            }
+        }
+        strategic::drop_zeroes(&mut pod, Kind::Pod, Nulls::Keep);
+        let hash = Sha256::digest(pod.to_string().as_bytes()).into();
+        Template { pod, hash }
+    }
+
+    pub fn pod(&self) -> &Value {
+        &self.pod
+    }
+}
+
+/// A PodOverride ready to apply: its name and its validated spec.
+#[derive(Clone, Debug)]
+pub struct Override {
+    pub name: String,
+    pub spec: PodOverrideSpec,
+    hash: [u8; 32],
+}
+
+impl Override {
+    pub fn new(name: impl Into<String>, mut spec: PodOverrideSpec) -> Self {
+        let name = name.into();
+        if let Some(fragment) = spec.pod.as_mut() {
+            strategic::drop_zeroes(fragment, Kind::Pod, Nulls::Delete);
+        }
+        let mut h = Sha256::new();
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(serde_json::to_vec(&spec).unwrap_or_default());
+        Override { name, spec, hash: h.finalize().into() }
+    }
+}
+
+/// What the engine decided for one pod.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The pod as the API server will hold it.
+    pub desired: Value,
+    /// From the incoming pod to `desired`; empty when there is nothing to do.
+    pub patch: json_patch::Patch,
+    /// Values the pod set itself that an override replaced, for people to read.
+    pub warnings: Vec<String>,
+}
+
+/// Why an override could not apply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct MergeError {
+    /// The override that failed, if one did.
+    pub r#override: Option<String>,
+    pub reason: String,
+}
+
+/// Merges the template and the overrides into `pod` and returns the desired pod and the patch.
+pub fn apply(template: &Template, pod: &Value, overrides: &[&Override]) -> Result<Outcome, MergeError> {
+    if !pod.is_object() {
+        return Err(MergeError { r#override: None, reason: "the pod is not a JSON object".into() });
+    }
+    let mut layer = pod.clone();
+    let api_defaults = defaults::strip(&mut layer);
+    let mut desired = template.pod.clone();
+    merge(&mut desired, &layer, Kind::Pod, Nulls::Keep);
+    let mut warnings = Vec::new();
+    for o in overrides {
+        let before = desired.clone();
+        apply_override(&mut desired, o).map_err(|reason| MergeError { r#override: Some(o.name.clone()), reason })?;
+        warnings::replaced_pod_values(&layer, &before, &desired, &o.name, &mut warnings);
+    }
+    defaults::restore(&mut desired, &api_defaults);
+    let marker = applied_marker(template, overrides);
+    let annotations = desired
+        .as_object_mut()
+        .map(|p| p.entry("metadata").or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+        .map(|m| m.entry("annotations").or_insert_with(|| json!({})));
+    if let Some(Value::Object(annotations)) = annotations {
+        annotations.insert(APPLIED_ANNOTATION.to_owned(), Value::String(marker));
+    }
+    let patch = patch::diff(pod, &desired);
+    Ok(Outcome { desired, patch, warnings })
+}
+
+/// One override layer: its pod fragment, then its resources, then its secrets.
+fn apply_override(pod: &mut Value, o: &Override) -> Result<(), String> {
+    if let Some(fragment) = &o.spec.pod {
+        merge(pod, fragment, Kind::Pod, Nulls::Delete);
+    }
+    if o.spec.resources.is_none() && o.spec.secrets.is_empty() {
+        return Ok(());
+    }
+    let target = target_container(pod, o.spec.container.as_deref())?;
+    if let Some(resources) = &o.spec.resources {
+        let fragment = json!({"spec": {"containers": [{"name": target, "resources": resources}]}});
+        merge(pod, &fragment, Kind::Pod, Nulls::Delete);
+    }
+    secrets::apply(pod, &target, &o.spec.secrets);
+    Ok(())
+}
+
+/// The container an override's resources and secrets go to: the one it names, else `base`
+/// if the pod has it, else the first.
+fn target_container(pod: &Value, named: Option<&str>) -> Result<String, String> {
+    let names: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| c.get("name")?.as_str()).collect())
+        .unwrap_or_default();
+    let found = match named {
+        Some(n) => names.iter().find(|c| **c == n),
+        None => names.iter().find(|c| **c == "base").or(names.first()),
+    };
+    match (found, named) {
+        (Some(c), _) => Ok((*c).to_owned()),
+        (None, Some(n)) if names.is_empty() => Err(format!("container {n:?} not found: the pod has no containers")),
+        (None, Some(n)) => Err(format!("container {n:?} not found in the pod (containers: {})", names.join(", "))),
+        (None, None) => Err("the pod has no containers to apply resources or secrets to".into()),
+    }
+}
+
+/// `overrides=a,b; config=sha256:<16 hex>`: what was applied, and a hash of the template and
+/// the overrides' content, so a changed configuration shows.
+fn applied_marker(template: &Template, overrides: &[&Override]) -> String {
+    let mut h = Sha256::new();
+    h.update(template.hash);
+    for o in overrides {
+        h.update(o.hash);
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let names: Vec<&str> = overrides.iter().map(|o| o.name.as_str()).collect();
+    format!("overrides={}; config=sha256:{hex}", names.join(","))
+}
+
+/// The override names a pod asks for, or `None` when it did not opt in.
+pub fn requested_overrides(pod: &Value) -> Option<Result<Vec<String>, String>> {
+    let value = pod.get("metadata")?.get("annotations")?.get(OVERRIDE_ANNOTATION)?;
+    let Some(text) = value.as_str() else {
+        return Some(Err(format!("annotation {OVERRIDE_ANNOTATION} must be a string")));
+    };
+    Some(parse_override_names(text))
+}
+
+/// Parses `a, b,c` into names; empty means the template only.
+pub fn parse_override_names(text: &str) -> Result<Vec<String>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut names: Vec<String> = Vec::new();
+    for name in text.split(',').map(str::trim) {
+        if let Err(why) = crate::validate::dns_subdomain(name) {
+            return Err(format!(
+                "annotation {OVERRIDE_ANNOTATION}={text:?}: {name:?} is not a valid PodOverride name: {why}"
+            ));
+        }
+        if names.iter().any(|n| n == name) {
+            return Err(format!("annotation {OVERRIDE_ANNOTATION}={text:?}: {name:?} is listed twice"));
+        }
+        names.push(name.to_owned());
+    }
+    Ok(names)
+}

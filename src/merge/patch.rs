@@ -1,0 +1,174 @@
+//! The RFC 6902 patch from the incoming pod to the desired pod.
+//!
+//! Minimal in the sense that nothing equal is touched: maps are compared key by key, keyed
+//! lists element by element (aligned on their merge key, so an element keeps its operations
+//! local), and other lists are replaced only when they differ. Paths are built from tokens,
+//! so keys with `/` or `~` are escaped; an added subtree is one `add`, so parents always
+//! exist before their children.
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
+use serde_json::{Map, Value};
+
+use super::schema::{Kind, List, field};
+
+/// The patch that turns `from` into `to`, both pods.
+pub fn diff(from: &Value, to: &Value) -> Patch {
+    let mut ops = Vec::new();
+    diff_value(from, to, Kind::Pod, List::Atomic, &mut PointerBuf::new(), &mut ops);
+    Patch(ops)
+}
+
+fn diff_value(from: &Value, to: &Value, kind: Kind, list: List, path: &mut PointerBuf, ops: &mut Vec<PatchOperation>) {
+    if from == to {
+        return;
+    }
+    match (from, to) {
+        (Value::Object(from), Value::Object(to)) => diff_map(from, to, kind, path, ops),
+        (Value::Array(from), Value::Array(to)) if list != List::Atomic => diff_list(from, to, kind, list, path, ops),
+        _ => ops.push(PatchOperation::Replace(ReplaceOperation { path: path.clone(), value: to.clone() })),
+    }
+}
+
+fn diff_map(
+    from: &Map<String, Value>,
+    to: &Map<String, Value>,
+    kind: Kind,
+    path: &mut PointerBuf,
+    ops: &mut Vec<PatchOperation>,
+) {
+    for key in from.keys().filter(|k| !to.contains_key(*k)) {
+        ops.push(PatchOperation::Remove(RemoveOperation { path: child(path, key) }));
+    }
+    for (key, value) in to {
+        match from.get(key) {
+            None => ops.push(PatchOperation::Add(AddOperation { path: child(path, key), value: value.clone() })),
+            Some(old) => {
+                let f = field(kind, key);
+                path.push_back(key.as_str());
+                diff_value(old, value, f.kind, f.list, path, ops);
+                path.pop_back();
+            }
+        }
+    }
+}
+
+/// A merging list: align the two lists (on the merge key, or on equality for sets), remove
+/// what is gone from the back, then walk the new list inserting new elements and diffing
+/// aligned ones in place.
+fn diff_list(
+    from: &[Value],
+    to: &[Value],
+    kind: Kind,
+    list: List,
+    path: &mut PointerBuf,
+    ops: &mut Vec<PatchOperation>,
+) {
+    let same = |a: &Value, b: &Value| match list {
+        List::Keyed { key, .. } => match (a.get(key), b.get(key)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
+        _ => a == b,
+    };
+    let pairs = align(from, to, same);
+    let kept: Vec<bool> = (0..from.len()).map(|i| pairs.iter().any(|&(f, _)| f == i)).collect();
+    for i in (0..from.len()).rev().filter(|&i| !kept[i]) {
+        ops.push(PatchOperation::Remove(RemoveOperation { path: child(path, &i.to_string()) }));
+    }
+    let mut pairs = pairs.into_iter().peekable();
+    for (j, value) in to.iter().enumerate() {
+        match pairs.next_if(|&(_, t)| t == j) {
+            Some((f, _)) => {
+                path.push_back(j.to_string());
+                diff_value(&from[f], value, kind, List::Atomic, path, ops);
+                path.pop_back();
+            }
+            None => {
+                ops.push(PatchOperation::Add(AddOperation { path: child(path, &j.to_string()), value: value.clone() }))
+            }
+        }
+    }
+}
+
+/// The longest common subsequence of `a` and `b` under `same`, as index pairs in order.
+fn align(a: &[Value], b: &[Value], same: impl Fn(&Value, &Value) -> bool) -> Vec<(usize, usize)> {
+    let (n, m) = (a.len(), b.len());
+    // lengths[i][j]: LCS length of a[i..] and b[j..]
+    let mut lengths = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lengths[i][j] =
+                if same(&a[i], &b[j]) { lengths[i + 1][j + 1] + 1 } else { lengths[i + 1][j].max(lengths[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut pairs) = (0, 0, Vec::new());
+    while i < n && j < m {
+        if same(&a[i], &b[j]) {
+            pairs.push((i, j));
+            i += 1;
+            j += 1;
+        } else if lengths[i + 1][j] >= lengths[i][j + 1] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    pairs
+}
+
+fn child(path: &PointerBuf, token: &str) -> PointerBuf {
+    let mut path = path.clone();
+    path.push_back(token);
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::json;
+
+    fn ops(from: Value, to: Value) -> Value {
+        serde_json::to_value(diff(&from, &to)).unwrap_or_default()
+    }
+
+    #[rstest]
+    #[case::nothing_to_do(json!({"a": 1}), json!({"a": 1}), json!([]))]
+    #[case::add_remove_replace(
+        json!({"spec": {"a": 1, "b": 2}}), json!({"spec": {"a": 3, "c": {"d": 4}}}),
+        json!([{"op": "remove", "path": "/spec/b"}, {"op": "replace", "path": "/spec/a", "value": 3}, {"op": "add", "path": "/spec/c", "value": {"d": 4}}]))]
+    #[case::keys_are_escaped(
+        json!({"metadata": {"annotations": {}}}), json!({"metadata": {"annotations": {"podtailor.dev/a~b": "x"}}}),
+        json!([{"op": "add", "path": "/metadata/annotations/podtailor.dev~1a~0b", "value": "x"}]))]
+    #[case::parents_before_children(
+        json!({"metadata": {}}), json!({"metadata": {"labels": {"a": "1"}}}),
+        json!([{"op": "add", "path": "/metadata/labels", "value": {"a": "1"}}]))]
+    #[case::keyed_elements_diff_in_place(
+        json!({"spec": {"volumes": [{"name": "t", "projected": {}}], "containers": [{"name": "base", "image": "a"}]}}),
+        json!({"spec": {"volumes": [{"name": "logs", "emptyDir": {}}, {"name": "t", "projected": {}}], "containers": [{"name": "base", "image": "b"}]}}),
+        json!([{"op": "add", "path": "/spec/volumes/0", "value": {"name": "logs", "emptyDir": {}}},
+               {"op": "replace", "path": "/spec/containers/0/image", "value": "b"}]))]
+    #[case::removed_elements_go_from_the_back(
+        json!({"spec": {"volumes": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}}),
+        json!({"spec": {"volumes": [{"name": "b"}]}}),
+        json!([{"op": "remove", "path": "/spec/volumes/2"}, {"op": "remove", "path": "/spec/volumes/0"}]))]
+    #[case::atomic_lists_are_replaced_whole(
+        json!({"spec": {"tolerations": [{"key": "a"}, {"key": "b"}]}}),
+        json!({"spec": {"tolerations": [{"key": "a"}]}}),
+        json!([{"op": "replace", "path": "/spec/tolerations", "value": [{"key": "a"}]}]))]
+    fn diffs(#[case] from: Value, #[case] to: Value, #[case] want: Value) {
+        assert_eq!(ops(from, to), want);
+    }
+
+    #[test]
+    fn the_patch_applied_gives_the_target() {
+        let from = json!({"spec": {"containers": [{"name": "x", "env": [{"name": "A"}, {"name": "B"}]}, {"name": "y"}],
+                                   "volumes": [{"name": "v1"}, {"name": "v2"}, {"name": "v3"}]}});
+        let to = json!({"spec": {"containers": [{"name": "n"}, {"name": "y", "image": "i"}, {"name": "x", "env": [{"name": "B"}, {"name": "C"}]}],
+                                 "volumes": [{"name": "v3"}, {"name": "v0"}, {"name": "v1", "x": 1}]}});
+        let mut doc = from.clone();
+        json_patch::patch(&mut doc, &diff(&from, &to)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(doc, to);
+    }
+}

@@ -1,0 +1,159 @@
+//! Secrets exposed to a container, as Airflow's `Secret` does, without its duplicates:
+//! `env` with a key is one variable (`secretKeyRef`), `env` without a key is the whole secret
+//! (`envFrom`, added once), `volume` is a read-only mount of a volume whose name is derived
+//! from the secret and key, so applying twice adds nothing.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::schema::Kind;
+use super::strategic::{Nulls, merge};
+use crate::crd::{DeployType, SecretRef};
+
+/// The volume name for `secret` (and `key`): `secret-<name>-<hash>`, a valid DNS label of at
+/// most 61 characters, the same every time.
+pub fn secret_volume_name(secret: &str, key: Option<&str>) -> String {
+    let mut base: String = secret.replace('.', "-").chars().take(45).collect();
+    while base.ends_with('-') {
+        base.pop();
+    }
+    let digest = Sha256::digest(format!("{secret}\n{}", key.unwrap_or_default()).as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("secret-{base}-{hash}")
+}
+
+/// Adds `secrets` to container `target` of `pod` (which exists: the caller checked).
+pub fn apply(pod: &mut Value, target: &str, secrets: &[SecretRef]) {
+    if secrets.is_empty() {
+        return;
+    }
+    let mut env = Vec::new();
+    let mut mounts = Vec::new();
+    let mut volumes = Vec::new();
+    let mut env_from = current_env_from(pod, target);
+    let before = env_from.len();
+    for s in secrets {
+        match (s.deploy_type, &s.key) {
+            (DeployType::Env, Some(key)) => env.push(json!({
+                "name": s.deploy_target.as_deref().unwrap_or(key),
+                "valueFrom": {"secretKeyRef": {"name": s.secret, "key": key}},
+            })),
+            (DeployType::Env, None) => {
+                let entry = json!({"secretRef": {"name": s.secret}});
+                if !env_from.contains(&entry) {
+                    env_from.push(entry);
+                }
+            }
+            (DeployType::Volume, key) => {
+                let name = secret_volume_name(&s.secret, key.as_deref());
+                let mut source = json!({"secretName": s.secret});
+                if let Some(key) = key {
+                    source["items"] = json!([{"key": key, "path": key}]);
+                }
+                volumes.push(json!({"name": name, "secret": source}));
+                mounts.push(json!({"name": name, "mountPath": s.deploy_target, "readOnly": true}));
+            }
+        }
+    }
+    let mut container = json!({"name": target});
+    if !env.is_empty() {
+        container["env"] = Value::Array(env);
+    }
+    if !mounts.is_empty() {
+        container["volumeMounts"] = Value::Array(mounts);
+    }
+    if env_from.len() != before {
+        container["envFrom"] = Value::Array(env_from);
+    }
+    let mut fragment = json!({"spec": {"containers": [container]}});
+    if !volumes.is_empty() {
+        fragment["spec"]["volumes"] = Value::Array(volumes);
+    }
+    merge(pod, &fragment, Kind::Pod, Nulls::Delete);
+}
+
+fn current_env_from(pod: &Value, target: &str) -> Vec<Value> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c.get("name").and_then(Value::as_str) == Some(target)))
+        .and_then(|c| c.get("envFrom"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::DeployType::{Env, Volume};
+
+    fn secret(deploy_type: DeployType, target: Option<&str>, secret: &str, key: Option<&str>) -> SecretRef {
+        SecretRef {
+            deploy_type,
+            deploy_target: target.map(str::to_owned),
+            secret: secret.into(),
+            key: key.map(str::to_owned),
+        }
+    }
+
+    fn pod() -> Value {
+        json!({"spec": {"containers": [{"name": "base", "env": [{"name": "MY_SECRET", "value": "plain"}],
+                                         "envFrom": [{"secretRef": {"name": "app-env"}}]}]}})
+    }
+
+    #[test]
+    fn env_with_key_replaces_a_variable_of_that_name() {
+        let mut p = pod();
+        apply(&mut p, "base", &[secret(Env, Some("MY_SECRET"), "s", Some("k"))]);
+        assert_eq!(
+            p["spec"]["containers"][0]["env"],
+            json!([{"name": "MY_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])
+        );
+    }
+
+    #[test]
+    fn env_without_key_is_added_to_env_from_once() {
+        let mut p = pod();
+        let secrets =
+            [secret(Env, None, "app-env", None), secret(Env, None, "more", None), secret(Env, None, "more", None)];
+        apply(&mut p, "base", &secrets);
+        apply(&mut p, "base", &secrets);
+        assert_eq!(
+            p["spec"]["containers"][0]["envFrom"],
+            json!([{"secretRef": {"name": "app-env"}}, {"secretRef": {"name": "more"}}])
+        );
+    }
+
+    #[test]
+    fn volumes_have_stable_names_and_are_never_duplicated() {
+        let mut p = pod();
+        let secrets = [
+            secret(Volume, Some("/etc/creds"), "creds", None),
+            secret(Volume, Some("/etc/one"), "creds", Some("token")),
+        ];
+        apply(&mut p, "base", &secrets);
+        let once = p.clone();
+        apply(&mut p, "base", &secrets);
+        assert_eq!(p, once);
+        let volumes = p["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+        assert_eq!(volumes.len(), 2);
+        assert_eq!(volumes[1]["secret"], json!({"secretName": "creds", "items": [{"key": "token", "path": "token"}]}));
+        let mounts = &p["spec"]["containers"][0]["volumeMounts"];
+        assert_eq!(
+            mounts[0],
+            json!({"name": secret_volume_name("creds", None), "mountPath": "/etc/creds", "readOnly": true})
+        );
+    }
+
+    #[test]
+    fn volume_names_are_dns_labels() {
+        let long = "a.very.long.secret.name.with.dots.that.goes.on.and.on.and.on.and.on";
+        for (s, k) in [("creds", None), (long, Some("k")), ("x-.-y", None)] {
+            let n = secret_volume_name(s, k);
+            assert!(n.len() <= 63, "{n}");
+            assert!(crate::validate::dns_label(&n).is_ok(), "{n}");
+        }
+        assert_ne!(secret_volume_name("creds", None), secret_volume_name("creds", Some("k")));
+        assert_eq!(secret_volume_name("creds", None), secret_volume_name("creds", None));
+    }
+}

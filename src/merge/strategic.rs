@@ -1,0 +1,218 @@
+//! Strategic merge of one layer onto a pod, on JSON values, guided by [`schema`](super::schema).
+//!
+//! Fields the schema does not know merge as maps (objects) or are replaced (everything
+//! else), so a field newer than this code passes through untouched.
+
+use serde_json::{Map, Value};
+
+use super::schema::{Element, Kind, List, field, omitted_when_zero};
+
+/// What a `null` in a layer means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nulls {
+    /// The layer is an object (the incoming pod): `null` is its value.
+    Keep,
+    /// The layer is a patch (an override's pod fragment): `null` deletes the key.
+    Delete,
+}
+
+/// Merges `layer` onto `base` (the layer wins), both objects of kind `kind`.
+pub fn merge(base: &mut Value, layer: &Value, kind: Kind, nulls: Nulls) {
+    match (base, layer) {
+        (Value::Object(base), Value::Object(layer)) => merge_map(base, layer, kind, nulls),
+        (base, layer) => *base = cleaned(layer, nulls),
+    }
+}
+
+fn merge_map(base: &mut Map<String, Value>, layer: &Map<String, Value>, kind: Kind, nulls: Nulls) {
+    for (key, value) in layer {
+        if value.is_null() && nulls == Nulls::Delete {
+            base.shift_remove(key);
+            continue;
+        }
+        let Some(existing) = base.get_mut(key) else {
+            base.insert(key.clone(), cleaned(value, nulls));
+            continue;
+        };
+        let f = field(kind, key);
+        match (existing, value) {
+            (Value::Object(existing), Value::Object(value)) => merge_map(existing, value, f.kind, nulls),
+            (Value::Array(existing), Value::Array(value)) => match f.list {
+                List::Atomic => *existing = value.iter().map(|v| cleaned(v, nulls)).collect(),
+                List::Set => {
+                    for item in value {
+                        if !existing.contains(item) {
+                            existing.push(item.clone());
+                        }
+                    }
+                }
+                List::Keyed { key, element } => merge_keyed(existing, value, key, element, f.kind, nulls),
+            },
+            (existing, value) => *existing = cleaned(value, nulls),
+        }
+    }
+}
+
+/// Merges a keyed list: an element of the layer meets the element of `base` with the same
+/// key, or is appended. Elements of the layer only meet elements that were in `base` before
+/// this layer, so a layer's own list is never collapsed.
+fn merge_keyed(base: &mut Vec<Value>, layer: &[Value], key: &str, element: Element, kind: Kind, nulls: Nulls) {
+    let before = base.len();
+    for item in layer {
+        let found = item.get(key).and_then(|k| base[..before].iter().position(|b| b.get(key) == Some(k)));
+        let Some(at) = found else {
+            base.push(cleaned(item, nulls));
+            continue;
+        };
+        let target = &mut base[at];
+        match element {
+            Element::Merge => merge(target, item, kind, nulls),
+            Element::Replace => *target = cleaned(item, nulls),
+            Element::RetainKeys => {
+                if let (Value::Object(target), Value::Object(item)) = (&mut *target, item) {
+                    target.retain(|k, _| item.contains_key(k));
+                }
+                merge(target, item, kind, nulls);
+            }
+        }
+    }
+}
+
+/// Takes out of a configuration layer the values the API server would not store (empty
+/// lists, empty maps of map fields, false plain booleans), so a layer never adds what the
+/// stored pod cannot hold and a second pass finds nothing to do. In a patch layer such a
+/// value still clears the field (it becomes `null`); in an object layer it is dropped.
+pub fn drop_zeroes(value: &mut Value, kind: Kind, nulls: Nulls) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|k, v| !(nulls == Nulls::Keep && omitted_when_zero(kind, k, v)));
+            for (k, v) in map.iter_mut() {
+                let f = field(kind, k);
+                if omitted_when_zero(kind, k, v) {
+                    *v = if v.is_object() { Value::Object(Map::new()) } else { Value::Null };
+                    continue;
+                }
+                drop_zeroes(v, f.kind, nulls);
+            }
+            if nulls == Nulls::Delete {
+                map.retain(|k, v| !(v.as_object().is_some_and(Map::is_empty) && omitted_when_zero(kind, k, v)));
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                drop_zeroes(item, kind, nulls);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A layer's value as it enters the result: with `Nulls::Delete`, nested `null`s are
+/// directives, not values, and are dropped.
+fn cleaned(value: &Value, nulls: Nulls) -> Value {
+    match (value, nulls) {
+        (Value::Object(map), Nulls::Delete) => Value::Object(
+            map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), cleaned(v, nulls))).collect(),
+        ),
+        (Value::Array(items), Nulls::Delete) => Value::Array(items.iter().map(|v| cleaned(v, nulls)).collect()),
+        _ => value.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::json;
+
+    fn merged(base: Value, layer: Value, nulls: Nulls) -> Value {
+        let mut base = base;
+        merge(&mut base, &layer, Kind::Pod, nulls);
+        base
+    }
+
+    #[rstest]
+    #[case::maps_merge_key_by_key(
+        json!({"metadata": {"labels": {"a": "1", "b": "2"}}}),
+        json!({"metadata": {"labels": {"b": "3", "c": "4"}}}),
+        json!({"metadata": {"labels": {"a": "1", "b": "3", "c": "4"}}}))]
+    #[case::containers_match_by_name_not_position(
+        json!({"spec": {"containers": [{"name": "base", "image": "a"}, {"name": "side", "image": "s"}]}}),
+        json!({"spec": {"containers": [{"name": "side", "image": "t"}, {"name": "base", "args": ["x"]}]}}),
+        json!({"spec": {"containers": [{"name": "base", "image": "a", "args": ["x"]}, {"name": "side", "image": "t"}]}}))]
+    #[case::env_appears_once_and_later_wins_whole(
+        json!({"spec": {"containers": [{"name": "base", "env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]}}),
+        json!({"spec": {"containers": [{"name": "base", "env": [{"name": "B", "value": "2"}, {"name": "C", "value": "3"}]}]}}),
+        json!({"spec": {"containers": [{"name": "base", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}, {"name": "C", "value": "3"}]}]}}))]
+    #[case::volume_source_replaced_as_retain_keys(
+        json!({"spec": {"volumes": [{"name": "config", "configMap": {"name": "c"}}]}}),
+        json!({"spec": {"volumes": [{"name": "config", "secret": {"secretName": "s"}}]}}),
+        json!({"spec": {"volumes": [{"name": "config", "secret": {"secretName": "s"}}]}}))]
+    #[case::same_volume_source_merges(
+        json!({"spec": {"volumes": [{"name": "config", "configMap": {"name": "c", "defaultMode": 420}}]}}),
+        json!({"spec": {"volumes": [{"name": "config", "configMap": {"name": "d"}}]}}),
+        json!({"spec": {"volumes": [{"name": "config", "configMap": {"name": "d", "defaultMode": 420}}]}}))]
+    #[case::mounts_by_mount_path(
+        json!({"spec": {"containers": [{"name": "base", "volumeMounts": [{"name": "a", "mountPath": "/x"}]}]}}),
+        json!({"spec": {"containers": [{"name": "base", "volumeMounts": [{"name": "b", "mountPath": "/x"}, {"name": "c", "mountPath": "/y"}]}]}}),
+        json!({"spec": {"containers": [{"name": "base", "volumeMounts": [{"name": "b", "mountPath": "/x"}, {"name": "c", "mountPath": "/y"}]}]}}))]
+    #[case::atomic_lists_are_replaced(
+        json!({"spec": {"tolerations": [{"key": "a", "operator": "Exists"}], "containers": [{"name": "base", "args": ["1", "2"]}]}}),
+        json!({"spec": {"tolerations": [{"key": "b", "operator": "Exists"}], "containers": [{"name": "base", "args": ["3"]}]}}),
+        json!({"spec": {"tolerations": [{"key": "b", "operator": "Exists"}], "containers": [{"name": "base", "args": ["3"]}]}}))]
+    #[case::false_and_zero_override(
+        json!({"spec": {"hostNetwork": true, "terminationGracePeriodSeconds": 600, "automountServiceAccountToken": true}}),
+        json!({"spec": {"hostNetwork": false, "terminationGracePeriodSeconds": 0, "automountServiceAccountToken": false}}),
+        json!({"spec": {"hostNetwork": false, "terminationGracePeriodSeconds": 0, "automountServiceAccountToken": false}}))]
+    #[case::ports_by_container_port(
+        json!({"spec": {"containers": [{"name": "base", "ports": [{"containerPort": 80, "name": "http"}]}]}}),
+        json!({"spec": {"containers": [{"name": "base", "ports": [{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 443}]}]}}),
+        json!({"spec": {"containers": [{"name": "base", "ports": [{"containerPort": 80, "name": "http", "protocol": "TCP"}, {"containerPort": 443}]}]}}))]
+    #[case::finalizers_are_a_set(
+        json!({"metadata": {"finalizers": ["a", "b"]}}),
+        json!({"metadata": {"finalizers": ["b", "c"]}}),
+        json!({"metadata": {"finalizers": ["a", "b", "c"]}}))]
+    #[case::unknown_fields_merge_as_maps_and_pass_through(
+        json!({"spec": {"futureThing": {"a": 1, "list": [1, 2]}, "containers": [{"name": "base", "futureField": {"x": 1}}]}}),
+        json!({"spec": {"futureThing": {"b": 2, "list": [3]}}}),
+        json!({"spec": {"futureThing": {"a": 1, "list": [3], "b": 2}, "containers": [{"name": "base", "futureField": {"x": 1}}]}}))]
+    #[case::a_layer_list_is_never_collapsed(
+        json!({"spec": {"containers": [{"name": "base", "env": [{"name": "A", "value": "1"}]}]}}),
+        json!({"spec": {"containers": [{"name": "base", "env": [{"name": "D", "value": "1"}, {"name": "D", "value": "2"}]}]}}),
+        json!({"spec": {"containers": [{"name": "base", "env": [{"name": "A", "value": "1"}, {"name": "D", "value": "1"}, {"name": "D", "value": "2"}]}]}}))]
+    fn merges_like_strategic_merge(#[case] base: Value, #[case] layer: Value, #[case] want: Value) {
+        assert_eq!(merged(base, layer, Nulls::Keep), want);
+    }
+
+    #[test]
+    fn zero_values_leave_a_template_and_clear_in_a_patch() {
+        let mut template = json!({"metadata": {"labels": {}}, "spec": {"hostNetwork": false, "nodeSelector": {}, "affinity": {},
+            "containers": [{"name": "base", "args": [], "tty": false, "resources": {"limits": {}},
+                            "volumeMounts": [{"name": "v", "mountPath": "/v", "readOnly": false}]}],
+            "volumes": [{"name": "v", "emptyDir": {}}]}});
+        drop_zeroes(&mut template, Kind::Pod, Nulls::Keep);
+        assert_eq!(
+            template,
+            json!({"metadata": {}, "spec": {"affinity": {},
+            "containers": [{"name": "base", "resources": {}, "volumeMounts": [{"name": "v", "mountPath": "/v"}]}],
+            "volumes": [{"name": "v", "emptyDir": {}}]}})
+        );
+        let mut fragment = json!({"spec": {"hostNetwork": false, "tolerations": [], "nodeSelector": {}}});
+        drop_zeroes(&mut fragment, Kind::Pod, Nulls::Delete);
+        assert_eq!(fragment, json!({"spec": {"hostNetwork": null, "tolerations": null}}));
+    }
+
+    #[test]
+    fn null_deletes_in_a_patch_layer_and_is_a_value_in_an_object_layer() {
+        let base = json!({"spec": {"nodeSelector": {"pool": "a", "zone": "z"}}});
+        let layer = json!({"spec": {"nodeSelector": {"pool": null, "new": {"x": null, "y": 1}}}});
+        assert_eq!(
+            merged(base.clone(), layer.clone(), Nulls::Delete),
+            json!({"spec": {"nodeSelector": {"zone": "z", "new": {"y": 1}}}})
+        );
+        assert_eq!(
+            merged(base, layer, Nulls::Keep),
+            json!({"spec": {"nodeSelector": {"pool": null, "zone": "z", "new": {"x": null, "y": 1}}}})
+        );
+    }
+}

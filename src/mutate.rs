@@ -1,0 +1,44 @@
+//! The decision for one pod: not opted in, mutated, or denied with a message for people.
+
+use serde_json::Value;
+
+use crate::merge::{self, Outcome};
+use crate::store::Config;
+
+/// What happens to a pod.
+#[derive(Debug)]
+pub enum Decision {
+    /// No `podtailor.dev/override` annotation: the pod is left alone.
+    NotOptedIn,
+    /// The pod opted in; the patch may be empty (already as desired).
+    Mutated { outcome: Outcome, overrides: Vec<String> },
+}
+
+/// Why a pod that opted in cannot be admitted: a message that names the override, the
+/// namespace and the reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Denial {
+    pub message: String,
+}
+
+/// Decides for `pod` in `namespace` with the template and overrides of `config`.
+pub fn decide(config: &Config, namespace: &str, pod: &Value) -> Result<Decision, Denial> {
+    let deny = |message: String| Denial { message: format!("podtailor: {message}") };
+    let Some(names) = merge::requested_overrides(pod) else {
+        return Ok(Decision::NotOptedIn);
+    };
+    let names = names.map_err(|why| deny(format!("namespace {namespace:?}: {why}")))?;
+    let mut overrides = Vec::with_capacity(names.len());
+    for name in &names {
+        match config.overrides.get(namespace, name) {
+            Some(o) => overrides.push(o.as_ref()),
+            None => return Err(deny(format!("PodOverride {name:?} not found in namespace {namespace:?}"))),
+        }
+    }
+    let outcome = merge::apply(&config.template, pod, &overrides).map_err(|e| match e.r#override {
+        Some(name) => deny(format!("PodOverride {name:?} in namespace {namespace:?} cannot apply: {}", e.reason)),
+        None => deny(format!("namespace {namespace:?}: {}", e.reason)),
+    })?;
+    Ok(Decision::Mutated { outcome, overrides: names })
+}

@@ -1,0 +1,71 @@
+//! `podtailor render`: what the webhook would do to a pod, without a cluster.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use crate::mutate::{Decision, decide};
+use crate::{Error, input, store};
+
+#[derive(Args, Debug)]
+pub struct RenderArgs {
+    /// The platform's default worker pod (a v1 Pod, YAML or JSON).
+    #[arg(long, value_name = "FILE", env = "PODTAILOR_TEMPLATE")]
+    pub template: PathBuf,
+    /// A directory of PodOverride files (*.yaml, *.yml, *.json).
+    #[arg(long, value_name = "DIR", env = "PODTAILOR_OVERRIDES")]
+    pub overrides: PathBuf,
+    /// The namespace when INPUT names none (an AdmissionReview's, then the pod's, come first).
+    #[arg(long, short = 'n', value_name = "NS", default_value = "default")]
+    pub namespace: String,
+    /// yaml or json: the desired pod; patch: the RFC 6902 JSON patch the webhook would return.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Yaml)]
+    pub output: Output,
+    /// A Pod (YAML or JSON) or an AdmissionReview (JSON); `-` reads standard input.
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Yaml,
+    Json,
+    Patch,
+}
+
+/// Runs `render` and returns what to print.
+pub fn run(args: &RenderArgs) -> crate::Result<String> {
+    let config = store::files::load(&args.template, &args.overrides)?;
+    let (text, source_name) = read_input(&args.input)?;
+    let bad = |message: String| Error::Input { source_name: source_name.clone(), message };
+    let given = input::pod_input(&text).map_err(bad)?;
+    let namespace = given.namespace.as_deref().unwrap_or(&args.namespace);
+    let (desired, patch) = match decide(&config, namespace, &given.pod).map_err(|d| bad(d.message))? {
+        Decision::NotOptedIn => (given.pod, json_patch::Patch(Vec::new())),
+        Decision::Mutated { outcome, .. } => (outcome.desired, outcome.patch),
+    };
+    let printed = match args.output {
+        Output::Yaml => serde_yaml_ng::to_string(&desired).map_err(|e| bad(e.to_string()))?,
+        Output::Json => pretty(&desired),
+        Output::Patch => pretty(&serde_json::to_value(&patch).unwrap_or(Value::Null)),
+    };
+    Ok(printed)
+}
+
+fn pretty(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn read_input(path: &Path) -> crate::Result<(String, String)> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+        return Ok((text, "<stdin>".to_owned()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    Ok((text, path.display().to_string()))
+}

@@ -1,0 +1,223 @@
+//! Files mode: the template from a file, PodOverrides from the YAML/JSON files of a directory.
+//!
+//! Directory entries starting with `.` are skipped: a mounted ConfigMap keeps its real files
+//! under `..data`, and the visible names are symlinks into it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Config, Loaded, Overrides};
+use crate::crd::PodOverrideSpec;
+use crate::input;
+use crate::merge::{Override, Template};
+use crate::validate;
+use crate::{Error, Result};
+
+const OVERRIDE_API_VERSION: &str = "podtailor.dev/v1alpha1";
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })
+}
+
+/// Loads the template and the overrides.
+pub fn load(template: &Path, overrides: &Path) -> Result<Config> {
+    Ok(Config { template: Arc::new(load_template(template)?), overrides: load_overrides(overrides)? })
+}
+
+/// Reads the platform's default pod.
+pub fn load_template(path: &Path) -> Result<Template> {
+    let bad = |message: String| Error::Config { path: path.to_owned(), message };
+    let pod = input::document(&read(path)?).map_err(bad)?;
+    match input::type_of(&pod) {
+        ("v1", "Pod") => {}
+        (api, kind) => {
+            return Err(bad(format!(
+                "is not a Pod template: it is a {kind:?} of {api:?}, expected apiVersion v1, kind Pod"
+            )));
+        }
+    }
+    if let Some(spec) = pod.get("spec") {
+        if !spec.is_object() {
+            return Err(bad("spec: must be an object".into()));
+        }
+        for list in ["containers", "initContainers"] {
+            let Some(items) = spec.get(list) else { continue };
+            let Some(items) = items.as_array() else {
+                return Err(bad(format!("spec.{list}: must be a list")));
+            };
+            for (i, c) in items.iter().enumerate() {
+                if c.get("name").and_then(Value::as_str).is_none() {
+                    return Err(bad(format!("spec.{list}[{i}].name: is required (containers merge by name)")));
+                }
+            }
+        }
+    }
+    Ok(Template::new(pod))
+}
+
+/// The override files of `dir`, in name order.
+fn override_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Read { path: dir.to_owned(), source })?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Read { path: dir.to_owned(), source })?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let wanted = !name.starts_with('.') && [".yaml", ".yml", ".json"].iter().any(|e| name.ends_with(e));
+        if wanted && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads every PodOverride in `dir`. Any problem in any file fails the whole load, so a
+/// half-read directory never replaces a good one.
+pub fn load_overrides(dir: &Path) -> Result<Overrides> {
+    let mut overrides = Overrides::default();
+    for path in override_files(dir)? {
+        let docs = input::documents(&read(&path)?).map_err(|message| Error::Config { path: path.clone(), message })?;
+        let many = docs.len() > 1;
+        for (i, doc) in docs.into_iter().enumerate() {
+            let at = if many { format!("document {}: ", i + 1) } else { String::new() };
+            let loaded = parse_override(doc, &path.display().to_string())
+                .map_err(|message| Error::Config { path: path.clone(), message: format!("{at}{message}") })?;
+            let (namespace, name) = (loaded.namespace.clone(), loaded.r#override.name.clone());
+            if let Err(first) = overrides.insert(loaded) {
+                return Err(Error::Config {
+                    path: path.clone(),
+                    message: format!(
+                        "{at}PodOverride {name:?} ({}) is already defined in {}",
+                        scope(namespace.as_deref()),
+                        first.origin
+                    ),
+                });
+            }
+        }
+    }
+    Ok(overrides)
+}
+
+fn scope(namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("namespace {ns:?}"),
+        None => "all namespaces".to_owned(),
+    }
+}
+
+/// One PodOverride document, checked: its type, its metadata, every field of its spec.
+pub fn parse_override(doc: Value, origin: &str) -> Result<Loaded, String> {
+    let Value::Object(mut doc) = doc else {
+        return Err("is not a PodOverride: expected an object".into());
+    };
+    let api = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+    if (api, kind) != (OVERRIDE_API_VERSION, "PodOverride") {
+        return Err(format!(
+            "is not a PodOverride: it is a {kind:?} of {api:?}, expected apiVersion {OVERRIDE_API_VERSION}, kind PodOverride"
+        ));
+    }
+    let meta = doc.get("metadata").and_then(Value::as_object);
+    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("").to_owned();
+    let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).map(str::to_owned);
+    let who = format!("PodOverride {name:?} ({})", scope(namespace.as_deref()));
+    if let Err(why) = validate::dns_subdomain(&name) {
+        return Err(format!("{who}: metadata.name: {why}"));
+    }
+    if let Some(Err(why)) = namespace.as_deref().map(validate::dns_label) {
+        return Err(format!("{who}: metadata.namespace: {why}"));
+    }
+    if let Some(key) =
+        doc.keys().find(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status"))
+    {
+        return Err(format!("{who}: {key}: unknown field (expected apiVersion, kind, metadata, spec)"));
+    }
+    let spec = doc.remove("spec").unwrap_or(Value::Object(Default::default()));
+    let spec: PodOverrideSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "spec".to_owned() } else { format!("spec.{path}") };
+        format!("{who}: {field}: {}", e.inner())
+    })?;
+    if let Some(first) = validate::override_spec(&spec).first() {
+        return Err(format!("{who}: {first}"));
+    }
+    Ok(Loaded { namespace, r#override: Arc::new(Override::new(name, spec)), origin: origin.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn parse(yaml: &str) -> Result<Loaded, String> {
+        parse_override(input::document(yaml)?, "test.yaml")
+    }
+
+    #[rstest]
+    #[case::unknown_spec_field("spec: {resorces: {}}", "spec.resorces: unknown field `resorces`")]
+    #[case::unknown_secret_field(
+        "spec: {secrets: [{deployType: env, secret: s, keys: k}]}",
+        "spec.secrets[0].keys: unknown field `keys`"
+    )]
+    #[case::unknown_deploy_type(
+        "spec: {secrets: [{deployType: file, deployTarget: /x, secret: s}]}",
+        "spec.secrets[0].deployType: unknown variant `file`"
+    )]
+    #[case::relative_target(
+        "spec: {secrets: [{deployType: volume, deployTarget: etc/x, secret: s}]}",
+        "spec.secrets[0].deployTarget: \"etc/x\" is not an absolute path"
+    )]
+    #[case::bad_quantity(
+        "spec: {resources: {limits: {cpu: [1]}}}",
+        "spec.resources.limits.cpu: a quantity must be a string or a number"
+    )]
+    #[case::unknown_top_level("spc: {}", "spc: unknown field")]
+    fn errors_name_the_override_and_the_field(#[case] body: &str, #[case] want: &str) {
+        let yaml = format!(
+            "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {{name: o, namespace: ns}}\n{body}\n"
+        );
+        let err = parse(&yaml).err().unwrap_or_default();
+        assert!(err.starts_with("PodOverride \"o\" (namespace \"ns\"): "), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+
+    #[rstest]
+    #[case::wrong_kind("apiVersion: v1\nkind: Pod\n", "is not a PodOverride")]
+    #[case::no_name("apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nspec: {}\n", "metadata.name")]
+    #[case::bad_namespace(
+        "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: a, namespace: A_B}\n",
+        "metadata.namespace"
+    )]
+    fn rejects_what_is_not_a_podoverride(#[case] yaml: &str, #[case] want: &str) {
+        let err = parse(yaml).err().unwrap_or_default();
+        assert!(err.contains(want), "{err}");
+    }
+
+    #[test]
+    fn numbers_are_quantities() {
+        let loaded = parse(
+            "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: o}\nspec: {resources: {limits: {cpu: 1, memory: 0.5}}}\n",
+        );
+        let limits =
+            loaded.ok().and_then(|l| l.r#override.spec.resources.clone()).and_then(|r| r.limits).unwrap_or_default();
+        assert_eq!(limits.get("cpu").map(|q| q.0.as_str()), Some("1"));
+        assert_eq!(limits.get("memory").map(|q| q.0.as_str()), Some("0.5"));
+    }
+
+    #[test]
+    fn a_directory_with_a_duplicate_names_both_files() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let doc = "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: o}\nspec: {}\n";
+        for f in ["a.yaml", "b.yml"] {
+            std::fs::write(dir.path().join(f), doc).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(dir.path().join(".hidden.yaml"), "not: [valid").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap_or_else(|e| panic!("{e}"));
+        let err = load_overrides(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("b.yml") && err.contains("a.yaml") && err.contains("already defined"), "{err}");
+    }
+}

@@ -1,0 +1,60 @@
+//! Where the template and the overrides come from. Both feed one in-memory [`Config`]
+//! snapshot; a request never waits on I/O.
+
+pub mod files;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::merge::{Override, Template};
+
+/// A PodOverride as loaded: where it applies and where it came from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// `None`: applies in every namespace (a file without a namespace).
+    pub namespace: Option<String>,
+    pub r#override: Arc<Override>,
+    /// A file path or `namespace/name` in the cluster, for messages.
+    pub origin: String,
+}
+
+/// The PodOverrides known, by namespace and name.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    by_key: HashMap<(Option<String>, String), Loaded>,
+}
+
+impl Overrides {
+    /// Adds `loaded`, or returns the one already known under the same namespace and name.
+    pub fn insert(&mut self, loaded: Loaded) -> Result<(), &Loaded> {
+        let key = (loaded.namespace.clone(), loaded.r#override.name.clone());
+        if self.by_key.contains_key(&key) {
+            return Err(&self.by_key[&key]);
+        }
+        self.by_key.insert(key, loaded);
+        Ok(())
+    }
+
+    /// The override `name` as seen from `namespace`: its own, else one for every namespace.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<Override>> {
+        self.by_key
+            .get(&(Some(namespace.to_owned()), name.to_owned()))
+            .or_else(|| self.by_key.get(&(None, name.to_owned())))
+            .map(|l| &l.r#override)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+/// Everything a decision needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub template: Arc<Template>,
+    pub overrides: Overrides,
+}

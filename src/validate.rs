@@ -1,0 +1,297 @@
+//! Checks on names and on PodOverride specs: what would otherwise fail later, at pod
+//! admission or in the kubelet, is reported when the override is loaded, naming the field.
+
+use serde_json::Value;
+
+use crate::crd::{DeployType, PodOverrideSpec, Quantity};
+
+/// One problem with one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn label_chars_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// An RFC 1123 DNS label (container and volume names).
+pub fn dns_label(s: &str) -> Result<(), String> {
+    if s.len() > 63 {
+        return Err("must be at most 63 characters".into());
+    }
+    if !label_chars_ok(s) {
+        return Err("must be lowercase letters, digits and '-', starting and ending with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// An RFC 1123 DNS subdomain (object names: PodOverrides, Secrets).
+pub fn dns_subdomain(s: &str) -> Result<(), String> {
+    if s.len() > 253 {
+        return Err("must be at most 253 characters".into());
+    }
+    if !s.split('.').all(label_chars_ok) {
+        return Err(
+            "must be lowercase letters, digits, '-' and '.', each part starting and ending with a letter or digit"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// An environment variable name as the Pod API has long accepted it.
+pub fn env_name(s: &str) -> Result<(), String> {
+    let ok_first = |c: char| c.is_ascii_alphabetic() || matches!(c, '_' | '-' | '.');
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if ok_first(c) && chars.all(|c| ok_first(c) || c.is_ascii_digit()) => Ok(()),
+        _ => Err("must be letters, digits, '_', '-' and '.', not starting with a digit".into()),
+    }
+}
+
+/// A key of a Secret.
+pub fn secret_key(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s != "."
+        && s != "..";
+    if ok { Ok(()) } else { Err("must be letters, digits, '-', '_' and '.'".into()) }
+}
+
+/// A Kubernetes quantity: a decimal number with an optional SI, binary or exponent suffix.
+pub fn quantity(q: &Quantity) -> Result<(), String> {
+    let s = q.0.as_str();
+    let number_end = s
+        .char_indices()
+        .find(|(i, c)| !(c.is_ascii_digit() || *c == '.' || (*i == 0 && matches!(c, '+' | '-'))))
+        .map_or(s.len(), |(i, _)| i);
+    let (number, suffix) = s.split_at(number_end);
+    let digits = number.trim_start_matches(['+', '-']);
+    let number_ok = !digits.is_empty() && digits != "." && digits.matches('.').count() <= 1;
+    let suffix_ok = matches!(
+        suffix,
+        "" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    ) || suffix
+        .strip_prefix(['e', 'E'])
+        .map(|e| e.trim_start_matches(['+', '-']))
+        .is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit()));
+    if number_ok && suffix_ok { Ok(()) } else { Err(format!("{s:?} is not a quantity (like 500m, 2, 1Gi)")) }
+}
+
+/// Every problem with `spec`, each naming its field.
+pub fn override_spec(spec: &PodOverrideSpec) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut err = |field: String, message: String| errors.push(FieldError { field, message });
+    if let Some(c) = &spec.container
+        && let Err(m) = dns_label(c)
+    {
+        err("spec.container".into(), format!("{c:?} is not a container name: {m}"));
+    }
+    if let Some(r) = &spec.resources {
+        for (field, values) in [("requests", &r.requests), ("limits", &r.limits)] {
+            for (name, q) in values.iter().flatten() {
+                if let Err(m) = quantity(q) {
+                    err(format!("spec.resources.{field}.{name}"), m);
+                }
+            }
+        }
+    }
+    for (i, s) in spec.secrets.iter().enumerate() {
+        let at = |f: &str| format!("spec.secrets[{i}].{f}");
+        if let Err(m) = dns_subdomain(&s.secret) {
+            err(at("secret"), format!("{:?} is not a Secret name: {m}", s.secret));
+        }
+        if let Some(k) = &s.key
+            && let Err(m) = secret_key(k)
+        {
+            err(at("key"), format!("{k:?} is not a Secret key: {m}"));
+        }
+        match (s.deploy_type, &s.deploy_target, &s.key) {
+            (DeployType::Env, None, Some(_)) => {
+                err(at("deployTarget"), "is required with key: it names the environment variable".into());
+            }
+            (DeployType::Env, Some(t), Some(_)) => {
+                if let Err(m) = env_name(t) {
+                    err(at("deployTarget"), format!("{t:?} is not an environment variable name: {m}"));
+                }
+            }
+            (DeployType::Env, Some(_), None) => err(
+                at("deployTarget"),
+                "must be empty without key: the whole secret becomes environment variables (envFrom)".into(),
+            ),
+            (DeployType::Env, None, None) => {}
+            (DeployType::Volume, None, _) => {
+                err(at("deployTarget"), "is required: the directory to mount the secret at".into())
+            }
+            (DeployType::Volume, Some(t), _) => {
+                if !t.starts_with('/') {
+                    err(at("deployTarget"), format!("{t:?} is not an absolute path"));
+                } else if t.split('/').any(|p| p == "..") || t.contains(':') {
+                    err(at("deployTarget"), format!("{t:?} must not contain '..' or ':'"));
+                }
+            }
+        }
+    }
+    if let Some(pod) = &spec.pod {
+        pod_fragment(pod, &mut err);
+    }
+    errors
+}
+
+fn pod_fragment(pod: &Value, err: &mut impl FnMut(String, String)) {
+    let Some(map) = pod.as_object() else {
+        return err("spec.pod".into(), "must be an object with metadata and/or spec".into());
+    };
+    for key in map.keys().filter(|k| !matches!(k.as_str(), "metadata" | "spec")) {
+        err(format!("spec.pod.{key}"), "is not allowed: an override changes only metadata and spec".into());
+    }
+    if let Some(meta) = map.get("metadata").and_then(Value::as_object) {
+        for key in ["name", "generateName", "namespace"] {
+            if meta.contains_key(key) {
+                err(
+                    format!("spec.pod.metadata.{key}"),
+                    "is not allowed: overrides shape pods, they do not name them".into(),
+                );
+            }
+        }
+    }
+    if let Some(spec) = map.get("spec").and_then(Value::as_object) {
+        for list in ["containers", "initContainers", "ephemeralContainers"] {
+            for (i, c) in spec.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
+                if c.get("name").and_then(Value::as_str).is_none() {
+                    err(format!("spec.pod.spec.{list}[{i}].name"), "is required: containers merge by name".into());
+                }
+            }
+        }
+    }
+    directives(pod, &mut "spec.pod".to_owned(), err);
+}
+
+/// Strategic-merge directives (`$patch`, `$retainKeys`…) are not part of the override format.
+fn directives(v: &Value, path: &mut String, err: &mut impl FnMut(String, String)) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let len = path.len();
+                path.push('.');
+                path.push_str(k);
+                if k.starts_with('$') {
+                    err(
+                        path.clone(),
+                        "patch directives are not supported: write the fields, or null to remove one".into(),
+                    );
+                }
+                directives(v, path, err);
+                path.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                directives(item, path, err);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{Resources, SecretRef};
+    use rstest::rstest;
+    use serde_json::json;
+
+    #[rstest]
+    #[case("a", true)]
+    #[case("resource-requirements", true)]
+    #[case("a.b-c", true)]
+    #[case("", false)]
+    #[case("Upper", false)]
+    #[case("-a", false)]
+    #[case("a..b", false)]
+    #[case("a_b", false)]
+    fn subdomains(#[case] s: &str, #[case] ok: bool) {
+        assert_eq!(dns_subdomain(s).is_ok(), ok, "{s}");
+    }
+
+    #[rstest]
+    #[case("500m", true)]
+    #[case("1Gi", true)]
+    #[case("2", true)]
+    #[case("0.5", true)]
+    #[case("1e3", true)]
+    #[case("+1", true)]
+    #[case("1GB", false)]
+    #[case("lots", false)]
+    #[case("1..2", false)]
+    #[case("m", false)]
+    fn quantities(#[case] s: &str, #[case] ok: bool) {
+        assert_eq!(quantity(&Quantity(s.into())).is_ok(), ok, "{s}");
+    }
+
+    fn secret(t: DeployType, target: Option<&str>, name: &str, key: Option<&str>) -> PodOverrideSpec {
+        PodOverrideSpec {
+            secrets: vec![SecretRef {
+                deploy_type: t,
+                deploy_target: target.map(Into::into),
+                secret: name.into(),
+                key: key.map(Into::into),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[rstest]
+    #[case::relative_volume_target(
+        secret(DeployType::Volume, Some("etc/creds"), "s", None),
+        "spec.secrets[0].deployTarget"
+    )]
+    #[case::volume_without_target(secret(DeployType::Volume, None, "s", None), "spec.secrets[0].deployTarget")]
+    #[case::bad_env_name(secret(DeployType::Env, Some("1BAD"), "s", Some("k")), "spec.secrets[0].deployTarget")]
+    #[case::env_key_without_target(secret(DeployType::Env, None, "s", Some("k")), "spec.secrets[0].deployTarget")]
+    #[case::env_target_without_key(secret(DeployType::Env, Some("X"), "s", None), "spec.secrets[0].deployTarget")]
+    #[case::bad_secret_name(secret(DeployType::Env, None, "Not_A_Name", None), "spec.secrets[0].secret")]
+    #[case::bad_key(secret(DeployType::Env, Some("X"), "s", Some("a/b")), "spec.secrets[0].key")]
+    #[case::bad_container(PodOverrideSpec { container: Some("Base".into()), ..Default::default() }, "spec.container")]
+    #[case::bad_quantity(PodOverrideSpec { resources: Some(Resources { limits: Some([("cpu".to_owned(), Quantity("lots".into()))].into()), requests: None }), ..Default::default() }, "spec.resources.limits.cpu")]
+    #[case::pod_status(PodOverrideSpec { pod: Some(json!({"status": {}})), ..Default::default() }, "spec.pod.status")]
+    #[case::pod_rename(PodOverrideSpec { pod: Some(json!({"metadata": {"name": "x"}})), ..Default::default() }, "spec.pod.metadata.name")]
+    #[case::pod_directive(PodOverrideSpec { pod: Some(json!({"spec": {"volumes": [{"$patch": "delete", "name": "v"}]}})), ..Default::default() }, "spec.pod.spec.volumes[0].$patch")]
+    #[case::pod_unnamed_container(PodOverrideSpec { pod: Some(json!({"spec": {"containers": [{"image": "x"}]}})), ..Default::default() }, "spec.pod.spec.containers[0].name")]
+    fn rejects_naming_the_field(#[case] spec: PodOverrideSpec, #[case] field: &str) {
+        let errors = override_spec(&spec);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, field);
+    }
+
+    #[test]
+    fn accepts_the_design_example() {
+        let spec: PodOverrideSpec = serde_json::from_value(json!({
+            "container": "base",
+            "resources": {"requests": {"cpu": "500m", "memory": "1024Mi"}, "limits": {"cpu": 1, "memory": "1024Mi"}},
+            "secrets": [
+                {"deployType": "env", "deployTarget": "MY_SECRET", "secret": "infrared-photon-7780-env", "key": "MY_SECRET"},
+                {"deployType": "env", "secret": "app-env"},
+                {"deployType": "volume", "deployTarget": "/etc/creds", "secret": "creds"}],
+            "pod": {"metadata": {"labels": {"team": "data"}}, "spec": {"serviceAccountName": "worker", "nodeSelector": {"pool": "highmem"}}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(override_spec(&spec), vec![]);
+    }
+}
