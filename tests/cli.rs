@@ -1,0 +1,246 @@
+//! `podtailor render` as a user runs it: the seed scenario, the output formats, and every kind
+//! of bad input, each a clear one-line error with exit code 1 (2 for usage), never a panic.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+fn render(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_podtailor"));
+    cmd.arg("render").args(args).current_dir(common::repo());
+    cmd.env_remove("PODTAILOR_TEMPLATE").env_remove("PODTAILOR_OVERRIDES");
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn: {e}"));
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        pipe.write_all(text.as_bytes()).unwrap_or_else(|e| panic!("stdin: {e}"));
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("wait: {e}"))
+}
+
+fn examples(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["--template", "examples/template.yaml", "--overrides", "examples/overrides"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run_ok(args: &[String]) -> String {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = render(&args, None);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_seed_scenario() {
+    let desired: Value = serde_json::from_str(&run_ok(&examples(&["-o", "json", "examples/review.json"])))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = &desired["spec"]["containers"][0];
+    assert_eq!(
+        base["resources"],
+        json!({"requests": {"cpu": "500m", "memory": "1024Mi"}, "limits": {"cpu": "500m", "memory": "1024Mi"}})
+    );
+    let my_secret = base["env"].as_array().and_then(|e| e.iter().find(|v| v["name"] == "MY_SECRET")).cloned();
+    assert_eq!(
+        my_secret,
+        Some(
+            json!({"name": "MY_SECRET", "valueFrom": {"secretKeyRef": {"name": "infrared-photon-7780-env", "key": "MY_SECRET"}}})
+        )
+    );
+    assert_eq!(desired["spec"]["restartPolicy"], "Never");
+    assert_eq!(desired["metadata"]["labels"]["tier"], "airflow");
+    assert_eq!(desired["metadata"]["labels"]["dag_id"], "example_kubernetes_executor_pod_override_sources");
+    assert_eq!(desired["metadata"].get("name"), None, "the template's placeholder name must not be copied");
+    assert_eq!(desired["spec"]["securityContext"], json!({"runAsUser": 50000, "fsGroup": 50000}));
+    let volumes: Vec<&str> =
+        desired["spec"]["volumes"].as_array().into_iter().flatten().filter_map(|v| v["name"].as_str()).collect();
+    assert_eq!(volumes, ["logs", "config", "kube-api-access-7xq2m"]);
+}
+
+#[test]
+fn the_patch_of_the_review_applies_and_a_second_pass_is_empty() {
+    let review = common::read_json(&common::examples().join("review.json"));
+    let patch: json_patch::Patch = serde_json::from_str(&run_ok(&examples(&["-o", "patch", "examples/review.json"])))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!patch.0.is_empty());
+    let mut pod = review["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch).unwrap_or_else(|e| panic!("{e}"));
+    let desired: Value = serde_json::from_str(&run_ok(&examples(&["-o", "json", "examples/review.json"])))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pod, desired);
+    let out = render(
+        &examples(&["-o", "patch", "-"]).iter().map(String::as_str).collect::<Vec<_>>(),
+        Some(&desired.to_string()),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
+
+#[test]
+fn yaml_is_the_default_and_the_bare_pod_renders_like_the_review() {
+    let yaml = run_ok(&examples(&["examples/pod.yaml"]));
+    let desired: Value = serde_yaml_ng::from_str(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(desired["spec"]["containers"][0]["resources"]["limits"]["cpu"], "500m");
+    assert_eq!(desired["metadata"]["namespace"], "airflow");
+}
+
+#[test]
+fn a_pod_that_did_not_opt_in_comes_out_unchanged() {
+    assert_eq!(run_ok(&examples(&["-o", "patch", "examples/review-not-opted-in.json"])).trim(), "[]");
+    let review = common::read_json(&common::examples().join("review-not-opted-in.json"));
+    let out: Value = serde_json::from_str(&run_ok(&examples(&["-o", "json", "examples/review-not-opted-in.json"])))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out, review["request"]["object"]);
+}
+
+#[test]
+fn the_namespace_comes_from_the_pod_else_the_flag() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let o = "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: o, namespace: team}\nspec: {pod: {spec: {serviceAccountName: team-sa}}}\n";
+    std::fs::write(dir.path().join("o.yaml"), o).unwrap_or_else(|e| panic!("{e}"));
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {podtailor.dev/override: o}}\nspec: {containers: [{name: base}]}\n";
+    let d = dir.path().display().to_string();
+    let args = ["--template", "examples/template.yaml", "--overrides", &d, "-o", "json"];
+    let out = render(&[&args[..], &["-"]].concat(), Some(pod));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found in namespace \"default\""));
+    let out = render(&[&args[..], &["-n", "team", "-"]].concat(), Some(pod));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("team-sa"));
+}
+
+/// Writes a scenario (template, override files, input) and runs render on it.
+fn scenario(template: &str, overrides: &[(&str, &str)], input: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = dir.path();
+    std::fs::create_dir(root.join("o")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(root.join("template.yaml"), template).unwrap_or_else(|e| panic!("{e}"));
+    for (name, text) in overrides {
+        std::fs::write(root.join("o").join(name), text).unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::fs::write(root.join("input"), input).unwrap_or_else(|e| panic!("{e}"));
+    let p = |n: &str| root.join(n).display().to_string();
+    let args = [p("template.yaml"), p("o"), p("input")];
+    render(&["--template", &args[0], "--overrides", &args[1], "-n", "ns", &args[2]], None)
+}
+
+const TEMPLATE: &str =
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: placeholder}\nspec: {containers: [{name: base, image: i:1}]}\n";
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {podtailor.dev/override: o}}\nspec: {containers: [{name: base}]}\n";
+
+fn over(spec: &str) -> String {
+    format!(
+        "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {{name: o, namespace: ns}}\nspec: {spec}\n"
+    )
+}
+
+fn assert_error(out: &Output, wants: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line expected: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for want in wants {
+        assert!(stderr.contains(want), "{want:?} not in: {stderr}");
+    }
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn malformed_input() {
+    assert_error(
+        &scenario(TEMPLATE, &[], "apiVersion: v1\nkind: Pod\nmetadata: [unclosed\n"),
+        &["input: invalid YAML"],
+    );
+    assert_error(&scenario(TEMPLATE, &[], "{\"apiVersion\": \"v1\", "), &["input: invalid JSON"]);
+    assert_error(&scenario(TEMPLATE, &[], "apiVersion: apps/v1\nkind: Deployment\n"), &["input: is a \"Deployment\""]);
+    assert_error(&scenario(TEMPLATE, &[], "{\"kind\": \"AdmissionReview\", \"request\": {}}"), &["has no object"]);
+}
+
+#[test]
+fn a_template_that_is_not_a_pod() {
+    assert_error(
+        &scenario("apiVersion: apps/v1\nkind: Deployment\n", &[], POD),
+        &["template.yaml", "is not a Pod template"],
+    );
+    assert_error(&scenario("key: [broken\n", &[], POD), &["template.yaml", "invalid YAML"]);
+    assert_error(
+        &scenario("apiVersion: v1\nkind: Pod\nspec: {containers: [{image: x}]}\n", &[], POD),
+        &["spec.containers[0].name"],
+    );
+}
+
+#[test]
+fn an_override_naming_a_missing_container() {
+    let o = over("{container: worker, resources: {limits: {cpu: 1}}}");
+    assert_error(
+        &scenario(TEMPLATE, &[("o.yaml", &o)], POD),
+        &["PodOverride \"o\"", "namespace \"ns\"", "container \"worker\" not found"],
+    );
+}
+
+#[test]
+fn an_unknown_deploy_type() {
+    let o = over("{secrets: [{deployType: file, deployTarget: /x, secret: s}]}");
+    assert_error(
+        &scenario(TEMPLATE, &[("o.yaml", &o)], POD),
+        &["o.yaml", "PodOverride \"o\"", "namespace \"ns\"", "spec.secrets[0].deployType", "unknown variant `file`"],
+    );
+}
+
+#[test]
+fn a_relative_volume_target() {
+    let o = over("{secrets: [{deployType: volume, deployTarget: etc/creds, secret: s}]}");
+    assert_error(
+        &scenario(TEMPLATE, &[("o.yaml", &o)], POD),
+        &["o.yaml", "PodOverride \"o\"", "spec.secrets[0].deployTarget", "not an absolute path"],
+    );
+}
+
+#[test]
+fn an_unknown_field() {
+    let o = over("{resources: {limit: {cpu: 1}}}");
+    assert_error(
+        &scenario(TEMPLATE, &[("o.yaml", &o)], POD),
+        &["o.yaml", "spec.resources.limit", "unknown field `limit`"],
+    );
+}
+
+#[test]
+fn a_missing_override() {
+    assert_error(&scenario(TEMPLATE, &[], POD), &["PodOverride \"o\" not found in namespace \"ns\""]);
+}
+
+#[test]
+fn an_annotation_with_invalid_names() {
+    let pod = POD.replace("podtailor.dev/override: o", "podtailor.dev/override: 'o, Not_Valid'");
+    assert_error(
+        &scenario(TEMPLATE, &[("o.yaml", &over("{}"))], &pod),
+        &["namespace \"ns\"", "\"Not_Valid\" is not a valid PodOverride name"],
+    );
+}
+
+#[test]
+fn files_that_do_not_exist() {
+    let out =
+        render(&["--template", "/nonexistent/t.yaml", "--overrides", "examples/overrides", "examples/pod.yaml"], None);
+    assert_error(&out, &["/nonexistent/t.yaml"]);
+    let out = render(&examples(&["/nonexistent/pod.yaml"]).iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_error(&out, &["/nonexistent/pod.yaml"]);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = render(&["--template", "examples/template.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out =
+        render(&examples(&["-o", "xml", "examples/pod.yaml"]).iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(Path::new(env!("CARGO_BIN_EXE_podtailor")).exists());
+}

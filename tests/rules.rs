@@ -1,0 +1,328 @@
+//! Every rule of DESIGN.md, as a table: a template, a pod, overrides, and what the desired pod
+//! must hold (JSON pointers) or must not hold. Each case also checks that the patch turns the
+//! pod into the desired pod and that a second pass over the result finds nothing to do.
+
+mod common;
+
+use podtailor::mutate::{Decision, decide};
+use rstest::rstest;
+use serde_json::{Value, json};
+
+const NS: &str = "airflow";
+
+fn template() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "placeholder-name", "generateName": "tpl-", "namespace": "platform",
+                     "labels": {"tier": "airflow", "component": "worker"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 600,
+            "serviceAccountName": "worker",
+            "securityContext": {"runAsUser": 50000},
+            "containers": [{"name": "base", "image": "airflow:2.10.5",
+                            "env": [{"name": "EXECUTOR", "value": "LocalExecutor"}],
+                            "envFrom": [{"secretRef": {"name": "app-env"}}],
+                            "resources": {"requests": {"cpu": "100m", "memory": "384Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                            "volumeMounts": [{"name": "logs", "mountPath": "/logs"}]}],
+            "volumes": [{"name": "logs", "emptyDir": {}}, {"name": "config", "configMap": {"name": "airflow-config"}}],
+            "tolerations": [{"key": "pool", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}]
+        }
+    })
+}
+
+fn pod(annotation: &str, spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"generateName": "task-", "namespace": NS, "annotations": {"podtailor.dev/override": annotation}},
+           "spec": spec})
+}
+
+fn base(extra: Value) -> Value {
+    let mut c = json!({"name": "base", "args": ["run"]});
+    if let (Some(c), Value::Object(extra)) = (c.as_object_mut(), extra) {
+        c.extend(extra);
+    }
+    json!({"containers": [c]})
+}
+
+/// What the desired pod must hold at a pointer (`Some`) or must not hold (`None`).
+type Want = Vec<(&'static str, Option<Value>)>;
+
+fn run(template: Value, pod: Value, overrides: &[(Option<&str>, &str, Value)]) -> Value {
+    let config = common::config(template, overrides);
+    let Ok(Decision::Mutated { outcome, .. }) = decide(&config, NS, &pod) else {
+        panic!("expected a mutation for {pod}");
+    };
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &outcome.patch).unwrap_or_else(|e| panic!("patch does not apply: {e}"));
+    assert_eq!(patched, outcome.desired, "the patch does not give the desired pod");
+    let Ok(Decision::Mutated { outcome: again, .. }) = decide(&config, NS, &outcome.desired) else {
+        panic!("second pass");
+    };
+    assert_eq!(again.patch.0, vec![], "a second pass over the result is not empty");
+    outcome.desired
+}
+
+fn check(desired: &Value, want: &Want) {
+    for (pointer, expected) in want {
+        assert_eq!(desired.pointer(pointer), expected.as_ref(), "at {pointer} in {desired:#}");
+    }
+}
+
+#[rstest]
+#[case::empty_annotation_means_the_template_only("", base(json!({})), vec![], vec![
+    ("/metadata/labels/tier", Some(json!("airflow"))),
+    ("/spec/containers/0/image", Some(json!("airflow:2.10.5"))),
+    ("/spec/containers/0/args", Some(json!(["run"]))),
+])]
+#[case::template_never_names_the_pod("", base(json!({})), vec![], vec![
+    ("/metadata/name", None),
+    ("/metadata/generateName", Some(json!("task-"))),
+    ("/metadata/namespace", Some(json!(NS))),
+])]
+#[case::the_pods_own_values_beat_the_template("", json!({"serviceAccountName": "mine", "containers": [{"name": "base", "image": "mine:1"}]}), vec![], vec![
+    ("/spec/serviceAccountName", Some(json!("mine"))),
+    ("/spec/containers/0/image", Some(json!("mine:1"))),
+])]
+#[case::overrides_apply_in_order_right_wins("a,b", base(json!({})), vec![
+    (None, "a", json!({"pod": {"spec": {"serviceAccountName": "from-a", "nodeSelector": {"pool": "a"}}}})),
+    (None, "b", json!({"pod": {"spec": {"serviceAccountName": "from-b"}}})),
+], vec![
+    ("/spec/serviceAccountName", Some(json!("from-b"))),
+    ("/spec/nodeSelector/pool", Some(json!("a"))),
+])]
+#[case::containers_match_by_name_never_by_position("o", json!({"containers": [
+        {"name": "sidecar", "image": "side:1"}, {"name": "base", "args": ["run"]}]}), vec![
+    (None, "o", json!({"resources": {"limits": {"cpu": "2"}}})),
+], vec![
+    ("/spec/containers/0/name", Some(json!("base"))),
+    ("/spec/containers/0/image", Some(json!("airflow:2.10.5"))),
+    ("/spec/containers/0/resources/limits/cpu", Some(json!("2"))),
+    ("/spec/containers/1/name", Some(json!("sidecar"))),
+    ("/spec/containers/1/resources", None),
+])]
+#[case::an_env_var_appears_once_later_layer_wins("o", base(json!({"env": [{"name": "EXECUTOR", "value": "Celery"}]})), vec![
+    (None, "o", json!({"secrets": [{"deployType": "env", "deployTarget": "EXECUTOR", "secret": "s", "key": "k"}]})),
+], vec![
+    ("/spec/containers/0/env", Some(json!([{"name": "EXECUTOR", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]))),
+])]
+#[case::a_volume_appears_once_later_source_wins("o", json!({"containers": [{"name": "base"}], "volumes": [{"name": "config", "secret": {"secretName": "mine"}}]}), vec![
+    (None, "o", json!({"pod": {"spec": {"volumes": [{"name": "logs", "persistentVolumeClaim": {"claimName": "logs"}}]}}})),
+], vec![
+    ("/spec/volumes", Some(json!([
+        {"name": "logs", "persistentVolumeClaim": {"claimName": "logs"}},
+        {"name": "config", "secret": {"secretName": "mine"}}]))),
+])]
+#[case::a_mount_appears_once("o", base(json!({"volumeMounts": [{"name": "config", "mountPath": "/logs"}]})), vec![
+    (None, "o", json!({"secrets": [{"deployType": "volume", "deployTarget": "/logs", "secret": "creds"}]})),
+], vec![
+    ("/spec/containers/0/volumeMounts", Some(json!([{"name": podtailor::merge::secret_volume_name("creds", None), "mountPath": "/logs", "readOnly": true}]))),
+])]
+#[case::limits_only_override_keeps_the_templates_requests("o", base(json!({})), vec![
+    (None, "o", json!({"resources": {"limits": {"cpu": "2", "memory": "4Gi"}}})),
+], vec![
+    ("/spec/containers/0/resources", Some(json!({"requests": {"cpu": "100m", "memory": "384Mi"}, "limits": {"cpu": "2", "memory": "4Gi"}}))),
+])]
+#[case::resources_merge_key_by_key("o", base(json!({})), vec![
+    (None, "o", json!({"resources": {"requests": {"cpu": "500m"}, "limits": {"nvidia.com/gpu": 1}}})),
+], vec![
+    ("/spec/containers/0/resources", Some(json!({"requests": {"cpu": "500m", "memory": "384Mi"}, "limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1"}}))),
+])]
+#[case::false_and_zero_still_override("o", json!({"hostNetwork": true, "containers": [{"name": "base"}]}), vec![
+    (None, "o", json!({"pod": {"spec": {"hostNetwork": false, "terminationGracePeriodSeconds": 0, "automountServiceAccountToken": false, "tolerations": []}}})),
+], vec![
+    ("/spec/hostNetwork", None),
+    ("/spec/terminationGracePeriodSeconds", Some(json!(0))),
+    ("/spec/automountServiceAccountToken", Some(json!(false))),
+    ("/spec/tolerations", None),
+])]
+#[case::null_in_an_override_removes_a_template_value("o", base(json!({})), vec![
+    (None, "o", json!({"pod": {"spec": {"securityContext": {"runAsUser": null}}, "metadata": {"labels": {"component": null}}}})),
+], vec![
+    ("/spec/securityContext", Some(json!({}))),
+    ("/metadata/labels", Some(json!({"tier": "airflow"}))),
+])]
+#[case::secret_env_from_is_added_once("o,p", base(json!({})), vec![
+    (None, "o", json!({"secrets": [{"deployType": "env", "secret": "app-env"}, {"deployType": "env", "secret": "more"}]})),
+    (None, "p", json!({"secrets": [{"deployType": "env", "secret": "more"}]})),
+], vec![
+    ("/spec/containers/0/envFrom", Some(json!([{"secretRef": {"name": "app-env"}}, {"secretRef": {"name": "more"}}]))),
+])]
+#[case::secret_volumes_have_one_stable_name("o,p", base(json!({})), vec![
+    (None, "o", json!({"secrets": [{"deployType": "volume", "deployTarget": "/etc/creds", "secret": "creds"}]})),
+    (None, "p", json!({"secrets": [{"deployType": "volume", "deployTarget": "/etc/creds", "secret": "creds"}]})),
+], vec![
+    ("/spec/volumes/2", Some(json!({"name": podtailor::merge::secret_volume_name("creds", None), "secret": {"secretName": "creds"}}))),
+    ("/spec/volumes/3", None),
+    ("/spec/containers/0/volumeMounts/1/mountPath", Some(json!("/etc/creds"))),
+    ("/spec/containers/0/volumeMounts/2", None),
+])]
+#[case::the_target_container_can_be_named("o", json!({"containers": [{"name": "base"}, {"name": "tool", "image": "t:1"}]}), vec![
+    (None, "o", json!({"container": "tool", "resources": {"limits": {"memory": "1Gi"}}})),
+], vec![
+    ("/spec/containers/1/resources/limits/memory", Some(json!("1Gi"))),
+    ("/spec/containers/0/resources/limits/memory", Some(json!("1Gi"))),
+    ("/spec/containers/0/resources/limits/cpu", Some(json!("1"))),
+    ("/spec/containers/1/resources/limits/cpu", None),
+])]
+#[case::the_templates_base_is_the_target_when_the_pod_has_none("o", json!({"containers": [{"name": "worker", "image": "w:1"}]}), vec![
+    (None, "o", json!({"secrets": [{"deployType": "env", "deployTarget": "X", "secret": "s", "key": "k"}]})),
+], vec![
+    ("/spec/containers/0/env/1/name", Some(json!("X"))),
+    ("/spec/containers/1/env", None),
+])]
+#[case::an_override_for_the_pods_namespace_beats_one_for_all("o", base(json!({})), vec![
+    (None, "o", json!({"pod": {"spec": {"serviceAccountName": "everywhere"}}})),
+    (Some(NS), "o", json!({"pod": {"spec": {"serviceAccountName": "here"}}})),
+], vec![
+    ("/spec/serviceAccountName", Some(json!("here"))),
+])]
+#[case::unknown_fields_pass_through("o", json!({"futureField": {"a": [1, 2]}, "containers": [{"name": "base", "futureContainerField": true}]}), vec![
+    (None, "o", json!({"pod": {"spec": {"futureField": {"b": 1}}}})),
+], vec![
+    ("/spec/futureField", Some(json!({"a": [1, 2], "b": 1}))),
+    ("/spec/containers/0/futureContainerField", Some(json!(true))),
+])]
+#[case::the_applied_marker_records_the_overrides("o", base(json!({})), vec![(None, "o", json!({}))], vec![])]
+fn rules(
+    #[case] annotation: &str,
+    #[case] spec: Value,
+    #[case] overrides: Vec<(Option<&str>, &str, Value)>,
+    #[case] want: Want,
+) {
+    let desired = run(template(), pod(annotation, spec), &overrides);
+    check(&desired, &want);
+    let marker = desired.pointer("/metadata/annotations/podtailor.dev~1applied").and_then(Value::as_str).unwrap_or("");
+    assert!(marker.starts_with(&format!("overrides={annotation}; config=sha256:")), "{marker}");
+}
+
+/// The pod as the API server hands it to the webhook: defaulted, with the ServiceAccount,
+/// DefaultTolerationSeconds, Priority and LimitRanger plugins' values.
+fn defaulted(spec_extra: Value) -> Value {
+    let mut p = pod(
+        "",
+        json!({
+            "containers": [{"name": "base", "image": "mine:1", "args": ["run"], "resources": {"requests": {"memory": "64Mi"}},
+                            "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+                            "imagePullPolicy": "IfNotPresent",
+                            "volumeMounts": [{"name": "kube-api-access-abcde", "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+            "volumes": [{"name": "kube-api-access-abcde", "projected": {"sources": [{"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}], "defaultMode": 420}}],
+            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "default", "serviceAccount": "default", "securityContext": {}, "schedulerName": "default-scheduler",
+            "tolerations": [
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+            "priority": 0, "enableServiceLinks": true, "preemptionPolicy": "PreemptLowerPriority"
+        }),
+    );
+    p["metadata"]["annotations"]["kubernetes.io/limit-ranger"] =
+        json!("LimitRanger plugin set: memory request for container base");
+    if let (Some(spec), Value::Object(extra)) = (p["spec"].as_object_mut(), spec_extra) {
+        spec.extend(extra);
+    }
+    p
+}
+
+#[rstest]
+#[case::template_values_win_over_api_defaults(json!({}), vec![], vec![
+    ("/spec/restartPolicy", Some(json!("Never"))),
+    ("/spec/terminationGracePeriodSeconds", Some(json!(600))),
+    ("/spec/serviceAccountName", Some(json!("worker"))),
+    ("/spec/serviceAccount", Some(json!("worker"))),
+    ("/spec/securityContext", Some(json!({"runAsUser": 50000}))),
+    ("/spec/containers/0/resources/requests", Some(json!({"cpu": "100m", "memory": "384Mi"}))),
+    ("/metadata/annotations/kubernetes.io~1limit-ranger", None),
+])]
+#[case::defaults_fill_what_is_still_empty(json!({}), vec![], vec![
+    ("/spec/dnsPolicy", Some(json!("ClusterFirst"))),
+    ("/spec/schedulerName", Some(json!("default-scheduler"))),
+    ("/spec/priority", Some(json!(0))),
+    ("/spec/enableServiceLinks", Some(json!(true))),
+    ("/spec/containers/0/terminationMessagePolicy", Some(json!("File"))),
+    ("/spec/containers/0/imagePullPolicy", Some(json!("IfNotPresent"))),
+    ("/spec/tolerations/0/key", Some(json!("pool"))),
+    ("/spec/tolerations/1/key", Some(json!("node.kubernetes.io/not-ready"))),
+    ("/spec/tolerations/2/key", Some(json!("node.kubernetes.io/unreachable"))),
+])]
+#[case::default_tolerations_stay_out_when_the_pod_tolerates_them(json!({}), vec![
+    (None, "o", json!({"pod": {"spec": {"tolerations": [{"operator": "Exists"}]}}})),
+], vec![
+    ("/spec/tolerations", Some(json!([{"operator": "Exists"}]))),
+])]
+#[case::the_token_volume_stays(json!({}), vec![], vec![
+    ("/spec/volumes/2/name", Some(json!("kube-api-access-abcde"))),
+    ("/spec/containers/0/volumeMounts/1/mountPath", Some(json!("/var/run/secrets/kubernetes.io/serviceaccount"))),
+])]
+#[case::the_token_volume_goes_with_automount_false(json!({}), vec![
+    (None, "o", json!({"pod": {"spec": {"automountServiceAccountToken": false}}})),
+], vec![
+    ("/spec/volumes/2", None),
+    ("/spec/containers/0/volumeMounts/1", None),
+])]
+#[case::a_new_container_gets_the_token_mount_and_defaults(json!({}), vec![
+    (None, "o", json!({"pod": {"spec": {"containers": [{"name": "side", "image": "side"}]}}})),
+], vec![
+    ("/spec/containers/1/volumeMounts/0/name", Some(json!("kube-api-access-abcde"))),
+    ("/spec/containers/1/imagePullPolicy", Some(json!("Always"))),
+    ("/spec/containers/1/terminationMessagePath", Some(json!("/dev/termination-log"))),
+])]
+#[case::the_pods_own_restart_policy_is_kept(json!({"restartPolicy": "OnFailure"}), vec![], vec![
+    ("/spec/restartPolicy", Some(json!("OnFailure"))),
+])]
+fn defaults_awareness(#[case] extra: Value, #[case] overrides: Vec<(Option<&str>, &str, Value)>, #[case] want: Want) {
+    let mut p = defaulted(extra);
+    let names: Vec<&str> = overrides.iter().map(|o| o.1).collect();
+    p["metadata"]["annotations"]["podtailor.dev/override"] = json!(names.join(","));
+    let desired = run(template(), p, &overrides);
+    check(&desired, &want);
+}
+
+#[test]
+fn without_base_the_first_container_is_the_target() {
+    let template = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": {"restartPolicy": "Never"}});
+    let spec = json!({"containers": [{"name": "worker", "image": "w:1"}, {"name": "side", "image": "s:1"}]});
+    let o = [(None, "o", json!({"secrets": [{"deployType": "env", "deployTarget": "X", "secret": "s", "key": "k"}]}))];
+    let desired = run(template, pod("o", spec), &o);
+    check(&desired, &vec![("/spec/containers/0/env/0/name", Some(json!("X"))), ("/spec/containers/1/env", None)]);
+}
+
+#[test]
+fn a_pod_without_the_annotation_is_never_changed_nor_denied() {
+    let config = common::config(template(), &[]);
+    let mut p = pod("", json!({"containers": []}));
+    p["metadata"]["annotations"] = json!({"other": "x"});
+    assert!(matches!(decide(&config, NS, &p), Ok(Decision::NotOptedIn)));
+}
+
+#[rstest]
+#[case::missing_override("nope", vec![], "podtailor: PodOverride \"nope\" not found in namespace \"airflow\"")]
+#[case::override_of_another_namespace("o", vec![(Some("other"), "o", json!({}))], "PodOverride \"o\" not found in namespace \"airflow\"")]
+#[case::missing_container("o", vec![(None, "o", json!({"container": "worker", "resources": {"limits": {"cpu": "1"}}}))],
+    "podtailor: PodOverride \"o\" in namespace \"airflow\" cannot apply: container \"worker\" not found in the pod (containers: base)")]
+#[case::invalid_names("a,,b", vec![], "namespace \"airflow\": annotation podtailor.dev/override=\"a,,b\": \"\" is not a valid PodOverride name")]
+#[case::upper_case_name("Big", vec![], "\"Big\" is not a valid PodOverride name")]
+#[case::listed_twice("a,a", vec![(None, "a", json!({}))], "\"a\" is listed twice")]
+fn denials_name_the_override_the_namespace_and_the_reason(
+    #[case] annotation: &str,
+    #[case] overrides: Vec<(Option<&str>, &str, Value)>,
+    #[case] want: &str,
+) {
+    let config = common::config(template(), &overrides);
+    match decide(&config, NS, &pod(annotation, base(json!({})))) {
+        Err(denial) => assert!(denial.message.contains(want), "{}", denial.message),
+        Ok(d) => panic!("expected a denial, got {d:?}"),
+    }
+}
+
+#[test]
+fn an_override_replacing_a_value_the_pod_set_warns() {
+    let config = common::config(template(), &[(None, "small", json!({"resources": {"limits": {"cpu": "500m"}}}))]);
+    let p = pod("small", base(json!({"resources": {"limits": {"cpu": "4"}}})));
+    let Ok(Decision::Mutated { outcome, .. }) = decide(&config, NS, &p) else { panic!("no mutation") };
+    assert_eq!(outcome.warnings.len(), 1, "{:?}", outcome.warnings);
+    assert!(
+        outcome.warnings[0].contains("\"small\"") && outcome.warnings[0].contains("limits.cpu"),
+        "{:?}",
+        outcome.warnings
+    );
+}
