@@ -84,10 +84,8 @@ fn is_token_volume(v: &Value) -> bool {
 /// Takes the values the API server filled in out of `pod` (the pod's layer).
 pub fn strip(pod: &mut Value) -> ApiDefaults {
     let mut found = ApiDefaults::default();
-    let limit_ranger = pod
-        .pointer(&format!("/metadata/annotations/{}", LIMIT_RANGER.replace('/', "~1")))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let limit_ranger =
+        pod.pointer("/metadata/annotations/kubernetes.io~1limit-ranger").and_then(Value::as_str).map(str::to_owned);
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
         return found;
     };

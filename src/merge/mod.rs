@@ -72,6 +72,8 @@ impl Template {
 pub struct Override {
     pub name: String,
     pub spec: PodOverrideSpec,
+    /// `spec.resources` as JSON, made once.
+    resources: Option<Value>,
     hash: [u8; 32],
 }
 
@@ -85,7 +87,8 @@ impl Override {
         h.update(name.as_bytes());
         h.update([0]);
         h.update(serde_json::to_vec(&spec).unwrap_or_default());
-        Override { name, spec, hash: h.finalize().into() }
+        let resources = spec.resources.as_ref().and_then(|r| serde_json::to_value(r).ok());
+        Override { name, spec, resources, hash: h.finalize().into() }
     }
 }
 
@@ -117,12 +120,11 @@ pub fn apply(template: &Template, pod: &Value, overrides: &[&Override]) -> Resul
     let mut layer = pod.clone();
     let api_defaults = defaults::strip(&mut layer);
     let mut desired = template.pod.clone();
-    merge(&mut desired, &layer, Kind::Pod, Nulls::Keep);
+    merge(&mut desired, layer, Kind::Pod, Nulls::Keep);
     let mut warnings = Vec::new();
     for o in overrides {
-        let before = desired.clone();
-        apply_override(&mut desired, o).map_err(|reason| MergeError { r#override: Some(o.name.clone()), reason })?;
-        warnings::replaced_pod_values(&layer, &before, &desired, &o.name, &mut warnings);
+        apply_override(&mut desired, pod, o, &mut warnings)
+            .map_err(|reason| MergeError { r#override: Some(o.name.clone()), reason })?;
     }
     defaults::restore(&mut desired, &api_defaults);
     let marker = applied_marker(template, overrides);
@@ -138,20 +140,28 @@ pub fn apply(template: &Template, pod: &Value, overrides: &[&Override]) -> Resul
     Ok(Outcome { desired, patch, warnings })
 }
 
-/// One override layer: its pod fragment, then its resources, then its secrets.
-fn apply_override(pod: &mut Value, o: &Override) -> Result<(), String> {
+/// One override layer, as strategic-merge fragments in order: its pod fragment, then its
+/// resources, then its secrets (the last two go to the target container of the pod the
+/// fragment made). `pod` is the incoming pod, for the warnings.
+fn apply_override(desired: &mut Value, pod: &Value, o: &Override, warnings: &mut Vec<String>) -> Result<(), String> {
+    let mut layer = |desired: &mut Value, fragment: Value| {
+        let watch = warnings::Watch::before(&fragment, pod, desired);
+        merge(desired, fragment, Kind::Pod, Nulls::Delete);
+        watch.after(desired, &o.name, warnings);
+    };
     if let Some(fragment) = &o.spec.pod {
-        merge(pod, fragment, Kind::Pod, Nulls::Delete);
+        layer(desired, fragment.clone());
     }
-    if o.spec.resources.is_none() && o.spec.secrets.is_empty() {
+    if o.resources.is_none() && o.spec.secrets.is_empty() {
         return Ok(());
     }
-    let target = target_container(pod, o.spec.container.as_deref())?;
-    if let Some(resources) = &o.spec.resources {
-        let fragment = json!({"spec": {"containers": [{"name": target, "resources": resources}]}});
-        merge(pod, &fragment, Kind::Pod, Nulls::Delete);
+    let target = target_container(desired, o.spec.container.as_deref())?;
+    if let Some(resources) = &o.resources {
+        layer(desired, json!({"spec": {"containers": [{"name": target, "resources": resources.clone()}]}}));
     }
-    secrets::apply(pod, &target, &o.spec.secrets);
+    if let Some(fragment) = secrets::fragment(desired, &target, &o.spec.secrets) {
+        layer(desired, fragment);
+    }
     Ok(())
 }
 

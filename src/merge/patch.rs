@@ -20,13 +20,15 @@ pub fn diff(from: &Value, to: &Value) -> Patch {
 }
 
 fn diff_value(from: &Value, to: &Value, kind: Kind, list: List, path: &mut PointerBuf, ops: &mut Vec<PatchOperation>) {
-    if from == to {
-        return;
-    }
     match (from, to) {
         (Value::Object(from), Value::Object(to)) => diff_map(from, to, kind, path, ops),
-        (Value::Array(from), Value::Array(to)) if list != List::Atomic => diff_list(from, to, kind, list, path, ops),
-        _ => ops.push(PatchOperation::Replace(ReplaceOperation { path: path.clone(), value: to.clone() })),
+        (Value::Array(from), Value::Array(to)) if list != List::Atomic && from != to => {
+            diff_list(from, to, kind, list, path, ops)
+        }
+        _ if from != to => {
+            ops.push(PatchOperation::Replace(ReplaceOperation { path: path.clone(), value: to.clone() }))
+        }
+        _ => {}
     }
 }
 

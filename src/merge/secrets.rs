@@ -6,8 +6,6 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::schema::Kind;
-use super::strategic::{Nulls, merge};
 use crate::crd::{DeployType, SecretRef};
 
 /// The volume name for `secret` (and `key`): `secret-<name>-<hash>`, a valid DNS label of at
@@ -22,10 +20,11 @@ pub fn secret_volume_name(secret: &str, key: Option<&str>) -> String {
     format!("secret-{base}-{hash}")
 }
 
-/// Adds `secrets` to container `target` of `pod` (which exists: the caller checked).
-pub fn apply(pod: &mut Value, target: &str, secrets: &[SecretRef]) {
+/// The fragment that adds `secrets` to container `target` of `pod` (which exists: the
+/// caller checked), if there are any.
+pub fn fragment(pod: &Value, target: &str, secrets: &[SecretRef]) -> Option<Value> {
     if secrets.is_empty() {
-        return;
+        return None;
     }
     let mut env = Vec::new();
     let mut mounts = Vec::new();
@@ -69,7 +68,7 @@ pub fn apply(pod: &mut Value, target: &str, secrets: &[SecretRef]) {
     if !volumes.is_empty() {
         fragment["spec"]["volumes"] = Value::Array(volumes);
     }
-    merge(pod, &fragment, Kind::Pod, Nulls::Delete);
+    Some(fragment)
 }
 
 fn current_env_from(pod: &Value, target: &str) -> Vec<Value> {
@@ -86,6 +85,14 @@ fn current_env_from(pod: &Value, target: &str) -> Vec<Value> {
 mod tests {
     use super::*;
     use crate::crd::DeployType::{Env, Volume};
+    use crate::merge::schema::Kind;
+    use crate::merge::strategic::{Nulls, merge};
+
+    fn apply(pod: &mut Value, target: &str, secrets: &[SecretRef]) {
+        if let Some(f) = fragment(pod, target, secrets) {
+            merge(pod, f, Kind::Pod, Nulls::Delete);
+        }
+    }
 
     fn secret(deploy_type: DeployType, target: Option<&str>, secret: &str, key: Option<&str>) -> SecretRef {
         SecretRef {

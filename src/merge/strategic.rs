@@ -17,32 +17,32 @@ pub enum Nulls {
 }
 
 /// Merges `layer` onto `base` (the layer wins), both objects of kind `kind`.
-pub fn merge(base: &mut Value, layer: &Value, kind: Kind, nulls: Nulls) {
+pub fn merge(base: &mut Value, layer: Value, kind: Kind, nulls: Nulls) {
     match (base, layer) {
         (Value::Object(base), Value::Object(layer)) => merge_map(base, layer, kind, nulls),
         (base, layer) => *base = cleaned(layer, nulls),
     }
 }
 
-fn merge_map(base: &mut Map<String, Value>, layer: &Map<String, Value>, kind: Kind, nulls: Nulls) {
+fn merge_map(base: &mut Map<String, Value>, layer: Map<String, Value>, kind: Kind, nulls: Nulls) {
     for (key, value) in layer {
         if value.is_null() && nulls == Nulls::Delete {
-            base.shift_remove(key);
+            base.shift_remove(&key);
             continue;
         }
-        let Some(existing) = base.get_mut(key) else {
-            base.insert(key.clone(), cleaned(value, nulls));
+        let f = field(kind, &key);
+        let Some(existing) = base.get_mut(&key) else {
+            base.insert(key, cleaned(value, nulls));
             continue;
         };
-        let f = field(kind, key);
         match (existing, value) {
             (Value::Object(existing), Value::Object(value)) => merge_map(existing, value, f.kind, nulls),
             (Value::Array(existing), Value::Array(value)) => match f.list {
-                List::Atomic => *existing = value.iter().map(|v| cleaned(v, nulls)).collect(),
+                List::Atomic => *existing = value.into_iter().map(|v| cleaned(v, nulls)).collect(),
                 List::Set => {
                     for item in value {
-                        if !existing.contains(item) {
-                            existing.push(item.clone());
+                        if !existing.contains(&item) {
+                            existing.push(item);
                         }
                     }
                 }
@@ -56,7 +56,7 @@ fn merge_map(base: &mut Map<String, Value>, layer: &Map<String, Value>, kind: Ki
 /// Merges a keyed list: an element of the layer meets the element of `base` with the same
 /// key, or is appended. Elements of the layer only meet elements that were in `base` before
 /// this layer, so a layer's own list is never collapsed.
-fn merge_keyed(base: &mut Vec<Value>, layer: &[Value], key: &str, element: Element, kind: Kind, nulls: Nulls) {
+fn merge_keyed(base: &mut Vec<Value>, layer: Vec<Value>, key: &str, element: Element, kind: Kind, nulls: Nulls) {
     let before = base.len();
     for item in layer {
         let found = item.get(key).and_then(|k| base[..before].iter().position(|b| b.get(key) == Some(k)));
@@ -69,7 +69,7 @@ fn merge_keyed(base: &mut Vec<Value>, layer: &[Value], key: &str, element: Eleme
             Element::Merge => merge(target, item, kind, nulls),
             Element::Replace => *target = cleaned(item, nulls),
             Element::RetainKeys => {
-                if let (Value::Object(target), Value::Object(item)) = (&mut *target, item) {
+                if let (Value::Object(target), Value::Object(item)) = (&mut *target, &item) {
                     target.retain(|k, _| item.contains_key(k));
                 }
                 merge(target, item, kind, nulls);
@@ -109,13 +109,13 @@ pub fn drop_zeroes(value: &mut Value, kind: Kind, nulls: Nulls) {
 
 /// A layer's value as it enters the result: with `Nulls::Delete`, nested `null`s are
 /// directives, not values, and are dropped.
-fn cleaned(value: &Value, nulls: Nulls) -> Value {
+fn cleaned(value: Value, nulls: Nulls) -> Value {
     match (value, nulls) {
-        (Value::Object(map), Nulls::Delete) => Value::Object(
-            map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), cleaned(v, nulls))).collect(),
-        ),
-        (Value::Array(items), Nulls::Delete) => Value::Array(items.iter().map(|v| cleaned(v, nulls)).collect()),
-        _ => value.clone(),
+        (Value::Object(map), Nulls::Delete) => {
+            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, cleaned(v, nulls))).collect())
+        }
+        (Value::Array(items), Nulls::Delete) => Value::Array(items.into_iter().map(|v| cleaned(v, nulls)).collect()),
+        (value, _) => value,
     }
 }
 
@@ -127,7 +127,7 @@ mod tests {
 
     fn merged(base: Value, layer: Value, nulls: Nulls) -> Value {
         let mut base = base;
-        merge(&mut base, &layer, Kind::Pod, nulls);
+        merge(&mut base, layer, Kind::Pod, nulls);
         base
     }
 

@@ -1,58 +1,109 @@
 //! Warnings for people: where an override replaced a value the pod set itself.
+//!
+//! Only the paths an override layer names are looked at (a layer is small; the pod may not
+//! be), and a value counts as the pod's when the incoming pod holds it and the merge so far
+//! still does — so a value the API server defaulted and the template replaced never warns.
 
 use serde_json::Value;
 
-use super::schema::{Kind, List, field};
+use super::schema::{Element, Kind, List, field};
 
-/// Adds a warning for each value of `pod` (the pod's own layer) that was in `before` and that
-/// override `name` changed in `after`.
-pub fn replaced_pod_values(pod: &Value, before: &Value, after: &Value, name: &str, out: &mut Vec<String>) {
-    walk(pod, Some(before), Some(after), Kind::Pod, List::Atomic, &mut String::new(), name, out);
+enum Step {
+    Key(String),
+    /// The element of a keyed list whose merge key has this value.
+    Keyed(&'static str, Value),
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk(
-    pod: &Value,
-    before: Option<&Value>,
-    after: Option<&Value>,
-    kind: Kind,
-    list: List,
-    path: &mut String,
-    name: &str,
-    out: &mut Vec<String>,
-) {
-    match (pod, list) {
-        (Value::Object(map), _) if !map.is_empty() => {
-            for (k, v) in map {
-                let f = field(kind, k);
-                let len = path.len();
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(k);
-                walk(v, before.and_then(|b| b.get(k)), after.and_then(|a| a.get(k)), f.kind, f.list, path, name, out);
-                path.truncate(len);
+/// The places a layer sets, with the pod's value at each before the layer is merged.
+pub struct Watch {
+    places: Vec<(String, Vec<Step>, Value)>,
+}
+
+impl Watch {
+    /// The places `layer` names where `merged` still holds the incoming `pod`'s own value.
+    pub fn before(layer: &Value, pod: &Value, merged: &Value) -> Watch {
+        let mut places = Vec::new();
+        let mut found = Vec::new();
+        collect(layer, Kind::Pod, List::Atomic, &mut Vec::new(), &mut found);
+        for steps in found {
+            if let Some(value) = lookup(pod, &steps).filter(|v| lookup(merged, &steps) == Some(*v)) {
+                places.push((display(&steps), steps, value.clone()));
             }
         }
-        (Value::Array(items), List::Keyed { key, .. }) => {
-            fn find<'a>(side: Option<&'a Value>, key: &str, k: &Value) -> Option<&'a Value> {
-                side?.as_array()?.iter().find(|x| x.get(key) == Some(k))
-            }
-            for item in items {
-                let Some(k) = item.get(key) else { continue };
-                let len = path.len();
-                path.push_str(&format!("[{key}={}]", short(k)));
-                walk(item, find(before, key, k), find(after, key, k), kind, List::Atomic, path, name, out);
-                path.truncate(len);
-            }
-        }
-        _ => {
-            if before == Some(pod) && after != before {
-                let now = after.map_or_else(|| "removed".to_owned(), |a| format!("now {}", short(a)));
-                out.push(format!("override {name:?} replaced {path}, which the pod set to {} ({now})", short(pod)));
+        Watch { places }
+    }
+
+    /// Adds a warning for each watched value that override `name` changed in `merged`.
+    pub fn after(self, merged: &Value, name: &str, out: &mut Vec<String>) {
+        for (path, steps, value) in self.places {
+            let now = lookup(merged, &steps);
+            if now != Some(&value) {
+                let now = now.map_or_else(|| "removed".to_owned(), |a| format!("now {}", short(a)));
+                out.push(format!("override {name:?} replaced {path}, which the pod set to {} ({now})", short(&value)));
             }
         }
     }
+}
+
+fn collect(v: &Value, kind: Kind, list: List, steps: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+    match (v, list) {
+        (Value::Object(map), _) if !map.is_empty() => {
+            for (k, v) in map {
+                let f = field(kind, k);
+                steps.push(Step::Key(k.clone()));
+                collect(v, f.kind, f.list, steps, out);
+                steps.pop();
+            }
+        }
+        (Value::Array(items), List::Keyed { key, element }) => {
+            for item in items {
+                let Some(k) = item.get(key) else { continue };
+                steps.push(Step::Keyed(key, k.clone()));
+                match element {
+                    Element::Merge => collect(item, kind, List::Atomic, steps, out),
+                    // the element is replaced whole (or down to its keys): watch it whole
+                    Element::Replace | Element::RetainKeys => out.push(steps.iter().map(Step::copy).collect()),
+                }
+                steps.pop();
+            }
+        }
+        _ => out.push(steps.iter().map(Step::copy).collect()),
+    }
+}
+
+impl Step {
+    fn copy(&self) -> Step {
+        match self {
+            Step::Key(k) => Step::Key(k.clone()),
+            Step::Keyed(key, v) => Step::Keyed(key, v.clone()),
+        }
+    }
+}
+
+fn display(steps: &[Step]) -> String {
+    let mut out = String::new();
+    for step in steps {
+        match step {
+            Step::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Step::Keyed(key, v) => out.push_str(&format!("[{key}={}]", short(v))),
+        }
+    }
+    out
+}
+
+fn lookup<'a>(mut v: &'a Value, steps: &[Step]) -> Option<&'a Value> {
+    for step in steps {
+        v = match step {
+            Step::Key(k) => v.get(k)?,
+            Step::Keyed(key, k) => v.as_array()?.iter().find(|x| x.get(*key) == Some(k))?,
+        };
+    }
+    Some(v)
 }
 
 fn short(v: &Value) -> String {
@@ -68,27 +119,36 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn warnings(layer: Value, pod: Value, before: Value, after: Value) -> Vec<String> {
+        let mut out = Vec::new();
+        Watch::before(&layer, &pod, &before).after(&after, "o", &mut out);
+        out
+    }
+
     #[test]
     fn names_the_override_the_path_and_both_values() {
-        let pod = json!({"spec": {"containers": [{"name": "base", "resources": {"limits": {"cpu": "2"}}}], "nodeSelector": {"pool": "a"}}});
-        let after = json!({"spec": {"containers": [{"name": "base", "resources": {"limits": {"cpu": "500m"}}}], "nodeSelector": {"pool": "a"}}});
-        let mut out = Vec::new();
-        replaced_pod_values(&pod, &pod, &after, "small", &mut out);
+        let pod = json!({"spec": {"containers": [{"name": "base", "resources": {"limits": {"cpu": "2"}}}]}});
+        let layer = json!({"spec": {"containers": [{"name": "base", "resources": {"limits": {"cpu": "500m"}}}]}});
         assert_eq!(
-            out,
+            warnings(layer.clone(), pod.clone(), pod, layer),
             vec![
-                r#"override "small" replaced spec.containers[name=base].resources.limits.cpu, which the pod set to 2 (now 500m)"#
+                r#"override "o" replaced spec.containers[name=base].resources.limits.cpu, which the pod set to 2 (now 500m)"#
             ]
         );
     }
 
     #[test]
+    fn an_env_var_is_watched_whole() {
+        let pod = json!({"spec": {"containers": [{"name": "base", "env": [{"name": "X", "value": "1"}]}]}});
+        let layer = json!({"spec": {"containers": [{"name": "base", "env": [{"name": "X", "valueFrom": {}}]}]}});
+        assert_eq!(warnings(layer.clone(), pod.clone(), pod, layer).len(), 1);
+    }
+
+    #[test]
     fn a_value_the_template_or_an_earlier_override_replaced_is_not_the_pods() {
-        let pod = json!({"spec": {"serviceAccountName": "mine"}});
-        let before = json!({"spec": {"serviceAccountName": "earlier"}});
-        let after = json!({"spec": {"serviceAccountName": "later"}});
-        let mut out = Vec::new();
-        replaced_pod_values(&pod, &before, &after, "o", &mut out);
-        assert!(out.is_empty());
+        let layer = json!({"spec": {"serviceAccountName": "later"}});
+        let pod = json!({"spec": {"serviceAccountName": "default"}});
+        let before = json!({"spec": {"serviceAccountName": "from-template"}});
+        assert!(warnings(layer.clone(), pod, before, layer).is_empty());
     }
 }

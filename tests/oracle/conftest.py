@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -65,8 +66,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def case_runs(tmp_path_factory, request):
-    root = tmp_path_factory.mktemp("oracle-cases")
+def case_runs(request):
+    # A private temporary directory, not pytest's rotating basetemp: two suites running at the
+    # same time (a developer's and `make test`) must not clean up each other's files.
+    with tempfile.TemporaryDirectory(prefix="podtailor-oracle-") as tmp:
+        yield from _case_runs(Path(tmp), request)
+
+
+def _case_runs(root: Path, request):
     runs = {case_id: po.CaseRun(case_id, case, root / case_id) for case_id, case in CASES}
     kubectl = po.kubectl_bin()
     wanted = request.config.stash.get(CHAIN_CASES, [])

@@ -111,6 +111,38 @@ def canonicalise(value: Any) -> Any:
     return value
 
 
+# Fields the API server leaves out of a stored pod when they are empty or false: Go's
+# encoding/json `omitempty` on non-pointer map and bool fields (every list field of the Pod API
+# is omitempty too). Pointer fields (affinity, securityContext, automountServiceAccountToken...)
+# keep their `{}` and `false`.
+OMITEMPTY_MAPS = {"labels", "annotations", "nodeSelector", "overhead", "requests", "limits"}
+OMITEMPTY_BOOLS = {"hostNetwork", "hostPID", "hostIPC", "stdin", "stdinOnce", "tty", "readOnly"}
+QUANTITY_MAPS = {"requests", "limits", "overhead"}
+
+
+def as_stored(value: Any, key: str | None = None) -> Any:
+    """The pod as the API server stores it: empty lists, empty map fields and false plain
+    booleans left out, quantities as strings. podtailor's desired pod is what the API server
+    will hold, so the kubectl chain is compared with it in this form."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            v = as_stored(v, k)
+            if isinstance(v, list) and not v:
+                continue
+            if k in OMITEMPTY_MAPS and v == {}:
+                continue
+            if k in OMITEMPTY_BOOLS and v is False:
+                continue
+            out[k] = v
+        if key in QUANTITY_MAPS:
+            out = {k: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in out.items()}
+        return out
+    if isinstance(value, list):
+        return [as_stored(v) for v in value]
+    return value
+
+
 def without_applied(pod: dict) -> dict:
     pod = copy.deepcopy(pod)
     annotations = (pod.get("metadata") or {}).get("annotations")
@@ -119,7 +151,12 @@ def without_applied(pod: dict) -> dict:
     return pod
 
 
-_ABSENT = "<absent>"
+class _Absent:
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT = _Absent()
 
 
 def differing_paths(expected: Any, got: Any, path: str = "") -> list[tuple[str, Any, Any]]:
@@ -135,6 +172,8 @@ def differing_paths(expected: Any, got: Any, path: str = "") -> list[tuple[str, 
         for i, (e, g) in enumerate(zip(expected, got)):
             out += differing_paths(e, g, f"{path}/{i}")
         return out
+    if expected is _ABSENT or got is _ABSENT:
+        return [] if expected is got else [(path or "/", expected, got)]
     if canonical_json(expected) != canonical_json(got):
         return [(path or "/", expected, got)]
     return []
@@ -142,10 +181,10 @@ def differing_paths(expected: Any, got: Any, path: str = "") -> list[tuple[str, 
 
 def summary_text(expected: Any, got: Any, limit: int = 40) -> str:
     diffs = differing_paths(expected, got)
-    lines = [
-        f"  {p}: expected {json.dumps(e, sort_keys=True)[:120]}, got {json.dumps(g, sort_keys=True)[:120]}"
-        for p, e, g in diffs[:limit]
-    ]
+    def show(value: Any) -> str:
+        return repr(value) if value is _ABSENT else json.dumps(value, sort_keys=True)[:120]
+
+    lines = [f"  {p}: expected {show(e)}, got {show(g)}" for p, e, g in diffs[:limit]]
     if len(diffs) > limit:
         lines.append(f"  ... and {len(diffs) - limit} more")
     return f"{len(diffs)} differing path(s) (after canonicalisation):\n" + "\n".join(lines)

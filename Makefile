@@ -1,0 +1,50 @@
+# podtailor — developer entry points. `make run` and `make test` are the two set-up commands.
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := target/venv
+BIN := target/debug/podtailor
+EXAMPLES := --template examples/template.yaml --overrides examples/overrides
+
+.PHONY: all build run test lint fmt-check clippy unit oracle venv bench clean
+
+all: build
+
+build:
+	$(CARGO) build --locked
+
+## The main job on the embedded example: what the webhook does to the fixture AdmissionReview.
+run: build
+	$(BIN) render $(EXAMPLES) examples/review.json
+
+## The whole test suite: format, lints, Rust tests, independent oracles.
+test: fmt-check clippy unit oracle
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
+
+unit:
+	$(CARGO) test --locked
+
+$(VENV)/.installed: tests/oracle/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/oracle/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+## kubectl's strategic merge, Python's jsonpatch and kubernetes-validate against `render`.
+oracle: build venv
+	@command -v kubectl >/dev/null || { echo "oracle: kubectl is required (offline use only)"; exit 1; }
+	PODTAILOR_BIN=$(BIN) $(VENV)/bin/pytest -q tests/oracle
+
+## Criterion: render of the fixture review versus its floor (parse and re-serialise).
+bench:
+	$(CARGO) bench --locked --bench render
+	@$(PYTHON) tests/bench_ratio.py target/criterion/review
+
+clean:
+	$(CARGO) clean
