@@ -41,10 +41,11 @@ oracle: build venv
 	@command -v kubectl >/dev/null || { echo "oracle: kubectl is required (offline use only)"; exit 1; }
 	PODTAILOR_BIN=$(BIN) $(VENV)/bin/pytest -q tests/oracle
 
-## Criterion: render of the fixture review versus its floor (parse and re-serialise).
+## Criterion: render of the fixture review versus its floor (parse and re-serialise), in
+## alternating fresh processes, 5 rounds; prints the medians and the ratio.
 bench:
-	$(CARGO) bench --locked --bench render
-	@$(PYTHON) tests/bench_ratio.py target/criterion/review
+	$(CARGO) bench --locked --bench render --no-run
+	@$(PYTHON) benches/ratio.py 5
 
 clean:
 	$(CARGO) clean

@@ -3,9 +3,14 @@
 //! and both overrides, and writing the patch (render). `make bench` prints the ratio of medians.
 
 use std::hint::black_box;
+
+// The allocator of the podtailor binary, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use podtailor::merge::Want;
 use podtailor::mutate::{Decision, decide};
 use podtailor::store::files;
 use serde_json::Value;
@@ -29,7 +34,7 @@ fn benches(c: &mut Criterion) {
             let v: Value = serde_json::from_slice(black_box(&review)).unwrap_or_default();
             let request = &v["request"];
             let namespace = request["namespace"].as_str().unwrap_or("default");
-            let out = match decide(&config, namespace, &request["object"]) {
+            let out = match decide(&config, namespace, &request["object"], Want::Patch) {
                 Ok(Decision::Mutated { outcome, .. }) => serde_json::to_vec(&outcome.patch).unwrap_or_default(),
                 _ => panic!("the fixture must mutate"),
             };

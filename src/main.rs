@@ -4,6 +4,11 @@ use clap::{Parser, Subcommand};
 
 use podtailor::render::{self, RenderArgs};
 
+// The merge is allocation-heavy (JSON values); mimalloc makes a render about a third cheaper
+// than the system allocator (see `make bench`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Fits worker pods to a platform's default template and per-task PodOverrides, at admission.
 ///
 /// Pods opt in with the annotation `podtailor.dev/override: <names>` (comma-separated

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::merge::{self, Outcome};
+use crate::merge::{self, Outcome, Want};
 use crate::store::Config;
 
 /// What happens to a pod.
@@ -22,8 +22,9 @@ pub struct Denial {
     pub message: String,
 }
 
-/// Decides for `pod` in `namespace` with the template and overrides of `config`.
-pub fn decide(config: &Config, namespace: &str, pod: &Value) -> Result<Decision, Denial> {
+/// Decides for `pod` in `namespace` with the template and overrides of `config`; `want` says
+/// whether the outcome carries the desired pod or only the patch.
+pub fn decide(config: &Config, namespace: &str, pod: &Value, want: Want) -> Result<Decision, Denial> {
     let deny = |message: String| Denial { message: format!("podtailor: {message}") };
     let Some(names) = merge::requested_overrides(pod) else {
         return Ok(Decision::NotOptedIn);
@@ -36,7 +37,7 @@ pub fn decide(config: &Config, namespace: &str, pod: &Value) -> Result<Decision,
             None => return Err(deny(format!("PodOverride {name:?} not found in namespace {namespace:?}"))),
         }
     }
-    let outcome = merge::apply(&config.template, pod, &overrides).map_err(|e| match e.r#override {
+    let outcome = merge::apply(&config.template, pod, &overrides, want).map_err(|e| match e.r#override {
         Some(name) => deny(format!("PodOverride {name:?} in namespace {namespace:?} cannot apply: {}", e.reason)),
         None => deny(format!("namespace {namespace:?}: {}", e.reason)),
     })?;

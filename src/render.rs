@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
+use crate::merge::Want;
 use crate::mutate::{Decision, decide};
 use crate::{Error, input, store};
 
@@ -42,9 +43,9 @@ pub fn run(args: &RenderArgs) -> crate::Result<String> {
     let bad = |message: String| Error::Input { source_name: source_name.clone(), message };
     let given = input::pod_input(&text).map_err(bad)?;
     let namespace = given.namespace.as_deref().unwrap_or(&args.namespace);
-    let (desired, patch) = match decide(&config, namespace, &given.pod).map_err(|d| bad(d.message))? {
+    let (desired, patch) = match decide(&config, namespace, &given.pod, Want::Desired).map_err(|d| bad(d.message))? {
         Decision::NotOptedIn => (given.pod, json_patch::Patch(Vec::new())),
-        Decision::Mutated { outcome, .. } => (outcome.desired, outcome.patch),
+        Decision::Mutated { outcome, .. } => (outcome.desired.unwrap_or_default(), outcome.patch),
     };
     let printed = match args.output {
         Output::Yaml => serde_yaml_ng::to_string(&desired).map_err(|e| bad(e.to_string()))?,

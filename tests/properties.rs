@@ -4,6 +4,7 @@
 
 mod common;
 
+use podtailor::merge::Want;
 use podtailor::mutate::{Decision, decide};
 use proptest::prelude::*;
 use proptest::sample::subsequence;
@@ -152,11 +153,21 @@ prop_compose! {
     }
 }
 
-fn mutate(config: &podtailor::store::Config, pod: &Value) -> Result<podtailor::merge::Outcome, TestCaseError> {
-    match decide(config, NS, pod) {
-        Ok(Decision::Mutated { outcome, .. }) => Ok(outcome),
-        Ok(Decision::NotOptedIn) => Err(TestCaseError::fail("not opted in")),
-        Err(d) => Err(TestCaseError::reject(d.message)),
+/// The desired pod and the patch (checked equal to the webhook's patch-only answer).
+struct Outcome {
+    desired: Value,
+    patch: json_patch::Patch,
+}
+
+fn mutate(config: &podtailor::store::Config, pod: &Value) -> Result<Outcome, TestCaseError> {
+    match (decide(config, NS, pod, Want::Desired), decide(config, NS, pod, Want::Patch)) {
+        (Ok(Decision::Mutated { outcome, .. }), Ok(Decision::Mutated { outcome: only, .. })) => {
+            prop_assert_eq!(&only.patch, &outcome.patch);
+            let desired = outcome.desired.ok_or_else(|| TestCaseError::fail("no desired pod"))?;
+            Ok(Outcome { desired, patch: outcome.patch })
+        }
+        (Err(d), _) => Err(TestCaseError::reject(d.message)),
+        _ => Err(TestCaseError::fail("not opted in, or the two answers differ")),
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod common;
 
+use podtailor::merge::Want as Get;
 use podtailor::mutate::{Decision, decide};
 use rstest::rstest;
 use serde_json::{Value, json};
@@ -46,24 +47,29 @@ fn base(extra: Value) -> Value {
 }
 
 /// What the desired pod must hold at a pointer (`Some`) or must not hold (`None`).
-type Want = Vec<(&'static str, Option<Value>)>;
+type Expect = Vec<(&'static str, Option<Value>)>;
 
 fn run(template: Value, pod: Value, overrides: &[(Option<&str>, &str, Value)]) -> Value {
     let config = common::config(template, overrides);
-    let Ok(Decision::Mutated { outcome, .. }) = decide(&config, NS, &pod) else {
+    let Ok(Decision::Mutated { outcome, .. }) = decide(&config, NS, &pod, Get::Desired) else {
         panic!("expected a mutation for {pod}");
     };
     let mut patched = pod.clone();
     json_patch::patch(&mut patched, &outcome.patch).unwrap_or_else(|e| panic!("patch does not apply: {e}"));
-    assert_eq!(patched, outcome.desired, "the patch does not give the desired pod");
-    let Ok(Decision::Mutated { outcome: again, .. }) = decide(&config, NS, &outcome.desired) else {
+    let desired = outcome.desired.unwrap_or_else(|| panic!("no desired pod"));
+    assert_eq!(patched, desired, "the patch does not give the desired pod");
+    let Ok(Decision::Mutated { outcome: only_patch, .. }) = decide(&config, NS, &pod, Get::Patch) else {
+        panic!("patch only");
+    };
+    assert_eq!(only_patch.patch, outcome.patch, "the webhook's patch differs from render's");
+    let Ok(Decision::Mutated { outcome: again, .. }) = decide(&config, NS, &desired, Get::Desired) else {
         panic!("second pass");
     };
     assert_eq!(again.patch.0, vec![], "a second pass over the result is not empty");
-    outcome.desired
+    desired
 }
 
-fn check(desired: &Value, want: &Want) {
+fn check(desired: &Value, want: &Expect) {
     for (pointer, expected) in want {
         assert_eq!(desired.pointer(pointer), expected.as_ref(), "at {pointer} in {desired:#}");
     }
@@ -188,7 +194,7 @@ fn rules(
     #[case] annotation: &str,
     #[case] spec: Value,
     #[case] overrides: Vec<(Option<&str>, &str, Value)>,
-    #[case] want: Want,
+    #[case] want: Expect,
 ) {
     let desired = run(template(), pod(annotation, spec), &overrides);
     check(&desired, &want);
@@ -269,7 +275,7 @@ fn defaulted(spec_extra: Value) -> Value {
 #[case::the_pods_own_restart_policy_is_kept(json!({"restartPolicy": "OnFailure"}), vec![], vec![
     ("/spec/restartPolicy", Some(json!("OnFailure"))),
 ])]
-fn defaults_awareness(#[case] extra: Value, #[case] overrides: Vec<(Option<&str>, &str, Value)>, #[case] want: Want) {
+fn defaults_awareness(#[case] extra: Value, #[case] overrides: Vec<(Option<&str>, &str, Value)>, #[case] want: Expect) {
     let mut p = defaulted(extra);
     let names: Vec<&str> = overrides.iter().map(|o| o.1).collect();
     p["metadata"]["annotations"]["podtailor.dev/override"] = json!(names.join(","));
@@ -291,7 +297,7 @@ fn a_pod_without_the_annotation_is_never_changed_nor_denied() {
     let config = common::config(template(), &[]);
     let mut p = pod("", json!({"containers": []}));
     p["metadata"]["annotations"] = json!({"other": "x"});
-    assert!(matches!(decide(&config, NS, &p), Ok(Decision::NotOptedIn)));
+    assert!(matches!(decide(&config, NS, &p, Get::Desired), Ok(Decision::NotOptedIn)));
 }
 
 #[rstest]
@@ -308,7 +314,7 @@ fn denials_name_the_override_the_namespace_and_the_reason(
     #[case] want: &str,
 ) {
     let config = common::config(template(), &overrides);
-    match decide(&config, NS, &pod(annotation, base(json!({})))) {
+    match decide(&config, NS, &pod(annotation, base(json!({}))), Get::Desired) {
         Err(denial) => assert!(denial.message.contains(want), "{}", denial.message),
         Ok(d) => panic!("expected a denial, got {d:?}"),
     }
@@ -318,7 +324,7 @@ fn denials_name_the_override_the_namespace_and_the_reason(
 fn an_override_replacing_a_value_the_pod_set_warns() {
     let config = common::config(template(), &[(None, "small", json!({"resources": {"limits": {"cpu": "500m"}}}))]);
     let p = pod("small", base(json!({"resources": {"limits": {"cpu": "4"}}})));
-    let Ok(Decision::Mutated { outcome, .. }) = decide(&config, NS, &p) else { panic!("no mutation") };
+    let Ok(Decision::Mutated { outcome, .. }) = decide(&config, NS, &p, Get::Desired) else { panic!("no mutation") };
     assert_eq!(outcome.warnings.len(), 1, "{:?}", outcome.warnings);
     assert!(
         outcome.warnings[0].contains("\"small\"") && outcome.warnings[0].contains("limits.cpu"),

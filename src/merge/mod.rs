@@ -95,8 +95,8 @@ impl Override {
 /// What the engine decided for one pod.
 #[derive(Clone, Debug)]
 pub struct Outcome {
-    /// The pod as the API server will hold it.
-    pub desired: Value,
+    /// The pod as the API server will hold it (`None` when only the patch was asked for).
+    pub desired: Option<Value>,
     /// From the incoming pod to `desired`; empty when there is nothing to do.
     pub patch: json_patch::Patch,
     /// Values the pod set itself that an override replaced, for people to read.
@@ -112,8 +112,17 @@ pub struct MergeError {
     pub reason: String,
 }
 
-/// Merges the template and the overrides into `pod` and returns the desired pod and the patch.
-pub fn apply(template: &Template, pod: &Value, overrides: &[&Override]) -> Result<Outcome, MergeError> {
+/// What [`apply`] returns besides the patch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The desired pod too (render, tests).
+    Desired,
+    /// Only the patch (the webhook): the desired pod's values move into the patch, uncopied.
+    Patch,
+}
+
+/// Merges the template and the overrides into `pod` and returns the patch (and the desired pod).
+pub fn apply(template: &Template, pod: &Value, overrides: &[&Override], want: Want) -> Result<Outcome, MergeError> {
     if !pod.is_object() {
         return Err(MergeError { r#override: None, reason: "the pod is not a JSON object".into() });
     }
@@ -136,8 +145,13 @@ pub fn apply(template: &Template, pod: &Value, overrides: &[&Override]) -> Resul
     if let Some(Value::Object(annotations)) = annotations {
         annotations.insert(APPLIED_ANNOTATION.to_owned(), Value::String(marker));
     }
-    let patch = patch::diff(pod, &desired);
-    Ok(Outcome { desired, patch, warnings })
+    Ok(match want {
+        Want::Desired => {
+            let patch = patch::diff(pod, &mut desired, patch::Values::Copy);
+            Outcome { desired: Some(desired), patch, warnings }
+        }
+        Want::Patch => Outcome { patch: patch::diff(pod, &mut desired, patch::Values::Take), desired: None, warnings },
+    })
 }
 
 /// One override layer, as strategic-merge fragments in order: its pod fragment, then its

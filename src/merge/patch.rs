@@ -12,82 +12,98 @@ use serde_json::{Map, Value};
 
 use super::schema::{Kind, List, field};
 
+/// What happens to the values of `to` that go into operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Values {
+    /// Copied: `to` is left as it was.
+    Copy,
+    /// Moved into the operations: `to` is left with holes, for a caller that needs only the patch.
+    Take,
+}
+
 /// The patch that turns `from` into `to`, both pods.
-pub fn diff(from: &Value, to: &Value) -> Patch {
+pub fn diff(from: &Value, to: &mut Value, values: Values) -> Patch {
     let mut ops = Vec::new();
-    diff_value(from, to, Kind::Pod, List::Atomic, &mut PointerBuf::new(), &mut ops);
+    let mut d = Diff { values, ops: &mut ops, path: PointerBuf::new() };
+    d.value(from, to, Kind::Pod, List::Atomic);
     Patch(ops)
 }
 
-fn diff_value(from: &Value, to: &Value, kind: Kind, list: List, path: &mut PointerBuf, ops: &mut Vec<PatchOperation>) {
-    match (from, to) {
-        (Value::Object(from), Value::Object(to)) => diff_map(from, to, kind, path, ops),
-        (Value::Array(from), Value::Array(to)) if list != List::Atomic && from != to => {
-            diff_list(from, to, kind, list, path, ops)
-        }
-        _ if from != to => {
-            ops.push(PatchOperation::Replace(ReplaceOperation { path: path.clone(), value: to.clone() }))
-        }
-        _ => {}
-    }
+struct Diff<'a> {
+    values: Values,
+    ops: &'a mut Vec<PatchOperation>,
+    path: PointerBuf,
 }
 
-fn diff_map(
-    from: &Map<String, Value>,
-    to: &Map<String, Value>,
-    kind: Kind,
-    path: &mut PointerBuf,
-    ops: &mut Vec<PatchOperation>,
-) {
-    for key in from.keys().filter(|k| !to.contains_key(*k)) {
-        ops.push(PatchOperation::Remove(RemoveOperation { path: child(path, key) }));
+impl Diff<'_> {
+    fn give(&self, v: &mut Value) -> Value {
+        match self.values {
+            Values::Copy => v.clone(),
+            Values::Take => std::mem::take(v),
+        }
     }
-    for (key, value) in to {
-        match from.get(key) {
-            None => ops.push(PatchOperation::Add(AddOperation { path: child(path, key), value: value.clone() })),
-            Some(old) => {
-                let f = field(kind, key);
-                path.push_back(key.as_str());
-                diff_value(old, value, f.kind, f.list, path, ops);
-                path.pop_back();
+
+    fn add(&mut self, token: &str, v: &mut Value) {
+        let value = self.give(v);
+        self.ops.push(PatchOperation::Add(AddOperation { path: child(&self.path, token), value }));
+    }
+
+    fn value(&mut self, from: &Value, to: &mut Value, kind: Kind, list: List) {
+        match (from, to) {
+            (Value::Object(from), Value::Object(to)) => self.map(from, to, kind),
+            (Value::Array(from), Value::Array(to)) if list != List::Atomic && from != to => {
+                self.list(from, to, kind, list)
+            }
+            (from, to) if from != to => {
+                let value = self.give(to);
+                self.ops.push(PatchOperation::Replace(ReplaceOperation { path: self.path.clone(), value }))
+            }
+            _ => {}
+        }
+    }
+
+    fn map(&mut self, from: &Map<String, Value>, to: &mut Map<String, Value>, kind: Kind) {
+        for key in from.keys().filter(|k| !to.contains_key(*k)) {
+            self.ops.push(PatchOperation::Remove(RemoveOperation { path: child(&self.path, key) }));
+        }
+        for (key, value) in to.iter_mut() {
+            match from.get(key) {
+                None => self.add(key, value),
+                Some(old) => {
+                    let f = field(kind, key);
+                    self.path.push_back(key.as_str());
+                    self.value(old, value, f.kind, f.list);
+                    self.path.pop_back();
+                }
             }
         }
     }
-}
 
-/// A merging list: align the two lists (on the merge key, or on equality for sets), remove
-/// what is gone from the back, then walk the new list inserting new elements and diffing
-/// aligned ones in place.
-fn diff_list(
-    from: &[Value],
-    to: &[Value],
-    kind: Kind,
-    list: List,
-    path: &mut PointerBuf,
-    ops: &mut Vec<PatchOperation>,
-) {
-    let same = |a: &Value, b: &Value| match list {
-        List::Keyed { key, .. } => match (a.get(key), b.get(key)) {
-            (Some(x), Some(y)) => x == y,
+    /// A merging list: align the two lists (on the merge key, or on equality for sets), remove
+    /// what is gone from the back, then walk the new list inserting new elements and diffing
+    /// aligned ones in place.
+    fn list(&mut self, from: &[Value], to: &mut [Value], kind: Kind, list: List) {
+        let same = |a: &Value, b: &Value| match list {
+            List::Keyed { key, .. } => match (a.get(key), b.get(key)) {
+                (Some(x), Some(y)) => x == y,
+                _ => a == b,
+            },
             _ => a == b,
-        },
-        _ => a == b,
-    };
-    let pairs = align(from, to, same);
-    let kept: Vec<bool> = (0..from.len()).map(|i| pairs.iter().any(|&(f, _)| f == i)).collect();
-    for i in (0..from.len()).rev().filter(|&i| !kept[i]) {
-        ops.push(PatchOperation::Remove(RemoveOperation { path: child(path, &i.to_string()) }));
-    }
-    let mut pairs = pairs.into_iter().peekable();
-    for (j, value) in to.iter().enumerate() {
-        match pairs.next_if(|&(_, t)| t == j) {
-            Some((f, _)) => {
-                path.push_back(j.to_string());
-                diff_value(&from[f], value, kind, List::Atomic, path, ops);
-                path.pop_back();
-            }
-            None => {
-                ops.push(PatchOperation::Add(AddOperation { path: child(path, &j.to_string()), value: value.clone() }))
+        };
+        let pairs = align(from, to, same);
+        let kept: Vec<bool> = (0..from.len()).map(|i| pairs.iter().any(|&(f, _)| f == i)).collect();
+        for i in (0..from.len()).rev().filter(|&i| !kept[i]) {
+            self.ops.push(PatchOperation::Remove(RemoveOperation { path: child(&self.path, &i.to_string()) }));
+        }
+        let mut pairs = pairs.into_iter().peekable();
+        for (j, value) in to.iter_mut().enumerate() {
+            match pairs.next_if(|&(_, t)| t == j) {
+                Some((f, _)) => {
+                    self.path.push_back(j.to_string());
+                    self.value(&from[f], value, kind, List::Atomic);
+                    self.path.pop_back();
+                }
+                None => self.add(&j.to_string(), value),
             }
         }
     }
@@ -132,7 +148,10 @@ mod tests {
     use serde_json::json;
 
     fn ops(from: Value, to: Value) -> Value {
-        serde_json::to_value(diff(&from, &to)).unwrap_or_default()
+        let copied = diff(&from, &mut to.clone(), Values::Copy);
+        let taken = diff(&from, &mut to.clone(), Values::Take);
+        assert_eq!(copied, taken, "copying and taking give different patches");
+        serde_json::to_value(copied).unwrap_or_default()
     }
 
     #[rstest]
@@ -170,7 +189,7 @@ mod tests {
         let to = json!({"spec": {"containers": [{"name": "n"}, {"name": "y", "image": "i"}, {"name": "x", "env": [{"name": "B"}, {"name": "C"}]}],
                                  "volumes": [{"name": "v3"}, {"name": "v0"}, {"name": "v1", "x": 1}]}});
         let mut doc = from.clone();
-        json_patch::patch(&mut doc, &diff(&from, &to)).unwrap_or_else(|e| panic!("{e}"));
+        json_patch::patch(&mut doc, &diff(&from, &mut to.clone(), Values::Copy)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(doc, to);
     }
 }

@@ -136,7 +136,7 @@ pub fn parse_override(doc: Value, origin: &str) -> Result<Loaded, String> {
     {
         return Err(format!("{who}: {key}: unknown field (expected apiVersion, kind, metadata, spec)"));
     }
-    let spec = doc.remove("spec").unwrap_or(Value::Object(Default::default()));
+    let spec = doc.shift_remove("spec").unwrap_or(Value::Object(Default::default()));
     let spec: PodOverrideSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "spec".to_owned() } else { format!("spec.{path}") };
