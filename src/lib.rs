@@ -6,8 +6,11 @@ pub mod input;
 pub mod merge;
 pub mod mutate;
 pub mod render;
+pub mod serve;
 pub mod store;
+pub mod tls;
 pub mod validate;
+pub mod webhook;
 
 use std::path::PathBuf;
 

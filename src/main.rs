@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use podtailor::render::{self, RenderArgs};
+use podtailor::serve::{self, ServeArgs};
 
 // The merge is allocation-heavy (JSON values); mimalloc makes a render about a third cheaper
 // than the system allocator (see `make bench`).
@@ -26,6 +27,10 @@ enum Command {
     ///
     /// Exit codes: 0 done, 1 a problem with the input or the configuration, 2 usage.
     Render(RenderArgs),
+    /// Serve the mutating admission webhook over HTTPS (POST /mutate), with /healthz, /readyz
+    /// and /metrics on a plain-HTTP admin port. Template, overrides and certificate reload
+    /// when their files change; SIGTERM or SIGINT drains in-flight requests and stops.
+    Serve(ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +43,13 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("podtailor render: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Serve(args) => match serve::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("podtailor serve: {e:#}");
                 ExitCode::from(1)
             }
         },

@@ -58,7 +58,7 @@ pub fn load_template(path: &Path) -> Result<Template> {
 }
 
 /// The override files of `dir`, in name order.
-fn override_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn override_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|source| Error::Read { path: dir.to_owned(), source })?;
     let mut files = Vec::new();
     for entry in entries {

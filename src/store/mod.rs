@@ -2,6 +2,7 @@
 //! snapshot; a request never waits on I/O.
 
 pub mod files;
+pub mod reload;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,259 @@
+//! `podtailor serve`: the HTTPS admission webhook and its admin port.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::store::{files, reload};
+use crate::tls::{self, CertStore};
+use crate::webhook::{self, AppState, Shared};
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The platform's default worker pod (a v1 Pod, YAML or JSON); reloaded when it changes.
+    #[arg(long, value_name = "FILE", env = "PODTAILOR_TEMPLATE")]
+    pub template: PathBuf,
+    /// A directory of PodOverride files (*.yaml, *.yml, *.json); reloaded when it changes.
+    #[arg(long, value_name = "DIR", env = "PODTAILOR_OVERRIDES")]
+    pub overrides: PathBuf,
+    /// The serving certificate chain (PEM); reloaded when it changes.
+    #[arg(long, value_name = "FILE", env = "PODTAILOR_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// The serving certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", env = "PODTAILOR_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// Where the webhook listens (HTTPS: POST /mutate).
+    #[arg(long, value_name = "ADDR", env = "PODTAILOR_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Where the admin port listens (plain HTTP: /healthz, /readyz, /metrics).
+    #[arg(long, value_name = "ADDR", env = "PODTAILOR_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, env = "PODTAILOR_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// How often the template, the overrides and the certificate are checked for changes.
+    #[arg(long, value_name = "SECONDS", env = "PODTAILOR_RELOAD_INTERVAL", default_value_t = 2.0)]
+    pub reload_interval: f64,
+    /// A connection is closed when a request's headers take longer than this to arrive, or
+    /// when it stays idle this long between requests.
+    #[arg(long, value_name = "SECONDS", env = "PODTAILOR_HEADER_TIMEOUT", default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// On SIGTERM or SIGINT, in-flight requests get this long to finish.
+    #[arg(long, value_name = "SECONDS", env = "PODTAILOR_SHUTDOWN_GRACE", default_value_t = 10.0)]
+    pub shutdown_grace: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Starts logging to stderr: `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let _already = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+}
+
+fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{name} must be a positive number of seconds"))
+}
+
+/// A server bound to its ports, ready to run.
+pub struct Server {
+    pub state: Shared,
+    pub certs: Arc<CertStore>,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    listener: TcpListener,
+    admin: TcpListener,
+    args: ServeArgs,
+    stop: CancellationToken,
+}
+
+impl Server {
+    /// Loads the configuration and the certificate and binds both ports; any problem here is
+    /// an error, before anything is served.
+    pub async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
+        tls::install_crypto_provider();
+        let config = files::load(&args.template, &args.overrides)?;
+        let certs = CertStore::new(tls::load(&args.tls_cert, &args.tls_key)?);
+        for (name, v) in [
+            ("reload-interval", args.reload_interval),
+            ("header-timeout", args.header_timeout),
+            ("shutdown-grace", args.shutdown_grace),
+        ] {
+            seconds(name, v)?;
+        }
+        let listener =
+            TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        let admin = TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
+        let state = AppState::new(config);
+        Ok(Server {
+            addr: listener.local_addr()?,
+            admin_addr: admin.local_addr()?,
+            state,
+            certs,
+            listener,
+            admin,
+            args,
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// Cancelling this token shuts the server down gracefully.
+    pub fn stopper(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Serves until the stop token is cancelled, then drains in-flight requests.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Server { state, certs, addr, admin_addr, listener, admin, args, stop } = self;
+        let every = seconds("reload-interval", args.reload_interval)?;
+        let header_timeout = seconds("header-timeout", args.header_timeout)?;
+        let grace = seconds("shutdown-grace", args.shutdown_grace)?;
+        let tasks = TaskTracker::new();
+        tasks.spawn(reload::watch_config(
+            state.clone(),
+            args.template.clone(),
+            args.overrides.clone(),
+            every,
+            stop.clone(),
+        ));
+        tasks.spawn(reload::watch_certificate(
+            state.clone(),
+            certs.clone(),
+            args.tls_cert.clone(),
+            args.tls_key.clone(),
+            every,
+            stop.clone(),
+        ));
+        let admin_stop = stop.clone();
+        let admin_app = webhook::admin_router(state.clone());
+        tasks.spawn(async move {
+            let served = axum::serve(admin, admin_app).with_graceful_shutdown(admin_stop.cancelled_owned()).await;
+            if let Err(e) = served {
+                warn!(error = %e, "admin server stopped");
+            }
+        });
+        let acceptor = TlsAcceptor::from(tls::server_config(certs)?);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .max_concurrent_streams(250);
+        let builder = Arc::new(builder);
+        let service = TowerToHyperService::new(webhook::router(state.clone()));
+        info!(%addr, %admin_addr, overrides = state.config().overrides.len(), "serving");
+        let connections = TaskTracker::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // out of file descriptors and the like: wait a little, keep serving
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!(error = %e, %peer, "cannot set TCP_NODELAY");
+            }
+            let (acceptor, builder, service, stop) = (acceptor.clone(), builder.clone(), service.clone(), stop.clone());
+            connections.spawn(async move {
+                let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return debug!(error = %e, %peer, "TLS handshake failed"),
+                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                };
+                let connection = builder.serve_connection(TokioIo::new(tls), service);
+                tokio::pin!(connection);
+                let served = tokio::select! {
+                    served = connection.as_mut() => served,
+                    _ = stop.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(e) = served {
+                    debug!(error = %e, %peer, "connection ended with an error");
+                }
+            });
+        }
+        info!(grace_seconds = grace.as_secs_f64(), "shutting down: no new connections, finishing in-flight requests");
+        connections.close();
+        tasks.close();
+        if tokio::time::timeout(grace, async { tokio::join!(connections.wait(), tasks.wait()) }).await.is_err() {
+            warn!("shutdown grace period over: closing the remaining connections");
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// `podtailor serve`.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let server = Server::bind(args).await?;
+        let stop = server.stopper();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            info!("signal received");
+            stop.cancel();
+        });
+        server.run().await
+    })
+}

@@ -1,0 +1,132 @@
+//! Hot reload by polling: the files' contents are hashed every interval and a change is
+//! loaded. Comparing contents (not watching inodes) sees Kubernetes' ConfigMap and Secret
+//! volume updates, which swap a `..data` symlink and never write the visible files. A new
+//! version that does not load is logged and counted once, and the last good one keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use super::files;
+use crate::tls::{self, CertStore};
+use crate::webhook::Shared;
+use crate::webhook::metrics::{ReloadResult, Source};
+
+/// A hash of the named files' paths and contents.
+pub fn fingerprint(paths: &[PathBuf]) -> crate::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    for p in paths {
+        let bytes = std::fs::read(p).map_err(|source| crate::Error::Read { path: p.clone(), source })?;
+        h.update(p.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(h.finalize().into())
+}
+
+fn config_files(template: &Path, overrides: &Path) -> crate::Result<Vec<PathBuf>> {
+    let mut paths = vec![template.to_owned()];
+    paths.extend(files::override_files(overrides)?);
+    Ok(paths)
+}
+
+/// Polls `inputs` every `every` until `stop`; calls `load` when their fingerprint changes.
+/// `load` returns a line for the log, or the reason the new version was rejected.
+async fn poll(
+    what: &str,
+    every: Duration,
+    stop: CancellationToken,
+    inputs: impl Fn() -> crate::Result<Vec<PathBuf>>,
+    mut load: impl FnMut() -> Result<String, String>,
+    on_result: impl Fn(ReloadResult),
+) {
+    let mut seen = inputs().and_then(|paths| fingerprint(&paths)).ok();
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = match inputs().and_then(|paths| fingerprint(&paths)) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                // a file missing halfway through a swap; the next tick sees the result
+                if seen.is_some() {
+                    error!(error = %e, "{what}: cannot read the new version; still serving the last good one");
+                    on_result(ReloadResult::failure);
+                    seen = None;
+                }
+                continue;
+            }
+        };
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match load() {
+            Ok(summary) => {
+                info!("{what} reloaded: {summary}");
+                on_result(ReloadResult::success);
+            }
+            Err(reason) => {
+                error!(error = %reason, "{what}: the new version is rejected; still serving the last good one");
+                on_result(ReloadResult::failure);
+            }
+        }
+    }
+}
+
+/// Reloads the template and the overrides into `state` when their files change.
+pub async fn watch_config(
+    state: Shared,
+    template: PathBuf,
+    overrides: PathBuf,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let load_state = Arc::clone(&state);
+    poll(
+        "template and overrides",
+        every,
+        stop,
+        || config_files(&template, &overrides),
+        || {
+            let config = files::load(&template, &overrides).map_err(|e| e.to_string())?;
+            let n = config.overrides.len();
+            load_state.replace(config);
+            Ok(format!("{n} overrides"))
+        },
+        |result| state.metrics.reload(Source::config, result),
+    )
+    .await;
+}
+
+/// Reloads the serving certificate into `certs` when its files change.
+pub async fn watch_certificate(
+    state: Shared,
+    certs: Arc<CertStore>,
+    cert: PathBuf,
+    key: PathBuf,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    poll(
+        "serving certificate",
+        every,
+        stop,
+        || Ok(vec![cert.clone(), key.clone()]),
+        || {
+            let loaded = tls::load(&cert, &key).map_err(|e| e.to_string())?;
+            certs.replace(loaded);
+            Ok(cert.display().to_string())
+        },
+        |result| state.metrics.reload(Source::certificate, result),
+    )
+    .await;
+}

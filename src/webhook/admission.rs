@@ -1,0 +1,220 @@
+//! AdmissionReview v1 on the wire, and the answer to one review.
+//!
+//! The request's object is kept as raw JSON: the merge engine works on values, never on
+//! typed structs that would drop fields they do not know. The response is written as the API
+//! server documents it: `patch` is a base64 string (kube-core's `AdmissionResponse` writes an
+//! array of numbers instead, kube-rs issue 1781).
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::merge::Want;
+use crate::mutate::{Decision, decide};
+use crate::store::Config;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// The part of an incoming AdmissionReview that the webhook reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewIn {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    pub request: Option<RequestIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestIn {
+    pub uid: String,
+    #[serde(default)]
+    pub kind: GroupVersionKind,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub operation: String,
+    #[serde(default)]
+    pub object: Option<Value>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GroupVersionKind {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// An AdmissionReview answer.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewOut {
+    pub api_version: String,
+    pub kind: String,
+    pub response: ResponseOut,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseOut {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// The JSON patch, base64-encoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// A `metav1.Status`, as much as a denial needs.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub status: String,
+    pub code: u16,
+    pub reason: String,
+    pub message: String,
+}
+
+/// How a review ended, for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Allowed with a patch.
+    Patched,
+    /// Allowed, nothing to change (not opted in, another kind or operation, already as desired).
+    Unchanged,
+    /// A pod that opted in and cannot be admitted.
+    Denied,
+    /// A request that cannot be read.
+    Invalid,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Patched => "patched",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Denied => "denied",
+            Outcome::Invalid => "invalid",
+        }
+    }
+}
+
+/// What the handler logs about a review.
+#[derive(Debug, Default)]
+pub struct Facts {
+    pub uid: String,
+    pub namespace: String,
+    pub pod: String,
+    pub operation: String,
+    pub dry_run: bool,
+}
+
+/// The answer for a review that parsed.
+pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome, ReviewOut) {
+    let Some(request) = review.request else {
+        return (Outcome::Invalid, invalid(String::new(), 400, "the AdmissionReview has no request"));
+    };
+    facts.uid = request.uid.clone();
+    facts.operation = request.operation.clone();
+    facts.dry_run = request.dry_run.unwrap_or(false);
+    if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
+        let message = format!(
+            "expected apiVersion {API_VERSION} kind AdmissionReview, got {:?} {:?}",
+            review.api_version, review.kind
+        );
+        return (Outcome::Invalid, invalid(request.uid, 400, &message));
+    }
+    let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
+    if !is_pod || request.operation != "CREATE" {
+        return (Outcome::Unchanged, allowed(request.uid));
+    }
+    let Some(pod) = request.object.filter(Value::is_object) else {
+        return (Outcome::Invalid, invalid(request.uid, 400, "the request has no object"));
+    };
+    let meta = pod.get("metadata");
+    let namespace = request
+        .namespace
+        .filter(|ns| !ns.is_empty())
+        .or_else(|| meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| "default".to_owned());
+    facts.pod = request
+        .name
+        .filter(|n| !n.is_empty())
+        .or_else(|| meta.and_then(|m| m.get("name")).and_then(Value::as_str).map(str::to_owned))
+        .or_else(|| meta.and_then(|m| m.get("generateName")).and_then(Value::as_str).map(|g| format!("{g}*")))
+        .unwrap_or_default();
+    facts.namespace.clone_from(&namespace);
+    let mut response = allowed(request.uid);
+    let outcome = match decide(config, &namespace, &pod, Want::Patch) {
+        Ok(Decision::NotOptedIn) => Outcome::Unchanged,
+        Ok(Decision::Mutated { outcome, overrides }) => {
+            let applied = if overrides.is_empty() { "(template only)".to_owned() } else { overrides.join(",") };
+            response.response.audit_annotations.insert("overrides".to_owned(), applied);
+            response.response.warnings = outcome.warnings;
+            if outcome.patch.0.is_empty() {
+                Outcome::Unchanged
+            } else {
+                let bytes = serde_json::to_vec(&outcome.patch).unwrap_or_default();
+                response.response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+                response.response.patch_type = Some("JSONPatch".to_owned());
+                Outcome::Patched
+            }
+        }
+        Err(denial) => {
+            response.response.allowed = false;
+            response.response.status = Some(Status {
+                status: "Failure".into(),
+                code: 403,
+                reason: "Forbidden".into(),
+                message: denial.message,
+            });
+            Outcome::Denied
+        }
+    };
+    (outcome, response)
+}
+
+fn allowed(uid: String) -> ReviewOut {
+    ReviewOut {
+        api_version: API_VERSION.to_owned(),
+        kind: "AdmissionReview".to_owned(),
+        response: ResponseOut { uid, allowed: true, ..Default::default() },
+    }
+}
+
+/// The answer to a request that cannot be read: not allowed, with the HTTP status `code`, the
+/// reason and the uid, when there is one.
+pub fn invalid(uid: String, code: u16, message: &str) -> ReviewOut {
+    let mut out = allowed(uid);
+    out.response.allowed = false;
+    let reason = match code {
+        413 => "RequestEntityTooLarge",
+        415 => "UnsupportedMediaType",
+        _ => "BadRequest",
+    };
+    out.response.status = Some(Status {
+        status: "Failure".into(),
+        code,
+        reason: reason.into(),
+        message: format!("podtailor: {message}"),
+    });
+    out
+}

@@ -1,0 +1,107 @@
+//! Prometheus metrics, served on the admin port.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::admission::Outcome;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum OutcomeLabel {
+    patched,
+    unchanged,
+    denied,
+    invalid,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    outcome: OutcomeLabel,
+}
+
+/// What a reload was of.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Source {
+    config,
+    certificate,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReloadResult {
+    success,
+    failure,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    source: Source,
+    result: ReloadResult,
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Histogram,
+    reloads: Family<ReloadLabels, Counter>,
+    overrides: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("podtailor");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("admission_requests", "Admission reviews answered, by outcome", requests.clone());
+        let duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an admission review, from the body read to the answer written",
+            duration.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("reloads", "Reloads of the configuration and the certificate, by result", reloads.clone());
+        let overrides = Gauge::default();
+        registry.register("overrides_loaded", "PodOverrides in the configuration being served", overrides.clone());
+        // every outcome shows from the start, at zero
+        for outcome in [OutcomeLabel::patched, OutcomeLabel::unchanged, OutcomeLabel::denied, OutcomeLabel::invalid] {
+            let _zero = requests.get_or_create(&RequestLabels { outcome });
+        }
+        Metrics { registry, requests, duration, reloads, overrides }
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, outcome: Outcome, seconds: f64) {
+        let outcome = match outcome {
+            Outcome::Patched => OutcomeLabel::patched,
+            Outcome::Unchanged => OutcomeLabel::unchanged,
+            Outcome::Denied => OutcomeLabel::denied,
+            Outcome::Invalid => OutcomeLabel::invalid,
+        };
+        self.requests.get_or_create(&RequestLabels { outcome }).inc();
+        self.duration.observe(seconds);
+    }
+
+    pub fn reload(&self, source: Source, result: ReloadResult) {
+        self.reloads.get_or_create(&ReloadLabels { source, result }).inc();
+    }
+
+    pub fn overrides_loaded(&self, n: usize) {
+        self.overrides.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,192 @@
+//! The webhook's HTTP side: `POST /mutate` on the TLS port, health and metrics on the admin
+//! port. The handler only turns bytes into a review and a review's answer back into bytes;
+//! [`admission::review`] decides.
+
+pub mod admission;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tracing::{Instrument, debug, field, info, info_span, warn};
+
+use crate::store::Config;
+use admission::{Facts, Outcome, ReviewIn, ReviewOut};
+use metrics::Metrics;
+
+/// The largest AdmissionReview accepted. The API server's own limit for an object is 3 MiB.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// What the handlers share: the configuration being served, readiness and metrics.
+pub struct AppState {
+    config: ArcSwap<Config>,
+    ready: AtomicBool,
+    pub metrics: Metrics,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    pub fn new(config: Config) -> Shared {
+        let metrics = Metrics::default();
+        metrics.overrides_loaded(config.overrides.len());
+        Arc::new(AppState { config: ArcSwap::from_pointee(config), ready: AtomicBool::new(true), metrics })
+    }
+
+    /// Serves `config` from now on.
+    pub fn replace(&self, config: Config) {
+        self.metrics.overrides_loaded(config.overrides.len());
+        self.config.store(Arc::new(config));
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// The TLS port's routes.
+pub fn router(state: Shared) -> Router {
+    Router::new().route("/mutate", post(mutate)).with_state(state)
+}
+
+/// The admin port's routes (plain HTTP, for probes and Prometheus).
+pub fn admin_router(state: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Shared>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration loaded yet\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    let mut response = state.metrics.encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn reply(status: StatusCode, review: &ReviewOut) -> Response {
+    let body = serde_json::to_vec(review).unwrap_or_default();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn mutate(State(state): State<Shared>, request: Request) -> Response {
+    let span = info_span!(
+        "admission",
+        uid = field::Empty,
+        namespace = field::Empty,
+        pod = field::Empty,
+        operation = field::Empty,
+        dry_run = field::Empty,
+        outcome = field::Empty,
+        duration_us = field::Empty,
+    );
+    async move {
+        let start = Instant::now();
+        let mut facts = Facts::default();
+        let (status, outcome, review) = answer(&state, request, &mut facts).await;
+        let elapsed = start.elapsed();
+        state.metrics.request(outcome, elapsed.as_secs_f64());
+        let span = tracing::Span::current();
+        span.record("uid", facts.uid.as_str());
+        span.record("namespace", facts.namespace.as_str());
+        span.record("pod", facts.pod.as_str());
+        span.record("operation", facts.operation.as_str());
+        span.record("dry_run", facts.dry_run);
+        span.record("outcome", outcome.as_str());
+        span.record("duration_us", u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+        match outcome {
+            Outcome::Invalid => {
+                let message = review.response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
+                warn!(%message, "admission review rejected");
+            }
+            Outcome::Denied => {
+                let message = review.response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
+                info!(%message, "pod denied");
+            }
+            _ => info!(warnings = review.response.warnings.len(), "admission review answered"),
+        }
+        reply(status, &review)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn answer(state: &AppState, request: Request, facts: &mut Facts) -> (StatusCode, Outcome, ReviewOut) {
+    let bad = |status: StatusCode, uid: String, message: &str| {
+        (status, Outcome::Invalid, admission::invalid(uid, status.as_u16(), message))
+    };
+    if !is_json(request.headers()) {
+        return bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, String::new(), "the content type must be application/json");
+    }
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return bad(StatusCode::PAYLOAD_TOO_LARGE, String::new(), "the body is over 4 MiB");
+    }
+    let body: Bytes = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
+            return if too_large {
+                bad(StatusCode::PAYLOAD_TOO_LARGE, String::new(), "the body is over 4 MiB")
+            } else {
+                bad(StatusCode::BAD_REQUEST, String::new(), &format!("the body could not be read: {e}"))
+            };
+        }
+    };
+    debug!(body = %String::from_utf8_lossy(&body), "request body");
+    let review: ReviewIn = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let uid = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.pointer("/request/uid").and_then(|u| u.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            facts.uid.clone_from(&uid);
+            return bad(StatusCode::BAD_REQUEST, uid, &format!("the body is not an AdmissionReview: {e}"));
+        }
+    };
+    let config = state.config();
+    let (outcome, review) = admission::review(&config, review, facts);
+    let status = if outcome == Outcome::Invalid { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    (status, outcome, review)
+}
