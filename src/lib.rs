@@ -2,6 +2,7 @@
 //! admission. See DESIGN.md for the semantics.
 
 pub mod crd;
+mod idle;
 pub mod input;
 pub mod merge;
 pub mod mutate;

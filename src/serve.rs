@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::idle::IdleTimeout;
 use crate::store::{files, reload};
 use crate::tls::{self, CertStore};
 use crate::webhook::{self, AppState, Shared};
@@ -46,10 +47,14 @@ pub struct ServeArgs {
     /// How often the template, the overrides and the certificate are checked for changes.
     #[arg(long, value_name = "SECONDS", env = "PODTAILOR_RELOAD_INTERVAL", default_value_t = 2.0)]
     pub reload_interval: f64,
-    /// A connection is closed when a request's headers take longer than this to arrive, or
-    /// when it stays idle this long between requests.
+    /// A connection is closed when its TLS handshake or a request's headers take longer than
+    /// this.
     #[arg(long, value_name = "SECONDS", env = "PODTAILOR_HEADER_TIMEOUT", default_value_t = 10.0)]
     pub header_timeout: f64,
+    /// A connection is closed when nothing moves on it for this long (longer than the API
+    /// server's own idle timeout, 90 s, so it is the client that closes idle connections).
+    #[arg(long, value_name = "SECONDS", env = "PODTAILOR_IDLE_TIMEOUT", default_value_t = 120.0)]
+    pub idle_timeout: f64,
     /// On SIGTERM or SIGINT, in-flight requests get this long to finish.
     #[arg(long, value_name = "SECONDS", env = "PODTAILOR_SHUTDOWN_GRACE", default_value_t = 10.0)]
     pub shutdown_grace: f64,
@@ -89,6 +94,7 @@ pub struct Server {
     listener: TcpListener,
     admin: TcpListener,
     args: ServeArgs,
+    seen: reload::Seen,
     stop: CancellationToken,
 }
 
@@ -97,6 +103,7 @@ impl Server {
     /// an error, before anything is served.
     pub async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
         tls::install_crypto_provider();
+        let seen = reload::Seen::now(&args.template, &args.overrides, &args.tls_cert, &args.tls_key);
         let config = files::load(&args.template, &args.overrides)?;
         let certs = CertStore::new(tls::load(&args.tls_cert, &args.tls_key)?);
         for (name, v) in [
@@ -120,6 +127,7 @@ impl Server {
             listener,
             admin,
             args,
+            seen,
             stop: CancellationToken::new(),
         })
     }
@@ -131,23 +139,20 @@ impl Server {
 
     /// Serves until the stop token is cancelled, then drains in-flight requests.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { state, certs, addr, admin_addr, listener, admin, args, stop } = self;
+        let Server { state, certs, addr, admin_addr, listener, admin, args, seen, stop } = self;
         let every = seconds("reload-interval", args.reload_interval)?;
         let header_timeout = seconds("header-timeout", args.header_timeout)?;
         let grace = seconds("shutdown-grace", args.shutdown_grace)?;
+        let idle_timeout = seconds("idle-timeout", args.idle_timeout)?;
         let tasks = TaskTracker::new();
-        tasks.spawn(reload::watch_config(
-            state.clone(),
-            args.template.clone(),
-            args.overrides.clone(),
-            every,
-            stop.clone(),
-        ));
+        tasks.spawn(reload::watch_template(state.clone(), args.template.clone(), seen, every, stop.clone()));
+        tasks.spawn(reload::watch_overrides(state.clone(), args.overrides.clone(), seen, every, stop.clone()));
         tasks.spawn(reload::watch_certificate(
             state.clone(),
             certs.clone(),
             args.tls_cert.clone(),
             args.tls_key.clone(),
+            seen,
             every,
             stop.clone(),
         ));
@@ -194,7 +199,8 @@ impl Server {
                     Ok(Err(e)) => return debug!(error = %e, %peer, "TLS handshake failed"),
                     Err(_) => return debug!(%peer, "TLS handshake timed out"),
                 };
-                let connection = builder.serve_connection(TokioIo::new(tls), service);
+                let io = TokioIo::new(IdleTimeout::new(tls, idle_timeout));
+                let connection = builder.serve_connection(io, service);
                 tokio::pin!(connection);
                 let served = tokio::select! {
                     served = connection.as_mut() => served,
@@ -208,6 +214,7 @@ impl Server {
                 }
             });
         }
+        drop(listener);
         info!(grace_seconds = grace.as_secs_f64(), "shutting down: no new connections, finishing in-flight requests");
         connections.close();
         tasks.close();

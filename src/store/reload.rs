@@ -29,23 +29,39 @@ pub fn fingerprint(paths: &[PathBuf]) -> crate::Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-fn config_files(template: &Path, overrides: &Path) -> crate::Result<Vec<PathBuf>> {
-    let mut paths = vec![template.to_owned()];
-    paths.extend(files::override_files(overrides)?);
-    Ok(paths)
+/// The fingerprints of what a server loaded at start, taken before loading: a change made
+/// between the start and the first poll is then seen as a change.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seen {
+    pub template: Option<[u8; 32]>,
+    pub overrides: Option<[u8; 32]>,
+    pub certificate: Option<[u8; 32]>,
 }
 
-/// Polls `inputs` every `every` until `stop`; calls `load` when their fingerprint changes.
-/// `load` returns a line for the log, or the reason the new version was rejected.
+impl Seen {
+    pub fn now(template: &Path, overrides: &Path, cert: &Path, key: &Path) -> Seen {
+        Seen {
+            template: fingerprint(&[template.to_owned()]).ok(),
+            overrides: files::override_files(overrides).and_then(|p| fingerprint(&p)).ok(),
+            certificate: fingerprint(&[cert.to_owned(), key.to_owned()]).ok(),
+        }
+    }
+}
+
+/// Polls `inputs` every `every` until `stop`; calls `load` when their fingerprint differs from
+/// the last one seen. `load` returns a line for the log, or the reason the new version was
+/// rejected.
+#[allow(clippy::too_many_arguments)]
 async fn poll(
     what: &str,
+    seen: Option<[u8; 32]>,
     every: Duration,
     stop: CancellationToken,
     inputs: impl Fn() -> crate::Result<Vec<PathBuf>>,
     mut load: impl FnMut() -> Result<String, String>,
     on_result: impl Fn(ReloadResult),
 ) {
-    let mut seen = inputs().and_then(|paths| fingerprint(&paths)).ok();
+    let mut seen = seen;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -82,27 +98,42 @@ async fn poll(
     }
 }
 
-/// Reloads the template and the overrides into `state` when their files change.
-pub async fn watch_config(
-    state: Shared,
-    template: PathBuf,
-    overrides: PathBuf,
-    every: Duration,
-    stop: CancellationToken,
-) {
+/// Reloads the template into `state` when its file changes. The template and the overrides
+/// reload apart, so a broken one never holds the other back.
+pub async fn watch_template(state: Shared, template: PathBuf, seen: Seen, every: Duration, stop: CancellationToken) {
     let load_state = Arc::clone(&state);
     poll(
-        "template and overrides",
+        "template",
+        seen.template,
         every,
         stop,
-        || config_files(&template, &overrides),
+        || Ok(vec![template.clone()]),
         || {
-            let config = files::load(&template, &overrides).map_err(|e| e.to_string())?;
-            let n = config.overrides.len();
-            load_state.replace(config);
-            Ok(format!("{n} overrides"))
+            let loaded = files::load_template(&template).map_err(|e| e.to_string())?;
+            load_state.replace_template(loaded);
+            Ok(template.display().to_string())
         },
-        |result| state.metrics.reload(Source::config, result),
+        |result| state.metrics.reload(Source::template, result),
+    )
+    .await;
+}
+
+/// Reloads the overrides into `state` when the files of their directory change.
+pub async fn watch_overrides(state: Shared, overrides: PathBuf, seen: Seen, every: Duration, stop: CancellationToken) {
+    let load_state = Arc::clone(&state);
+    poll(
+        "overrides",
+        seen.overrides,
+        every,
+        stop,
+        || files::override_files(&overrides),
+        || {
+            let loaded = files::load_overrides(&overrides).map_err(|e| e.to_string())?;
+            let n = loaded.len();
+            load_state.replace_overrides(loaded);
+            Ok(format!("{n} overrides from {}", overrides.display()))
+        },
+        |result| state.metrics.reload(Source::overrides, result),
     )
     .await;
 }
@@ -113,11 +144,13 @@ pub async fn watch_certificate(
     certs: Arc<CertStore>,
     cert: PathBuf,
     key: PathBuf,
+    seen: Seen,
     every: Duration,
     stop: CancellationToken,
 ) {
     poll(
         "serving certificate",
+        seen.certificate,
         every,
         stop,
         || Ok(vec![cert.clone(), key.clone()]),

@@ -27,7 +27,8 @@ struct RequestLabels {
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum Source {
-    config,
+    template,
+    overrides,
     certificate,
 }
 

@@ -41,6 +41,18 @@ impl AppState {
         Arc::new(AppState { config: ArcSwap::from_pointee(config), ready: AtomicBool::new(true), metrics })
     }
 
+    /// Serves `template` from now on, with the overrides being served.
+    pub fn replace_template(&self, template: crate::merge::Template) {
+        let current = self.config();
+        self.replace(Config { template: Arc::new(template), overrides: current.overrides.clone() });
+    }
+
+    /// Serves `overrides` from now on, with the template being served.
+    pub fn replace_overrides(&self, overrides: crate::store::Overrides) {
+        let current = self.config();
+        self.replace(Config { template: current.template.clone(), overrides });
+    }
+
     /// Serves `config` from now on.
     pub fn replace(&self, config: Config) {
         self.metrics.overrides_loaded(config.overrides.len());

@@ -1,0 +1,217 @@
+//! The webhook's router in-process (no socket): every outcome, every kind of bad input, and
+//! the uid echoed in every answer to a readable review.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use podtailor::store::files;
+use podtailor::webhook::{self, AppState, Shared};
+use rstest::rstest;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn state() -> Shared {
+    let examples = common::examples();
+    let config = files::load(&examples.join("template.yaml"), &examples.join("overrides"))
+        .unwrap_or_else(|e| panic!("examples: {e}"));
+    AppState::new(config)
+}
+
+fn review() -> Value {
+    common::read_json(&common::examples().join("review.json"))
+}
+
+async fn call(state: &Shared, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+    let mut request = Request::post("/mutate");
+    if let Some(ct) = content_type {
+        request = request.header(header::CONTENT_TYPE, ct);
+    }
+    let request = request.body(Body::from(body)).unwrap_or_else(|e| panic!("{e}"));
+    let response = webhook::router(state.clone()).oneshot(request).await.unwrap_or_else(|e| match e {});
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_else(|e| panic!("{e}"));
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {bytes:?}"));
+    (status, body)
+}
+
+async fn post(state: &Shared, review: &Value) -> (StatusCode, Value) {
+    call(state, Some("application/json"), review.to_string().into_bytes()).await
+}
+
+fn patch_of(answer: &Value) -> json_patch::Patch {
+    let b64 = answer["response"]["patch"].as_str().unwrap_or_else(|| panic!("no patch in {answer}"));
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn an_opted_in_pod_is_patched_with_a_base64_json_patch() {
+    let state = state();
+    let review = review();
+    let (status, answer) = post(&state, &review).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    assert!(answer["response"]["patch"].is_string(), "the patch must be a base64 string, not an array of numbers");
+    assert_eq!(answer["response"]["auditAnnotations"]["overrides"], "resource-requirements,secret-env");
+    let mut pod = review["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch_of(&answer)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pod["spec"]["containers"][0]["resources"]["limits"]["cpu"], "500m");
+    assert_eq!(pod["spec"]["restartPolicy"], "Never");
+    // the patched pod, sent again (reinvocation), needs nothing more
+    let mut again = review.clone();
+    again["request"]["object"] = pod;
+    let (status, answer) = post(&state, &again).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["response"].get("patch"), None, "{answer}");
+    assert_eq!(answer["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn dry_run_is_answered_like_any_request() {
+    let state = state();
+    let mut review = review();
+    review["request"]["dryRun"] = json!(true);
+    let (status, answer) = post(&state, &review).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(answer["response"]["patch"].is_string());
+}
+
+#[tokio::test]
+async fn a_pod_that_did_not_opt_in_is_allowed_untouched() {
+    let state = state();
+    let review = common::read_json(&common::examples().join("review-not-opted-in.json"));
+    let (status, answer) = post(&state, &review).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["response"], json!({"uid": review["request"]["uid"], "allowed": true}));
+}
+
+#[rstest]
+#[case::another_kind(json!({"group": "apps", "version": "v1", "kind": "Deployment"}), "CREATE")]
+#[case::an_update(json!({"group": "", "version": "v1", "kind": "Pod"}), "UPDATE")]
+#[case::a_delete(json!({"group": "", "version": "v1", "kind": "Pod"}), "DELETE")]
+#[tokio::test]
+async fn other_kinds_and_operations_are_allowed_untouched(#[case] kind: Value, #[case] operation: &str) {
+    let state = state();
+    let mut review = review();
+    review["request"]["kind"] = kind;
+    review["request"]["operation"] = json!(operation);
+    let (status, answer) = post(&state, &review).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["response"], json!({"uid": review["request"]["uid"], "allowed": true}));
+}
+
+#[tokio::test]
+async fn a_missing_override_is_denied_naming_it_and_the_namespace() {
+    let state = state();
+    let mut review = review();
+    review["request"]["object"]["metadata"]["annotations"]["podtailor.dev/override"] =
+        json!("resource-requirements,gpu");
+    let (status, answer) = post(&state, &review).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(answer["response"]["status"]["code"], 403);
+    let message = answer["response"]["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("\"gpu\"") && message.contains("\"airflow\""), "{message}");
+}
+
+#[tokio::test]
+async fn an_override_that_cannot_apply_is_denied_with_the_reason() {
+    let state = state();
+    let mut review = review();
+    review["request"]["object"]["spec"]["containers"][0]["name"] = json!("worker");
+    review["request"]["object"]["metadata"]["annotations"]["podtailor.dev/override"] = json!("bad-target");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("o.yaml"),
+        "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: bad-target}\nspec: {container: gpu, resources: {limits: {cpu: 1}}}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = files::load(&common::examples().join("template.yaml"), dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    state.replace(config);
+    let (_, answer) = post(&state, &review).await;
+    let message = answer["response"]["status"]["message"].as_str().unwrap_or_default();
+    assert_eq!(answer["response"]["allowed"], false);
+    assert!(message.contains("\"bad-target\"") && message.contains("container \"gpu\" not found"), "{message}");
+}
+
+#[tokio::test]
+async fn replacing_a_value_the_pod_set_warns() {
+    let state = state();
+    let mut review = review();
+    review["request"]["object"]["spec"]["containers"][0]["resources"] = json!({"limits": {"memory": "8Gi"}});
+    let (_, answer) = post(&state, &review).await;
+    let warnings = answer["response"]["warnings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(warnings.len(), 1, "{answer}");
+    assert!(warnings[0].as_str().unwrap_or_default().contains("limits.memory"), "{warnings:?}");
+}
+
+/// (content type, body, expected HTTP status, expected uid in the answer)
+#[rstest]
+#[case::truncated_json(Some("application/json"), br#"{"apiVersion": "admission.k8s.io/v1", "kind": "Admission"#.to_vec(), StatusCode::BAD_REQUEST, "")]
+#[case::not_json(Some("application/json"), b"hello".to_vec(), StatusCode::BAD_REQUEST, "")]
+#[case::wrong_api_version(Some("application/json"),
+    json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "u-1", "operation": "CREATE"}}).to_string().into_bytes(),
+    StatusCode::BAD_REQUEST, "u-1")]
+#[case::no_request(Some("application/json"), json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).to_string().into_bytes(), StatusCode::BAD_REQUEST, "")]
+#[case::request_without_uid(Some("application/json"), json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}).to_string().into_bytes(), StatusCode::BAD_REQUEST, "")]
+#[case::uid_of_the_wrong_type(Some("application/json"), json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u-2", "operation": 7}}).to_string().into_bytes(), StatusCode::BAD_REQUEST, "u-2")]
+#[case::no_object(Some("application/json"),
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u-3", "operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}}}).to_string().into_bytes(),
+    StatusCode::BAD_REQUEST, "u-3")]
+#[case::wrong_content_type(Some("text/plain"), review().to_string().into_bytes(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "")]
+#[case::no_content_type(None, review().to_string().into_bytes(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "")]
+#[case::a_5_mib_body(Some("application/json"), vec![b' '; 5 * 1024 * 1024], StatusCode::PAYLOAD_TOO_LARGE, "")]
+#[tokio::test]
+async fn bad_input_gets_a_json_reason(
+    #[case] content_type: Option<&str>,
+    #[case] body: Vec<u8>,
+    #[case] want: StatusCode,
+    #[case] uid: &str,
+) {
+    let state = state();
+    let (status, answer) = call(&state, content_type, body).await;
+    assert_eq!(status, want, "{answer}");
+    assert_eq!(answer["response"]["uid"], uid);
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(answer["response"]["status"]["code"], want.as_u16());
+    assert!(answer["response"]["status"]["message"].as_str().is_some_and(|m| m.starts_with("podtailor: ")), "{answer}");
+}
+
+#[tokio::test]
+async fn charset_parameters_are_accepted() {
+    let state = state();
+    let (status, _) = call(&state, Some("application/json; charset=utf-8"), review().to_string().into_bytes()).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_count_outcomes_and_readyz_follows_the_configuration() {
+    let state = state();
+    post(&state, &review()).await;
+    call(&state, Some("text/plain"), vec![]).await;
+    let admin = webhook::admin_router(state.clone());
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap_or_else(|e| panic!("{e}"));
+    let response = admin.clone().oneshot(get("/metrics")).await.unwrap_or_else(|e| match e {});
+    let text = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("podtailor_admission_requests_total{outcome=\"patched\"} 1"), "{text}");
+    assert!(text.contains("podtailor_admission_requests_total{outcome=\"invalid\"} 1"), "{text}");
+    assert!(text.contains("podtailor_admission_duration_seconds_count 2"), "{text}");
+    assert!(text.contains("podtailor_overrides_loaded 2"), "{text}");
+    let status = |path: &'static str| {
+        let admin = admin.clone();
+        async move { admin.oneshot(get(path)).await.unwrap_or_else(|e| match e {}).status() }
+    };
+    assert_eq!(status("/healthz").await, StatusCode::OK);
+    assert_eq!(status("/readyz").await, StatusCode::OK);
+    state.set_ready(false);
+    assert_eq!(status("/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status("/healthz").await, StatusCode::OK);
+}
