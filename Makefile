@@ -6,16 +6,26 @@ VENV := target/venv
 BIN := target/debug/podtailor
 EXAMPLES := --template examples/template.yaml --overrides examples/overrides
 
-.PHONY: all build run test lint fmt-check clippy unit oracle venv bench clean
+.PHONY: all build run render certs test fmt-check clippy unit oracle venv bench bench-load clean
 
 all: build
 
 build:
 	$(CARGO) build --locked
 
-## The main job on the embedded example: what the webhook does to the fixture AdmissionReview.
-run: build
+## The main job on the embedded example: the webhook on https://127.0.0.1:8443 (POST /mutate),
+## admin on http://127.0.0.1:8080, serving examples/ with the development certificates.
+run: build certs
+	$(BIN) serve $(EXAMPLES) --tls-cert certs/tls.crt --tls-key certs/tls.key \
+	  --listen 127.0.0.1:8443 --admin-listen 127.0.0.1:8080
+
+## What the webhook does to the fixture AdmissionReview, without a server.
+render: build
 	$(BIN) render $(EXAMPLES) examples/review.json
+
+## Development CA and serving certificate under certs/ (kept if present; FORCE=1 remakes them).
+certs:
+	scripts/certs.sh $(if $(FORCE),--force)
 
 ## The whole test suite: format, lints, Rust tests, independent oracles.
 test: fmt-check clippy unit oracle
@@ -46,6 +56,10 @@ oracle: build venv
 bench:
 	$(CARGO) bench --locked --bench render --no-run
 	@$(PYTHON) benches/ratio.py 5
+
+## Load on `serve` over HTTP/1.1 keep-alive at 1, 16 and 64 connections (see the README).
+bench-load:
+	scripts/bench-load.sh
 
 clean:
 	$(CARGO) clean
