@@ -6,7 +6,7 @@ VENV := target/venv
 BIN := target/debug/podtailor
 EXAMPLES := --template examples/template.yaml --overrides examples/overrides
 
-.PHONY: all build run render certs test fmt-check clippy unit oracle venv bench bench-load clean
+.PHONY: all build run render certs crd crd-check test fmt-check clippy unit oracle venv bench bench-load clean
 
 all: build
 
@@ -27,8 +27,15 @@ render: build
 certs:
 	scripts/certs.sh $(if $(FORCE),--force)
 
-## The whole test suite: format, lints, Rust tests, independent oracles.
-test: fmt-check clippy unit oracle
+## The whole test suite: format, lints, Rust tests, the committed CRD, independent oracles.
+test: fmt-check clippy unit crd-check oracle
+
+## manifests/crd.yaml from the PodOverride type.
+crd: build
+	$(BIN) crd > manifests/crd.yaml
+
+crd-check: build
+	@$(BIN) crd | diff -u manifests/crd.yaml - || { echo "manifests/crd.yaml is stale: run make crd"; exit 1; }
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

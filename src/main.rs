@@ -31,6 +31,8 @@ enum Command {
     /// and /metrics on a plain-HTTP admin port. Template, overrides and certificate reload
     /// when their files change; SIGTERM or SIGINT drains in-flight requests and stops.
     Serve(ServeArgs),
+    /// Print the PodOverride CustomResourceDefinition (YAML).
+    Crd,
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("podtailor render: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Crd => match podtailor::crd::definition_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("podtailor crd: {e}");
                 ExitCode::from(1)
             }
         },
