@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := target/venv
 BIN := target/debug/podtailor
 EXAMPLES := --template examples/template.yaml --overrides examples/overrides
+# The binary as `cargo test` builds it (dev-dependency features unified): the checks that run
+# the binary use it, so `make test` compiles the crate graph once.
+TEST_BUILD := $(CARGO) test --locked --no-run --quiet
 
 .PHONY: all build run render certs crd crd-check test fmt-check clippy unit oracle venv bench bench-load clean
 
@@ -34,7 +37,8 @@ test: fmt-check clippy unit crd-check oracle
 crd: build
 	$(BIN) crd > manifests/crd.yaml
 
-crd-check: build
+crd-check:
+	@$(TEST_BUILD)
 	@$(BIN) crd | diff -u manifests/crd.yaml - || { echo "manifests/crd.yaml is stale: run make crd"; exit 1; }
 
 fmt-check:
@@ -54,7 +58,8 @@ $(VENV)/.installed: tests/oracle/requirements.txt
 venv: $(VENV)/.installed
 
 ## kubectl's strategic merge, Python's jsonpatch and kubernetes-validate against `render`.
-oracle: build venv
+oracle: venv
+	@$(TEST_BUILD)
 	@command -v kubectl >/dev/null || { echo "oracle: kubectl is required (offline use only)"; exit 1; }
 	PODTAILOR_BIN=$(BIN) $(VENV)/bin/pytest -q tests/oracle
 

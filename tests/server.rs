@@ -120,7 +120,6 @@ async fn start() -> Running {
         idle_timeout: 1.5,
         shutdown_grace: 5.0,
     };
-    podtailor::serve::init_logging(LogFormat::Text);
     let server = Server::bind(args).await.unwrap_or_else(|e| panic!("bind: {e:#}"));
     let (addr, admin) = (server.addr, server.admin_addr);
     let stop = server.stopper();
