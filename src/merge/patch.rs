@@ -51,9 +51,8 @@ impl Diff<'_> {
     fn value(&mut self, from: &Value, to: &mut Value, kind: Kind, list: List) {
         match (from, to) {
             (Value::Object(from), Value::Object(to)) => self.map(from, to, kind),
-            (Value::Array(from), Value::Array(to)) if list != List::Atomic && from != to => {
-                self.list(from, to, kind, list)
-            }
+            // a merging list is aligned element by element, which finds equal lists equal too
+            (Value::Array(from), Value::Array(to)) if list != List::Atomic => self.list(from, to, kind, list),
             (from, to) if from != to => {
                 let value = self.give(to);
                 self.ops.push(PatchOperation::Replace(ReplaceOperation { path: self.path.clone(), value }))
@@ -112,12 +111,20 @@ impl Diff<'_> {
 /// The longest common subsequence of `a` and `b` under `same`, as index pairs in order.
 fn align(a: &[Value], b: &[Value], same: impl Fn(&Value, &Value) -> bool) -> Vec<(usize, usize)> {
     let (n, m) = (a.len(), b.len());
-    // lengths[i][j]: LCS length of a[i..] and b[j..]
-    let mut lengths = vec![vec![0usize; m + 1]; n + 1];
+    // the common case: the same keys in the same order
+    if n == m && a.iter().zip(b).all(|(x, y)| same(x, y)) {
+        return (0..n).map(|i| (i, i)).collect();
+    }
+    // lengths[i * (m + 1) + j]: LCS length of a[i..] and b[j..]
+    let width = m + 1;
+    let mut lengths = vec![0usize; (n + 1) * width];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lengths[i][j] =
-                if same(&a[i], &b[j]) { lengths[i + 1][j + 1] + 1 } else { lengths[i + 1][j].max(lengths[i][j + 1]) };
+            lengths[i * width + j] = if same(&a[i], &b[j]) {
+                lengths[(i + 1) * width + j + 1] + 1
+            } else {
+                lengths[(i + 1) * width + j].max(lengths[i * width + j + 1])
+            };
         }
     }
     let (mut i, mut j, mut pairs) = (0, 0, Vec::new());
@@ -126,7 +133,7 @@ fn align(a: &[Value], b: &[Value], same: impl Fn(&Value, &Value) -> bool) -> Vec
             pairs.push((i, j));
             i += 1;
             j += 1;
-        } else if lengths[i + 1][j] >= lengths[i][j + 1] {
+        } else if lengths[(i + 1) * width + j] >= lengths[i * width + j + 1] {
             i += 1;
         } else {
             j += 1;
