@@ -287,7 +287,7 @@ sample_rss() {
 # podtailor_admission_requests_total by outcome, as "outcome count" lines (none if absent).
 outcomes() {
     admin_get /metrics 2>/dev/null |
-        sed -n 's/^podtailor_admission_requests_total{outcome="\([a-z_]*\)"} \([0-9.e+]*\)$/\1 \2/p' || true
+        sed -n 's/^podtailor_admission_requests_total{webhook="mutate",outcome="\([a-z_]*\)"} \([0-9.e+]*\)$/\1 \2/p' || true
 }
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }

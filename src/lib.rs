@@ -6,6 +6,7 @@ mod idle;
 pub mod input;
 pub mod merge;
 pub mod mutate;
+pub mod podschema;
 pub mod render;
 pub mod serve;
 pub mod store;

@@ -178,6 +178,9 @@ fn pod_fragment(pod: &Value, err: &mut impl FnMut(String, String)) {
         }
     }
     directives(pod, &mut "spec.pod".to_owned(), err);
+    for field in crate::podschema::unknown_fields(pod) {
+        err(format!("spec.pod.{field}"), "is not a field of a Pod".into());
+    }
 }
 
 /// Strategic-merge directives (`$patch`, `$retainKeys`…) are not part of the override format.
@@ -272,7 +275,8 @@ mod tests {
     #[case::bad_quantity(PodOverrideSpec { resources: Some(Resources { limits: Some([("cpu".to_owned(), Quantity("lots".into()))].into()), requests: None }), ..Default::default() }, "spec.resources.limits.cpu")]
     #[case::pod_status(PodOverrideSpec { pod: Some(json!({"status": {}})), ..Default::default() }, "spec.pod.status")]
     #[case::pod_rename(PodOverrideSpec { pod: Some(json!({"metadata": {"name": "x"}})), ..Default::default() }, "spec.pod.metadata.name")]
-    #[case::pod_directive(PodOverrideSpec { pod: Some(json!({"spec": {"volumes": [{"$patch": "delete", "name": "v"}]}})), ..Default::default() }, "spec.pod.spec.volumes[0].$patch")]
+    #[case::pod_directive(PodOverrideSpec { pod: Some(json!({"spec": {"tolerations": [{"$patch": "replace"}]}})), ..Default::default() }, "spec.pod.spec.tolerations[0].$patch")]
+    #[case::pod_unknown_field(PodOverrideSpec { pod: Some(json!({"spec": {"nodeSelektor": {"pool": "a"}}})), ..Default::default() }, "spec.pod.spec.nodeSelektor")]
     #[case::pod_unnamed_container(PodOverrideSpec { pod: Some(json!({"spec": {"containers": [{"image": "x"}]}})), ..Default::default() }, "spec.pod.spec.containers[0].name")]
     fn rejects_naming_the_field(#[case] spec: PodOverrideSpec, #[case] field: &str) {
         let errors = override_spec(&spec);

@@ -201,8 +201,8 @@ async fn metrics_count_outcomes_and_readyz_follows_the_configuration() {
     let response = admin.clone().oneshot(get("/metrics")).await.unwrap_or_else(|e| match e {});
     let text = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
-    assert!(text.contains("podtailor_admission_requests_total{outcome=\"patched\"} 1"), "{text}");
-    assert!(text.contains("podtailor_admission_requests_total{outcome=\"invalid\"} 1"), "{text}");
+    assert!(text.contains("podtailor_admission_requests_total{webhook=\"mutate\",outcome=\"patched\"} 1"), "{text}");
+    assert!(text.contains("podtailor_admission_requests_total{webhook=\"mutate\",outcome=\"invalid\"} 1"), "{text}");
     assert!(text.contains("podtailor_admission_duration_seconds_count 2"), "{text}");
     assert!(text.contains("podtailor_overrides_loaded 2"), "{text}");
     let status = |path: &'static str| {
@@ -214,4 +214,69 @@ async fn metrics_count_outcomes_and_readyz_follows_the_configuration() {
     state.set_ready(false);
     assert_eq!(status("/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(status("/healthz").await, StatusCode::OK);
+}
+
+fn override_review(operation: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "v-1", "operation": operation, "namespace": "airflow", "name": "o",
+            "kind": {"group": "podtailor.dev", "version": "v1alpha1", "kind": "PodOverride"},
+            "object": {"apiVersion": "podtailor.dev/v1alpha1", "kind": "PodOverride",
+                       "metadata": {"name": "o", "namespace": "airflow"}, "spec": spec}
+        }
+    })
+}
+
+async fn validate(state: &Shared, review: &Value) -> (StatusCode, Value) {
+    let request = Request::post("/validate")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(review.to_string()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let response = webhook::router(state.clone()).oneshot(request).await.unwrap_or_else(|e| match e {});
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
+    (status, serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// (spec, the field the denial must name; empty: allowed)
+#[rstest]
+#[case::the_design_example(json!({"container": "base", "resources": {"limits": {"cpu": 1}},
+    "secrets": [{"deployType": "env", "deployTarget": "MY_SECRET", "secret": "s", "key": "k"}, {"deployType": "volume", "deployTarget": "/etc/creds", "secret": "creds"}],
+    "pod": {"spec": {"serviceAccountName": "worker", "nodeSelector": {"pool": "highmem"}}}}), "")]
+#[case::unknown_deploy_type(json!({"secrets": [{"deployType": "file", "deployTarget": "/x", "secret": "s"}]}), "spec.secrets[0].deployType")]
+#[case::env_target_not_a_variable_name(json!({"secrets": [{"deployType": "env", "deployTarget": "1-BAD", "secret": "s", "key": "k"}]}), "spec.secrets[0].deployTarget")]
+#[case::relative_volume_target(json!({"secrets": [{"deployType": "volume", "deployTarget": "etc/creds", "secret": "s"}]}), "spec.secrets[0].deployTarget")]
+#[case::invalid_secret_name(json!({"secrets": [{"deployType": "env", "secret": "Not_A_Secret"}]}), "spec.secrets[0].secret")]
+#[case::invalid_key(json!({"secrets": [{"deployType": "env", "deployTarget": "X", "secret": "s", "key": "a/b"}]}), "spec.secrets[0].key")]
+#[case::pod_field_a_pod_does_not_have(json!({"pod": {"spec": {"containers": [{"name": "base", "imagee": "x"}]}}}), "spec.pod.spec.containers[0].imagee")]
+#[case::unknown_spec_field(json!({"resorces": {}}), "spec.resorces")]
+#[tokio::test]
+async fn the_validating_webhook_rejects_what_would_fail_at_pod_admission(#[case] spec: Value, #[case] field: &str) {
+    let state = state();
+    for operation in ["CREATE", "UPDATE"] {
+        let (status, answer) = validate(&state, &override_review(operation, spec.clone())).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["response"]["uid"], "v-1");
+        if field.is_empty() {
+            assert_eq!(answer["response"]["allowed"], true, "{answer}");
+        } else {
+            assert_eq!(answer["response"]["allowed"], false, "{answer}");
+            let message = answer["response"]["status"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(&format!("{field}:")), "{field} not named in: {message}");
+            assert!(message.contains("PodOverride \"o\""), "{message}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_validating_webhook_lets_other_kinds_and_deletes_through() {
+    let state = state();
+    let mut review = override_review("DELETE", json!({"secrets": [{"deployType": "file"}]}));
+    let (_, answer) = validate(&state, &review).await;
+    assert_eq!(answer["response"]["allowed"], true);
+    review["request"]["operation"] = json!("CREATE");
+    review["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+    let (_, answer) = validate(&state, &review).await;
+    assert_eq!(answer["response"]["allowed"], true);
 }

@@ -192,6 +192,48 @@ pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome,
     (outcome, response)
 }
 
+/// The answer for a review of a PodOverride (the validating webhook): a create or update of
+/// an override that would fail at pod admission is denied, naming the field.
+pub fn validate(review: ReviewIn, facts: &mut Facts) -> (Outcome, ReviewOut) {
+    let Some(request) = review.request else {
+        return (Outcome::Invalid, invalid(String::new(), 400, "the AdmissionReview has no request"));
+    };
+    facts.uid = request.uid.clone();
+    facts.operation = request.operation.clone();
+    facts.dry_run = request.dry_run.unwrap_or(false);
+    if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
+        let message = format!(
+            "expected apiVersion {API_VERSION} kind AdmissionReview, got {:?} {:?}",
+            review.api_version, review.kind
+        );
+        return (Outcome::Invalid, invalid(request.uid, 400, &message));
+    }
+    let is_override = request.kind.group == "podtailor.dev" && request.kind.kind == "PodOverride";
+    if !is_override || !matches!(request.operation.as_str(), "CREATE" | "UPDATE") {
+        return (Outcome::Unchanged, allowed(request.uid));
+    }
+    let Some(object) = request.object.filter(Value::is_object) else {
+        return (Outcome::Invalid, invalid(request.uid, 400, "the request has no object"));
+    };
+    facts.namespace = request.namespace.unwrap_or_default();
+    facts.pod = request.name.unwrap_or_default();
+    let origin = format!("{}/{}", facts.namespace, facts.pod);
+    match crate::store::files::parse_override(object, &origin) {
+        Ok(_) => (Outcome::Unchanged, allowed(request.uid)),
+        Err(reason) => {
+            let mut response = allowed(request.uid);
+            response.response.allowed = false;
+            response.response.status = Some(Status {
+                status: "Failure".into(),
+                code: 422,
+                reason: "Invalid".into(),
+                message: format!("podtailor: {reason}"),
+            });
+            (Outcome::Denied, response)
+        }
+    }
+}
+
 fn allowed(uid: String) -> ReviewOut {
     ReviewOut {
         api_version: API_VERSION.to_owned(),

@@ -18,8 +18,16 @@ enum OutcomeLabel {
     invalid,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum WebhookLabel {
+    mutate,
+    validate,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
+    webhook: WebhookLabel,
     outcome: OutcomeLabel,
 }
 
@@ -58,7 +66,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("podtailor");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("admission_requests", "Admission reviews answered, by outcome", requests.clone());
+        registry.register("admission_requests", "Admission reviews answered, by webhook and outcome", requests.clone());
         let duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register(
             "admission_duration_seconds",
@@ -71,21 +79,28 @@ impl Default for Metrics {
         registry.register("overrides_loaded", "PodOverrides in the configuration being served", overrides.clone());
         // every outcome shows from the start, at zero
         for outcome in [OutcomeLabel::patched, OutcomeLabel::unchanged, OutcomeLabel::denied, OutcomeLabel::invalid] {
-            let _zero = requests.get_or_create(&RequestLabels { outcome });
+            let _zero = requests.get_or_create(&RequestLabels { webhook: WebhookLabel::mutate, outcome });
+        }
+        for outcome in [OutcomeLabel::unchanged, OutcomeLabel::denied, OutcomeLabel::invalid] {
+            let _zero = requests.get_or_create(&RequestLabels { webhook: WebhookLabel::validate, outcome });
         }
         Metrics { registry, requests, duration, reloads, overrides }
     }
 }
 
 impl Metrics {
-    pub fn request(&self, outcome: Outcome, seconds: f64) {
+    pub fn request(&self, hook: super::Hook, outcome: Outcome, seconds: f64) {
+        let webhook = match hook {
+            super::Hook::Mutate => WebhookLabel::mutate,
+            super::Hook::Validate => WebhookLabel::validate,
+        };
         let outcome = match outcome {
             Outcome::Patched => OutcomeLabel::patched,
             Outcome::Unchanged => OutcomeLabel::unchanged,
             Outcome::Denied => OutcomeLabel::denied,
             Outcome::Invalid => OutcomeLabel::invalid,
         };
-        self.requests.get_or_create(&RequestLabels { outcome }).inc();
+        self.requests.get_or_create(&RequestLabels { webhook, outcome }).inc();
         self.duration.observe(seconds);
     }
 

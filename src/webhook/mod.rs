@@ -75,7 +75,7 @@ impl AppState {
 
 /// The TLS port's routes.
 pub fn router(state: Shared) -> Router {
-    Router::new().route("/mutate", post(mutate)).with_state(state)
+    Router::new().route("/mutate", post(mutate)).route("/validate", post(validate)).with_state(state)
 }
 
 /// The admin port's routes (plain HTTP, for probes and Prometheus).
@@ -120,9 +120,25 @@ fn reply(status: StatusCode, review: &ReviewOut) -> Response {
     response
 }
 
+/// Which webhook a request came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Mutate,
+    Validate,
+}
+
 async fn mutate(State(state): State<Shared>, request: Request) -> Response {
+    handle(state, request, Hook::Mutate).await
+}
+
+async fn validate(State(state): State<Shared>, request: Request) -> Response {
+    handle(state, request, Hook::Validate).await
+}
+
+async fn handle(state: Shared, request: Request, hook: Hook) -> Response {
     let span = info_span!(
         "admission",
+        webhook = ?hook,
         uid = field::Empty,
         namespace = field::Empty,
         pod = field::Empty,
@@ -134,9 +150,9 @@ async fn mutate(State(state): State<Shared>, request: Request) -> Response {
     async move {
         let start = Instant::now();
         let mut facts = Facts::default();
-        let (status, outcome, review) = answer(&state, request, &mut facts).await;
+        let (status, outcome, review) = answer(&state, request, hook, &mut facts).await;
         let elapsed = start.elapsed();
-        state.metrics.request(outcome, elapsed.as_secs_f64());
+        state.metrics.request(hook, outcome, elapsed.as_secs_f64());
         let span = tracing::Span::current();
         span.record("uid", facts.uid.as_str());
         span.record("namespace", facts.namespace.as_str());
@@ -152,7 +168,7 @@ async fn mutate(State(state): State<Shared>, request: Request) -> Response {
             }
             Outcome::Denied => {
                 let message = review.response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
-                info!(%message, "pod denied");
+                info!(%message, "denied");
             }
             _ => info!(warnings = review.response.warnings.len(), "admission review answered"),
         }
@@ -162,7 +178,7 @@ async fn mutate(State(state): State<Shared>, request: Request) -> Response {
     .await
 }
 
-async fn answer(state: &AppState, request: Request, facts: &mut Facts) -> (StatusCode, Outcome, ReviewOut) {
+async fn answer(state: &AppState, request: Request, hook: Hook, facts: &mut Facts) -> (StatusCode, Outcome, ReviewOut) {
     let bad = |status: StatusCode, uid: String, message: &str| {
         (status, Outcome::Invalid, admission::invalid(uid, status.as_u16(), message))
     };
@@ -197,8 +213,10 @@ async fn answer(state: &AppState, request: Request, facts: &mut Facts) -> (Statu
             return bad(StatusCode::BAD_REQUEST, uid, &format!("the body is not an AdmissionReview: {e}"));
         }
     };
-    let config = state.config();
-    let (outcome, review) = admission::review(&config, review, facts);
+    let (outcome, review) = match hook {
+        Hook::Mutate => admission::review(&state.config(), review, facts),
+        Hook::Validate => admission::validate(review, facts),
+    };
     let status = if outcome == Outcome::Invalid { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     (status, outcome, review)
 }
