@@ -9,7 +9,7 @@ EXAMPLES := --template examples/template.yaml --overrides examples/overrides
 # the binary use it, so `make test` compiles the crate graph once.
 TEST_BUILD := $(CARGO) test --locked --no-run --quiet
 
-.PHONY: all build run render certs crd crd-check test fmt-check clippy unit oracle venv bench bench-load clean
+.PHONY: all build run render certs crd crd-check manifests-test test fmt-check clippy unit oracle venv bench bench-load clean
 
 all: build
 
@@ -31,11 +31,15 @@ certs:
 	scripts/certs.sh $(if $(FORCE),--force)
 
 ## The whole test suite: format, lints, Rust tests, the committed CRD, independent oracles.
-test: fmt-check clippy unit crd-check oracle
+test: fmt-check clippy unit crd-check manifests-test oracle
 
 ## manifests/crd.yaml from the PodOverride type.
 crd: build
 	$(BIN) crd > manifests/crd.yaml
+
+## The CRD: a valid object whose schema takes every example PodOverride.
+manifests-test: venv
+	$(VENV)/bin/pytest -q tests/manifests
 
 crd-check:
 	@$(TEST_BUILD)
