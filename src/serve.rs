@@ -85,6 +85,26 @@ fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
         .with_context(|| format!("--{name} must be a positive number of seconds"))
 }
 
+/// The server's intervals and timeouts, checked once.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    reload: Duration,
+    header: Duration,
+    idle: Duration,
+    grace: Duration,
+}
+
+impl Timing {
+    fn from_args(args: &ServeArgs) -> anyhow::Result<Timing> {
+        Ok(Timing {
+            reload: seconds("reload-interval", args.reload_interval)?,
+            header: seconds("header-timeout", args.header_timeout)?,
+            idle: seconds("idle-timeout", args.idle_timeout)?,
+            grace: seconds("shutdown-grace", args.shutdown_grace)?,
+        })
+    }
+}
+
 /// A server bound to its ports, ready to run.
 pub struct Server {
     pub state: Shared,
@@ -94,6 +114,7 @@ pub struct Server {
     listener: TcpListener,
     admin: TcpListener,
     args: ServeArgs,
+    timing: Timing,
     seen: reload::Seen,
     stop: CancellationToken,
 }
@@ -103,16 +124,10 @@ impl Server {
     /// an error, before anything is served.
     pub async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
         tls::install_crypto_provider();
+        let timing = Timing::from_args(&args)?;
         let seen = reload::Seen::now(&args.template, &args.overrides, &args.tls_cert, &args.tls_key);
         let config = files::load(&args.template, &args.overrides)?;
         let certs = CertStore::new(tls::load(&args.tls_cert, &args.tls_key)?);
-        for (name, v) in [
-            ("reload-interval", args.reload_interval),
-            ("header-timeout", args.header_timeout),
-            ("shutdown-grace", args.shutdown_grace),
-        ] {
-            seconds(name, v)?;
-        }
         let listener =
             TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         let admin = TcpListener::bind(args.admin_listen)
@@ -127,6 +142,7 @@ impl Server {
             listener,
             admin,
             args,
+            timing,
             seen,
             stop: CancellationToken::new(),
         })
@@ -139,11 +155,8 @@ impl Server {
 
     /// Serves until the stop token is cancelled, then drains in-flight requests.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { state, certs, addr, admin_addr, listener, admin, args, seen, stop } = self;
-        let every = seconds("reload-interval", args.reload_interval)?;
-        let header_timeout = seconds("header-timeout", args.header_timeout)?;
-        let grace = seconds("shutdown-grace", args.shutdown_grace)?;
-        let idle_timeout = seconds("idle-timeout", args.idle_timeout)?;
+        let Server { state, certs, addr, admin_addr, listener, admin, args, timing, seen, stop } = self;
+        let Timing { reload: every, header: header_timeout, idle: idle_timeout, grace } = timing;
         let tasks = TaskTracker::new();
         tasks.spawn(reload::watch_template(state.clone(), args.template.clone(), seen, every, stop.clone()));
         tasks.spawn(reload::watch_overrides(state.clone(), args.overrides.clone(), seen, every, stop.clone()));

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::schema::{Element, Kind, List, field};
 
+#[derive(Clone)]
 enum Step {
     Key(String),
     /// The element of a keyed list whose merge key has this value.
@@ -62,21 +63,12 @@ fn collect(v: &Value, kind: Kind, list: List, steps: &mut Vec<Step>, out: &mut V
                 match element {
                     Element::Merge => collect(item, kind, List::Atomic, steps, out),
                     // the element is replaced whole (or down to its keys): watch it whole
-                    Element::Replace | Element::RetainKeys => out.push(steps.iter().map(Step::copy).collect()),
+                    Element::Replace | Element::RetainKeys => out.push(steps.clone()),
                 }
                 steps.pop();
             }
         }
-        _ => out.push(steps.iter().map(Step::copy).collect()),
-    }
-}
-
-impl Step {
-    fn copy(&self) -> Step {
-        match self {
-            Step::Key(k) => Step::Key(k.clone()),
-            Step::Keyed(key, v) => Step::Keyed(key, v.clone()),
-        }
+        _ => out.push(steps.clone()),
     }
 }
 

@@ -127,10 +127,15 @@ pub struct Facts {
     pub dry_run: bool,
 }
 
-/// The answer for a review that parsed.
-pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome, ReviewOut) {
-    let Some(request) = review.request else {
-        return (Outcome::Invalid, invalid(String::new(), 400, "the AdmissionReview has no request"));
+/// An answer given before any decision (boxed: the rare path).
+type Early = Box<(Outcome, ReviewOut)>;
+
+/// The request of a review and its object, once the review is known to be one the webhook
+/// decides on; otherwise the answer to give at once. `ours` says which kinds and operations
+/// are the webhook's: the others are allowed untouched.
+fn open(review: ReviewIn, facts: &mut Facts, ours: impl Fn(&RequestIn) -> bool) -> Result<(RequestIn, Value), Early> {
+    let Some(mut request) = review.request else {
+        return Err(Box::new((Outcome::Invalid, invalid(String::new(), 400, "the AdmissionReview has no request"))));
     };
     facts.uid = request.uid.clone();
     facts.operation = request.operation.clone();
@@ -140,14 +145,23 @@ pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome,
             "expected apiVersion {API_VERSION} kind AdmissionReview, got {:?} {:?}",
             review.api_version, review.kind
         );
-        return (Outcome::Invalid, invalid(request.uid, 400, &message));
+        return Err(Box::new((Outcome::Invalid, invalid(request.uid, 400, &message))));
     }
-    let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
-    if !is_pod || request.operation != "CREATE" {
-        return (Outcome::Unchanged, allowed(request.uid));
+    if !ours(&request) {
+        return Err(Box::new((Outcome::Unchanged, allowed(request.uid))));
     }
-    let Some(pod) = request.object.filter(Value::is_object) else {
-        return (Outcome::Invalid, invalid(request.uid, 400, "the request has no object"));
+    match request.object.take().filter(Value::is_object) {
+        Some(object) => Ok((request, object)),
+        None => Err(Box::new((Outcome::Invalid, invalid(request.uid, 400, "the request has no object")))),
+    }
+}
+
+/// The answer for a review that parsed (the mutating webhook).
+pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome, ReviewOut) {
+    let is_pod_create = |r: &RequestIn| r.kind.group.is_empty() && r.kind.kind == "Pod" && r.operation == "CREATE";
+    let (request, pod) = match open(review, facts, is_pod_create) {
+        Ok(opened) => opened,
+        Err(answer) => return *answer,
     };
     let meta = pod.get("metadata");
     let namespace = request
@@ -179,13 +193,7 @@ pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome,
             }
         }
         Err(denial) => {
-            response.response.allowed = false;
-            response.response.status = Some(Status {
-                status: "Failure".into(),
-                code: 403,
-                reason: "Forbidden".into(),
-                message: denial.message,
-            });
+            response = refused(response.response.uid, 403, "Forbidden", denial.message);
             Outcome::Denied
         }
     };
@@ -195,42 +203,21 @@ pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome,
 /// The answer for a review of a PodOverride (the validating webhook): a create or update of
 /// an override that would fail at pod admission is denied, naming the field.
 pub fn validate(review: ReviewIn, facts: &mut Facts) -> (Outcome, ReviewOut) {
-    let Some(request) = review.request else {
-        return (Outcome::Invalid, invalid(String::new(), 400, "the AdmissionReview has no request"));
+    let is_override_write = |r: &RequestIn| {
+        r.kind.group == "podtailor.dev"
+            && r.kind.kind == "PodOverride"
+            && matches!(r.operation.as_str(), "CREATE" | "UPDATE")
     };
-    facts.uid = request.uid.clone();
-    facts.operation = request.operation.clone();
-    facts.dry_run = request.dry_run.unwrap_or(false);
-    if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
-        let message = format!(
-            "expected apiVersion {API_VERSION} kind AdmissionReview, got {:?} {:?}",
-            review.api_version, review.kind
-        );
-        return (Outcome::Invalid, invalid(request.uid, 400, &message));
-    }
-    let is_override = request.kind.group == "podtailor.dev" && request.kind.kind == "PodOverride";
-    if !is_override || !matches!(request.operation.as_str(), "CREATE" | "UPDATE") {
-        return (Outcome::Unchanged, allowed(request.uid));
-    }
-    let Some(object) = request.object.filter(Value::is_object) else {
-        return (Outcome::Invalid, invalid(request.uid, 400, "the request has no object"));
+    let (request, object) = match open(review, facts, is_override_write) {
+        Ok(opened) => opened,
+        Err(answer) => return *answer,
     };
     facts.namespace = request.namespace.unwrap_or_default();
     facts.pod = request.name.unwrap_or_default();
     let origin = format!("{}/{}", facts.namespace, facts.pod);
     match crate::store::files::parse_override(object, &origin) {
         Ok(_) => (Outcome::Unchanged, allowed(request.uid)),
-        Err(reason) => {
-            let mut response = allowed(request.uid);
-            response.response.allowed = false;
-            response.response.status = Some(Status {
-                status: "Failure".into(),
-                code: 422,
-                reason: "Invalid".into(),
-                message: format!("podtailor: {reason}"),
-            });
-            (Outcome::Denied, response)
-        }
+        Err(reason) => (Outcome::Denied, refused(request.uid, 422, "Invalid", format!("podtailor: {reason}"))),
     }
 }
 
@@ -242,21 +229,21 @@ fn allowed(uid: String) -> ReviewOut {
     }
 }
 
+/// A refusal: not allowed, with a `metav1.Status` failure.
+fn refused(uid: String, code: u16, reason: &str, message: String) -> ReviewOut {
+    let mut out = allowed(uid);
+    out.response.allowed = false;
+    out.response.status = Some(Status { status: "Failure".into(), code, reason: reason.into(), message });
+    out
+}
+
 /// The answer to a request that cannot be read: not allowed, with the HTTP status `code`, the
 /// reason and the uid, when there is one.
 pub fn invalid(uid: String, code: u16, message: &str) -> ReviewOut {
-    let mut out = allowed(uid);
-    out.response.allowed = false;
     let reason = match code {
         413 => "RequestEntityTooLarge",
         415 => "UnsupportedMediaType",
         _ => "BadRequest",
     };
-    out.response.status = Some(Status {
-        status: "Failure".into(),
-        code,
-        reason: reason.into(),
-        message: format!("podtailor: {message}"),
-    });
-    out
+    refused(uid, code, reason, format!("podtailor: {message}"))
 }
