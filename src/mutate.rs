@@ -34,7 +34,12 @@ pub fn decide(config: &Config, namespace: &str, pod: &Value, want: Want) -> Resu
     for name in &names {
         match config.overrides.get(namespace, name) {
             Some(o) => overrides.push(o.as_ref()),
-            None => return Err(deny(format!("PodOverride {name:?} not found in namespace {namespace:?}"))),
+            None => match config.overrides.problem(namespace, name) {
+                Some(why) => {
+                    return Err(deny(format!("PodOverride {name:?} in namespace {namespace:?} is invalid: {why}")));
+                }
+                None => return Err(deny(format!("PodOverride {name:?} not found in namespace {namespace:?}"))),
+            },
         }
     }
     let outcome = merge::apply(&config.template, pod, &overrides, want).map_err(|e| match e.r#override {

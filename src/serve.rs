@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::idle::IdleTimeout;
-use crate::store::{files, reload};
+use crate::store::{Config, cluster, files, reload};
 use crate::tls::{self, CertStore};
 use crate::webhook::{self, AppState, Shared};
 
@@ -27,8 +27,22 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "PODTAILOR_TEMPLATE")]
     pub template: PathBuf,
     /// A directory of PodOverride files (*.yaml, *.yml, *.json); reloaded when it changes.
-    #[arg(long, value_name = "DIR", env = "PODTAILOR_OVERRIDES")]
-    pub overrides: PathBuf,
+    /// Files mode; not with --cluster.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "PODTAILOR_OVERRIDES",
+        required_unless_present = "cluster",
+        conflicts_with = "cluster"
+    )]
+    pub overrides: Option<PathBuf>,
+    /// Cluster mode: the PodOverride objects of every namespace, watched through the API
+    /// server (in a pod: its service account; elsewhere KUBECONFIG or ~/.kube/config). An
+    /// override applies to pods of its own namespace. /readyz fails until the first full list;
+    /// admission never waits on the API server, and on API errors the last known set keeps
+    /// serving.
+    #[arg(long, env = "PODTAILOR_CLUSTER")]
+    pub cluster: bool,
     /// The serving certificate chain (PEM); reloaded when it changes.
     #[arg(long, value_name = "FILE", env = "PODTAILOR_TLS_CERT")]
     pub tls_cert: PathBuf,
@@ -116,6 +130,7 @@ pub struct Server {
     args: ServeArgs,
     timing: Timing,
     seen: reload::Seen,
+    client: Option<kube::Client>,
     stop: CancellationToken,
 }
 
@@ -124,16 +139,40 @@ impl Server {
     /// an error, before anything is served.
     pub async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
         tls::install_crypto_provider();
+        let client = if args.cluster {
+            // kube's error already carries its causes in its message: one line, not a chain
+            let client = kube::Client::try_default().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "--cluster: cannot configure a Kubernetes client (in a pod: its service account; elsewhere: KUBECONFIG or ~/.kube/config): {e}"
+                )
+            })?;
+            Some(client)
+        } else {
+            None
+        };
+        Server::bind_with(args, client).await
+    }
+
+    /// [`Server::bind`] with the Kubernetes client given: with one, the overrides come from
+    /// the cluster through it (and `args.overrides` is not read).
+    pub async fn bind_with(args: ServeArgs, client: Option<kube::Client>) -> anyhow::Result<Server> {
+        tls::install_crypto_provider();
         let timing = Timing::from_args(&args)?;
-        let seen = reload::Seen::now(&args.template, &args.overrides, &args.tls_cert, &args.tls_key);
-        let config = files::load(&args.template, &args.overrides)?;
+        let overrides_dir = if client.is_some() { None } else { args.overrides.as_deref() };
+        let seen = reload::Seen::now(&args.template, overrides_dir, &args.tls_cert, &args.tls_key);
+        let template = Arc::new(files::load_template(&args.template)?);
+        let (config, ready) = match overrides_dir {
+            Some(dir) => (Config { template, overrides: files::load_overrides(dir)? }, true),
+            None if client.is_some() => (Config { template, overrides: Default::default() }, false),
+            None => anyhow::bail!("--overrides DIR is required (or --cluster)"),
+        };
         let certs = CertStore::new(tls::load(&args.tls_cert, &args.tls_key)?);
         let listener =
             TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         let admin = TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
-        let state = AppState::new(config);
+        let state = AppState::with_readiness(config, ready);
         Ok(Server {
             addr: listener.local_addr()?,
             admin_addr: admin.local_addr()?,
@@ -144,6 +183,7 @@ impl Server {
             args,
             timing,
             seen,
+            client,
             stop: CancellationToken::new(),
         })
     }
@@ -155,11 +195,19 @@ impl Server {
 
     /// Serves until the stop token is cancelled, then drains in-flight requests.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { state, certs, addr, admin_addr, listener, admin, args, timing, seen, stop } = self;
+        let Server { state, certs, addr, admin_addr, listener, admin, args, timing, seen, client, stop } = self;
         let Timing { reload: every, header: header_timeout, idle: idle_timeout, grace } = timing;
         let tasks = TaskTracker::new();
         tasks.spawn(reload::watch_template(state.clone(), args.template.clone(), seen, every, stop.clone()));
-        tasks.spawn(reload::watch_overrides(state.clone(), args.overrides.clone(), seen, every, stop.clone()));
+        match (client, &args.overrides) {
+            (Some(client), _) => {
+                tasks.spawn(cluster::follow(state.clone(), client, stop.clone()));
+            }
+            (None, Some(dir)) => {
+                tasks.spawn(reload::watch_overrides(state.clone(), dir.clone(), seen, every, stop.clone()));
+            }
+            (None, None) => {}
+        }
         tasks.spawn(reload::watch_certificate(
             state.clone(),
             certs.clone(),
@@ -187,7 +235,8 @@ impl Server {
             .max_concurrent_streams(250);
         let builder = Arc::new(builder);
         let service = TowerToHyperService::new(webhook::router(state.clone()));
-        info!(%addr, %admin_addr, overrides = state.config().overrides.len(), "serving");
+        let source = if args.cluster { "cluster" } else { "files" };
+        info!(%addr, %admin_addr, source, overrides = state.config().overrides.len(), "serving");
         let connections = TaskTracker::new();
         loop {
             let (stream, peer) = tokio::select! {

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Pki;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use podtailor::serve::{LogFormat, ServeArgs, Server};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,33 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 const TEMPLATE: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  labels: {tier: VERSION}\nspec:\n  restartPolicy: Never\n  containers: [{name: base, image: 'worker:1'}]\n";
 const OVERRIDE: &str = "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: NAME}\nspec: {resources: {limits: {cpu: '1'}}}\n";
-
-/// A test CA and serving certificates it signs.
-struct Pki {
-    ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "podtailor test CA");
-        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-        let ca = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
-        Pki { ca_pem: ca.pem(), issuer: Issuer::new(params, key) }
-    }
-
-    /// A serving certificate for localhost and 127.0.0.1: (cert PEM, key PEM, cert DER).
-    fn leaf(&self, cn: &str) -> (String, String, Vec<u8>) {
-        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap_or_else(|e| panic!("{e}"));
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-        let cert = params.signed_by(&key, &self.issuer).unwrap_or_else(|e| panic!("{e}"));
-        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
-    }
-}
 
 /// A directory laid out like a mounted ConfigMap or Secret: real files under `..vN`, a
 /// `..data` symlink to the current version, and visible names that are symlinks into `..data`.
@@ -109,7 +83,8 @@ async fn start() -> Running {
     let certs = Mounted::new(dir.path().join("certs"), &[("tls.crt", &cert), ("tls.key", &key)]);
     let args = ServeArgs {
         template: template.path("template.yaml"),
-        overrides: overrides.dir.clone(),
+        overrides: Some(overrides.dir.clone()),
+        cluster: false,
         tls_cert: certs.path("tls.crt"),
         tls_key: certs.path("tls.key"),
         listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),

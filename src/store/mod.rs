@@ -1,6 +1,7 @@
 //! Where the template and the overrides come from. Both feed one in-memory [`Config`]
 //! snapshot; a request never waits on I/O.
 
+pub mod cluster;
 pub mod files;
 pub mod reload;
 
@@ -23,6 +24,9 @@ pub struct Loaded {
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     by_key: HashMap<(Option<String>, String), Loaded>,
+    /// Objects that exist but do not load (cluster mode: created while the validating webhook
+    /// was not there, say), with the reason: a pod that names one is told why.
+    invalid: HashMap<(Option<String>, String), String>,
 }
 
 impl Overrides {
@@ -42,6 +46,24 @@ impl Overrides {
             .get(&(Some(namespace.to_owned()), name.to_owned()))
             .or_else(|| self.by_key.get(&(None, name.to_owned())))
             .map(|l| &l.r#override)
+    }
+
+    /// Records that `name` exists in `namespace` but cannot be used, and why.
+    pub fn insert_invalid(&mut self, namespace: Option<String>, name: String, reason: String) {
+        self.invalid.insert((namespace, name), reason);
+    }
+
+    /// Why the override `name`, as seen from `namespace`, exists but cannot be used.
+    pub fn problem(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.invalid
+            .get(&(Some(namespace.to_owned()), name.to_owned()))
+            .or_else(|| self.invalid.get(&(None, name.to_owned())))
+            .map(String::as_str)
+    }
+
+    /// How many overrides exist but cannot be used.
+    pub fn invalid_len(&self) -> usize {
+        self.invalid.len()
     }
 
     pub fn len(&self) -> usize {

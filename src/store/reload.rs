@@ -39,10 +39,10 @@ pub struct Seen {
 }
 
 impl Seen {
-    pub fn now(template: &Path, overrides: &Path, cert: &Path, key: &Path) -> Seen {
+    pub fn now(template: &Path, overrides: Option<&Path>, cert: &Path, key: &Path) -> Seen {
         Seen {
             template: fingerprint(&[template.to_owned()]).ok(),
-            overrides: files::override_files(overrides).and_then(|p| fingerprint(&p)).ok(),
+            overrides: overrides.and_then(|dir| files::override_files(dir).and_then(|p| fingerprint(&p)).ok()),
             certificate: fingerprint(&[cert.to_owned(), key.to_owned()]).ok(),
         }
     }

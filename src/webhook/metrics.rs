@@ -38,6 +38,8 @@ pub enum Source {
     template,
     overrides,
     certificate,
+    /// The PodOverrides watched in the cluster: a full list synced, or a watch error.
+    cluster,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -60,6 +62,7 @@ pub struct Metrics {
     duration: Histogram,
     reloads: Family<ReloadLabels, Counter>,
     overrides: Gauge,
+    invalid: Gauge,
 }
 
 impl Default for Metrics {
@@ -77,6 +80,12 @@ impl Default for Metrics {
         registry.register("reloads", "Reloads of the configuration and the certificate, by result", reloads.clone());
         let overrides = Gauge::default();
         registry.register("overrides_loaded", "PodOverrides in the configuration being served", overrides.clone());
+        let invalid = Gauge::default();
+        registry.register(
+            "overrides_invalid",
+            "PodOverride objects in the cluster that do not load (pods naming one are denied with the reason)",
+            invalid.clone(),
+        );
         // every outcome shows from the start, at zero
         for outcome in [OutcomeLabel::patched, OutcomeLabel::unchanged, OutcomeLabel::denied, OutcomeLabel::invalid] {
             let _zero = requests.get_or_create(&RequestLabels { webhook: WebhookLabel::mutate, outcome });
@@ -84,7 +93,7 @@ impl Default for Metrics {
         for outcome in [OutcomeLabel::unchanged, OutcomeLabel::denied, OutcomeLabel::invalid] {
             let _zero = requests.get_or_create(&RequestLabels { webhook: WebhookLabel::validate, outcome });
         }
-        Metrics { registry, requests, duration, reloads, overrides }
+        Metrics { registry, requests, duration, reloads, overrides, invalid }
     }
 }
 
@@ -108,8 +117,9 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { source, result }).inc();
     }
 
-    pub fn overrides_loaded(&self, n: usize) {
-        self.overrides.set(i64::try_from(n).unwrap_or(i64::MAX));
+    pub fn overrides_loaded(&self, loaded: usize, invalid: usize) {
+        self.overrides.set(i64::try_from(loaded).unwrap_or(i64::MAX));
+        self.invalid.set(i64::try_from(invalid).unwrap_or(i64::MAX));
     }
 
     /// The text exposition format.

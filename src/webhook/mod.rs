@@ -35,10 +35,17 @@ pub struct AppState {
 pub type Shared = Arc<AppState>;
 
 impl AppState {
+    /// A state that is ready: `config` is complete (files mode).
     pub fn new(config: Config) -> Shared {
+        Self::with_readiness(config, true)
+    }
+
+    /// A state that is ready only once [`AppState::set_ready`] says so (cluster mode: after the
+    /// first full list of PodOverrides).
+    pub fn with_readiness(config: Config, ready: bool) -> Shared {
         let metrics = Metrics::default();
-        metrics.overrides_loaded(config.overrides.len());
-        Arc::new(AppState { config: ArcSwap::from_pointee(config), ready: AtomicBool::new(true), metrics })
+        metrics.overrides_loaded(config.overrides.len(), config.overrides.invalid_len());
+        Arc::new(AppState { config: ArcSwap::from_pointee(config), ready: AtomicBool::new(ready), metrics })
     }
 
     /// Serves `template` from now on, with the overrides being served.
@@ -55,9 +62,8 @@ impl AppState {
 
     /// Serves `config` from now on.
     pub fn replace(&self, config: Config) {
-        self.metrics.overrides_loaded(config.overrides.len());
+        self.metrics.overrides_loaded(config.overrides.len(), config.overrides.invalid_len());
         self.config.store(Arc::new(config));
-        self.ready.store(true, Ordering::Release);
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -91,7 +97,7 @@ async fn readyz(State(state): State<Shared>) -> Response {
     if state.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration loaded yet\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the PodOverrides have not been listed yet\n").into_response()
     }
 }
 

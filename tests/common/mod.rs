@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use podtailor::merge::{Override, Template};
 use podtailor::store::{Config, Loaded, Overrides};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::Value;
 
 /// A configuration from a template and `(namespace, name, spec)` overrides.
@@ -34,4 +35,31 @@ pub fn examples() -> PathBuf {
 pub fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A test CA and serving certificates it signs.
+pub struct Pki {
+    pub ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "podtailor test CA");
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let ca = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+        Pki { ca_pem: ca.pem(), issuer: Issuer::new(params, key) }
+    }
+
+    /// A serving certificate for localhost and 127.0.0.1: (cert PEM, key PEM, cert DER).
+    pub fn leaf(&self, cn: &str) -> (String, String, Vec<u8>) {
+        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let cert = params.signed_by(&key, &self.issuer).unwrap_or_else(|e| panic!("{e}"));
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
 }

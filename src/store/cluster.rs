@@ -1,0 +1,302 @@
+//! Cluster mode: the PodOverride objects of every namespace, followed by a kube-runtime
+//! watcher into a reflector store, and compiled into the [`Overrides`] a request reads.
+//!
+//! - Nothing is served from the cluster before the first full list (`InitDone`): until then
+//!   the server is not ready.
+//! - A relist (after a watch error, an expired resource version or a restart) is buffered by
+//!   the reflector and swapped in whole when complete; until then the last known set keeps
+//!   serving. Objects gone during the outage disappear with the swap.
+//! - Objects are watched untyped and checked one by one, with the same checks as files: one
+//!   bad object never fails the list. A pod that names it is denied with the reason.
+//! - An override applies only to pods of its own namespace.
+
+use std::collections::HashMap;
+use std::pin::pin;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{Store, store::Writer};
+use kube::runtime::watcher::{self, Event};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::files::parse_override;
+use super::{Loaded, Overrides};
+use crate::crd::PodOverride;
+use crate::webhook::Shared;
+use crate::webhook::metrics::{ReloadResult, Source};
+
+/// The PodOverride resource, as the untyped API sees it.
+pub fn resource() -> ApiResource {
+    ApiResource::erase::<PodOverride>(&())
+}
+
+/// One object as compiled, kept while its resource version stays the same.
+struct Compiled {
+    version: Option<String>,
+    result: Result<Loaded, String>,
+}
+
+/// Turns watcher events into the overrides to serve.
+pub struct Follower {
+    writer: Writer<DynamicObject>,
+    reader: Store<DynamicObject>,
+    compiled: HashMap<(String, String), Compiled>,
+    synced: bool,
+}
+
+impl Default for Follower {
+    fn default() -> Self {
+        let writer = Writer::new(resource());
+        let reader = writer.as_reader();
+        Follower { writer, reader, compiled: HashMap::new(), synced: false }
+    }
+}
+
+impl Follower {
+    /// Whether a full list has been seen.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Applies one event. Returns the overrides to serve from now on when the set that is
+    /// served changes: at the end of each full list, and on every change after the first one.
+    /// During a (re)list it returns nothing, so the last known set keeps serving.
+    pub fn apply(&mut self, event: &Event<DynamicObject>) -> Option<Overrides> {
+        self.writer.apply_watcher_event(event);
+        match event {
+            Event::Init | Event::InitApply(_) => None,
+            Event::InitDone => {
+                self.synced = true;
+                Some(self.snapshot())
+            }
+            Event::Apply(_) | Event::Delete(_) => self.synced.then(|| self.snapshot()),
+        }
+    }
+
+    /// The store's objects, compiled; an object whose resource version did not change is not
+    /// compiled again.
+    fn snapshot(&mut self) -> Overrides {
+        let mut previous = std::mem::take(&mut self.compiled);
+        let mut overrides = Overrides::default();
+        for object in self.reader.state() {
+            let namespace = object.metadata.namespace.clone().unwrap_or_default();
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let key = (namespace, name);
+            let version = object.metadata.resource_version.clone();
+            let compiled = match previous.remove(&key) {
+                Some(c) if version.is_some() && c.version == version => c,
+                _ => {
+                    let result = load(&object);
+                    if let Err(why) = &result {
+                        warn!(namespace = %key.0, name = %key.1, reason = %why, "PodOverride does not load; pods naming it are denied");
+                    }
+                    Compiled { version, result }
+                }
+            };
+            match &compiled.result {
+                Ok(loaded) => {
+                    // the store holds one object per namespace and name
+                    let _unique = overrides.insert(loaded.clone());
+                }
+                Err(why) => overrides.insert_invalid(Some(key.0.clone()), key.1.clone(), why.clone()),
+            }
+            self.compiled.insert(key, compiled);
+        }
+        overrides
+    }
+}
+
+/// One object, checked as a file's PodOverride is. The error is the reason alone (the caller
+/// names the object).
+fn load(object: &DynamicObject) -> Result<Loaded, String> {
+    let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    let mut doc = serde_json::to_value(object).map_err(|e| format!("cannot read the object: {e}"))?;
+    if let Value::Object(fields) = &mut doc {
+        // list items do not always carry their type
+        let resource = resource();
+        fields.insert("apiVersion".into(), Value::String(resource.api_version));
+        fields.insert("kind".into(), Value::String(resource.kind));
+    }
+    let who = format!("PodOverride {name:?} (namespace {namespace:?}): ");
+    parse_override(doc, &format!("the cluster ({namespace}/{name})"))
+        .map_err(|e| e.strip_prefix(&who).map(str::to_owned).unwrap_or(e))
+}
+
+/// Follows the PodOverrides of every namespace into `state` until `stop`. Marks the state
+/// ready after the first full list. On API errors the watcher backs off and relists, and the
+/// last known set keeps serving meanwhile.
+pub async fn follow(state: Shared, client: kube::Client, stop: CancellationToken) {
+    let api = Api::<DynamicObject>::all_with(client, &resource());
+    follow_api(state, api, watcher::Config::default(), stop).await;
+}
+
+/// [`follow`] with the API and watcher settings given (tests shorten them).
+pub async fn follow_api(state: Shared, api: Api<DynamicObject>, config: watcher::Config, stop: CancellationToken) {
+    let mut events = pin!(watcher::watcher(api, config).default_backoff());
+    let mut follower = Follower::default();
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            event = events.next() => event,
+        };
+        let event = match event {
+            Some(Ok(event)) => event,
+            Some(Err(e)) => {
+                warn!(error = %e, "watching PodOverrides failed; the last known set keeps serving while the watch backs off and relists");
+                state.metrics.reload(Source::cluster, ReloadResult::failure);
+                continue;
+            }
+            None => {
+                // the backoff keeps the stream alive; it ends only if the watcher gives up
+                warn!("the PodOverride watch ended; the last known set keeps serving");
+                return;
+            }
+        };
+        describe(&event);
+        let listed = matches!(event, Event::InitDone);
+        if let Some(overrides) = follower.apply(&event) {
+            let (loaded, invalid) = (overrides.len(), overrides.invalid_len());
+            state.replace_overrides(overrides);
+            if listed {
+                info!(loaded, invalid, "PodOverrides listed from the cluster");
+                state.metrics.reload(Source::cluster, ReloadResult::success);
+                state.set_ready(true);
+            }
+        }
+    }
+}
+
+fn describe(event: &Event<DynamicObject>) {
+    let at = |o: &DynamicObject| {
+        format!(
+            "{}/{}",
+            o.metadata.namespace.as_deref().unwrap_or_default(),
+            o.metadata.name.as_deref().unwrap_or_default()
+        )
+    };
+    match event {
+        Event::Apply(o) => info!(podoverride = %at(o), "PodOverride applied"),
+        Event::Delete(o) => info!(podoverride = %at(o), "PodOverride deleted"),
+        Event::Init => debug!("listing PodOverrides"),
+        Event::InitApply(o) => debug!(podoverride = %at(o), "PodOverride listed"),
+        Event::InitDone => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(namespace: &str, name: &str, version: &str, spec: Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "podtailor.dev/v1alpha1", "kind": "PodOverride",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": version, "uid": format!("{namespace}-{name}")},
+            "spec": spec,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn cpu(limit: &str) -> Value {
+        json!({"resources": {"limits": {"cpu": limit}}})
+    }
+
+    fn limit_of(overrides: &Overrides, namespace: &str, name: &str) -> Option<String> {
+        let o = overrides.get(namespace, name)?;
+        let limits = o.spec.resources.as_ref()?.limits.as_ref()?;
+        Some(limits.get("cpu")?.0.clone())
+    }
+
+    #[test]
+    fn nothing_is_served_before_the_first_full_list() {
+        let mut f = Follower::default();
+        assert!(f.apply(&Event::Init).is_none());
+        assert!(f.apply(&Event::InitApply(object("a", "o", "1", cpu("1")))).is_none());
+        assert!(!f.synced());
+        let served = f.apply(&Event::InitDone).unwrap_or_else(|| panic!("the end of the list serves"));
+        assert!(f.synced());
+        assert_eq!(limit_of(&served, "a", "o").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn follows_add_modify_and_delete() {
+        let mut f = Follower::default();
+        f.apply(&Event::Init);
+        f.apply(&Event::InitDone);
+        let added = f.apply(&Event::Apply(object("a", "o", "2", cpu("1")))).unwrap_or_default();
+        assert_eq!(limit_of(&added, "a", "o").as_deref(), Some("1"));
+        let modified = f.apply(&Event::Apply(object("a", "o", "3", cpu("2")))).unwrap_or_default();
+        assert_eq!(limit_of(&modified, "a", "o").as_deref(), Some("2"));
+        let deleted = f.apply(&Event::Delete(object("a", "o", "4", cpu("2")))).unwrap_or_default();
+        assert!(deleted.get("a", "o").is_none());
+        assert!(deleted.is_empty());
+    }
+
+    #[test]
+    fn a_relist_keeps_the_last_set_until_it_completes_and_then_drops_what_is_gone() {
+        let mut f = Follower::default();
+        f.apply(&Event::Init);
+        f.apply(&Event::InitApply(object("a", "kept", "1", cpu("1"))));
+        f.apply(&Event::InitApply(object("a", "gone", "1", cpu("1"))));
+        let first = f.apply(&Event::InitDone).unwrap_or_default();
+        assert_eq!(first.len(), 2);
+        // the watch broke; the relist sees one object changed and one deleted meanwhile
+        assert!(f.apply(&Event::Init).is_none());
+        assert!(f.apply(&Event::InitApply(object("a", "kept", "5", cpu("3")))).is_none());
+        let relisted = f.apply(&Event::InitDone).unwrap_or_default();
+        assert_eq!(relisted.len(), 1);
+        assert_eq!(limit_of(&relisted, "a", "kept").as_deref(), Some("3"));
+        assert!(relisted.get("a", "gone").is_none());
+    }
+
+    #[test]
+    fn an_override_is_visible_only_in_its_own_namespace() {
+        let mut f = Follower::default();
+        f.apply(&Event::Init);
+        f.apply(&Event::InitApply(object("team-a", "o", "1", cpu("1"))));
+        let served = f.apply(&Event::InitDone).unwrap_or_default();
+        assert!(served.get("team-a", "o").is_some());
+        assert!(served.get("team-b", "o").is_none());
+        assert!(served.problem("team-b", "o").is_none());
+    }
+
+    #[test]
+    fn a_bad_object_is_reported_and_does_not_fail_the_list() {
+        let mut f = Follower::default();
+        f.apply(&Event::Init);
+        f.apply(&Event::InitApply(object("a", "good", "1", cpu("1"))));
+        f.apply(&Event::InitApply(object(
+            "a",
+            "bad",
+            "1",
+            json!({"secrets": [{"deployType": "volume", "deployTarget": "etc/x", "secret": "s"}]}),
+        )));
+        let served = f.apply(&Event::InitDone).unwrap_or_default();
+        assert!(served.get("a", "good").is_some());
+        assert!(served.get("a", "bad").is_none());
+        let why = served.problem("a", "bad").unwrap_or_default();
+        assert!(why.starts_with("spec.secrets[0].deployTarget: "), "{why}");
+        // fixed: it loads, and the problem is gone
+        let fixed = f.apply(&Event::Apply(object("a", "bad", "2", cpu("2")))).unwrap_or_default();
+        assert_eq!(limit_of(&fixed, "a", "bad").as_deref(), Some("2"));
+        assert!(fixed.problem("a", "bad").is_none());
+        assert_eq!(fixed.invalid_len(), 0);
+    }
+
+    #[test]
+    fn an_unchanged_version_is_not_compiled_again() {
+        let mut f = Follower::default();
+        f.apply(&Event::Init);
+        f.apply(&Event::InitApply(object("a", "o", "1", cpu("1"))));
+        let first = f.apply(&Event::InitDone).unwrap_or_default();
+        let other = f.apply(&Event::Apply(object("a", "p", "2", cpu("2")))).unwrap_or_default();
+        let (Some(before), Some(after)) = (first.get("a", "o"), other.get("a", "o")) else {
+            panic!("o is served in both");
+        };
+        assert!(std::sync::Arc::ptr_eq(before, after));
+    }
+}
