@@ -1,5 +1,6 @@
 # podtailor: one static-enough binary on a small runtime image, running as non-root.
-# Build: docker build -t podtailor:dev .   (not built on the development machines: no engine)
+# Build: docker build -t podtailor:0.1.0 .   (the tag manifests/base/deployment.yaml runs; not
+# built on the development machines: no engine)
 
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src

@@ -4,12 +4,13 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := target/venv
 BIN := target/debug/podtailor
+KUBECTL ?= kubectl
 EXAMPLES := --template examples/template.yaml --overrides examples/overrides
 # The binary as `cargo test` builds it (dev-dependency features unified): the checks that run
 # the binary use it, so `make test` compiles the crate graph once.
 TEST_BUILD := $(CARGO) test --locked --no-run --quiet
 
-.PHONY: all build run render certs crd crd-check manifests-test test fmt-check clippy unit oracle venv bench bench-load clean
+.PHONY: all build run render certs deploy undeploy crd crd-check manifests-test test fmt-check clippy unit oracle venv bench bench-load clean
 
 all: build
 
@@ -30,20 +31,40 @@ render: build
 certs:
 	scripts/certs.sh $(if $(FORCE),--force)
 
-## The whole test suite: format, lints, Rust tests, the committed CRD, independent oracles.
+## Install on the cluster of kubectl's current context: the development certificates (made if
+## missing), then the certs/ overlay (kubectl apply -k certs); waits until both replicas are ready.
+## Needs the image podtailor:0.1.0 on the nodes (README: Install on a cluster). Not part of `test`.
+deploy: certs
+	@command -v $(KUBECTL) >/dev/null || { echo "deploy: kubectl is required"; exit 1; }
+	$(KUBECTL) apply -k certs
+	$(KUBECTL) -n podtailor-system rollout status deployment/podtailor --timeout=180s
+
+## Remove podtailor from the cluster: the webhook configurations first (from then on no pod
+## waits on podtailor), then everything else, the CRD included: every PodOverride is deleted.
+undeploy:
+	@command -v $(KUBECTL) >/dev/null || { echo "undeploy: kubectl is required"; exit 1; }
+	$(KUBECTL) delete --ignore-not-found mutatingwebhookconfiguration/podtailor validatingwebhookconfiguration/podtailor
+	$(KUBECTL) delete --ignore-not-found -k manifests
+
+## The whole test suite: format, lints, Rust tests, the committed CRD, the install manifests,
+## independent oracles.
 test: fmt-check clippy unit crd-check manifests-test oracle
 
-## manifests/crd.yaml from the PodOverride type.
+## manifests/base/crd.yaml from the PodOverride type.
 crd: build
-	$(BIN) crd > manifests/crd.yaml
+	$(BIN) crd > manifests/base/crd.yaml
 
-## The CRD: a valid object whose schema takes every example PodOverride.
+## The install (tests/manifests): the CRD, a valid object whose schema takes every example
+## PodOverride; the base and both overlays rendered by `kubectl kustomize` (offline), valid,
+## read-only RBAC, the webhooks' settings, ports, probes, certificates and CA bundles.
 manifests-test: venv
-	$(VENV)/bin/pytest -q tests/manifests
+	@command -v $(KUBECTL) >/dev/null || { echo "manifests-test: kubectl is required (offline use only)"; exit 1; }
+	KUBECTL=$$(command -v $(KUBECTL)) $(VENV)/bin/pytest -q tests/manifests
 
+## Fails when manifests/base/crd.yaml is not what `podtailor crd` prints.
 crd-check:
 	@$(TEST_BUILD)
-	@$(BIN) crd | diff -u manifests/crd.yaml - || { echo "manifests/crd.yaml is stale: run make crd"; exit 1; }
+	@$(BIN) crd | diff -u manifests/base/crd.yaml - || { echo "manifests/base/crd.yaml is stale: run make crd"; exit 1; }
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -10,6 +10,8 @@
 #   tls.key  the serving key (EC P-256, mode 0600)
 #   tls.crt  the serving certificate, signed by ca.crt, serverAuth, 1 year, SANs:
 #            localhost, 127.0.0.1, ::1, NAME, NAME.NS, NAME.NS.svc, NAME.NS.svc.cluster.local
+# In certs/, tls.crt, tls.key and ca.crt are what the kustomize overlay certs/kustomization.yaml
+# turns into the Secret podtailor-tls and both webhook configurations' caBundle.
 # Exit codes: 0 done (or nothing to do), 1 a problem (named on stderr), 2 usage.
 set -euo pipefail
 
@@ -286,5 +288,5 @@ for f in "${written[@]}"; do
     esac
 done
 if ((make_new_ca)); then
-    echo "$prog: the CA is new: a webhook configuration's caBundle is its base64 (base64 -w0 $(show "$ca_crt"))"
+    echo "$prog: the CA is new: a webhook configuration's caBundle is its base64 (base64 -w0 $(show "$ca_crt")); the certs/ overlay sets it (kubectl apply -k certs)"
 fi

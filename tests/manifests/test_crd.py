@@ -1,4 +1,4 @@
-"""The PodOverride CRD in manifests/: a valid Kubernetes object, and a schema that accepts the
+"""The PodOverride CRD in manifests/base/: a valid Kubernetes object, and a schema that accepts the
 example PodOverrides (and those of the oracle corpus) and rejects what the API server should
 reject before podtailor's validating webhook is even called."""
 import copy
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CRD = ROOT / "manifests" / "crd.yaml"
+CRD = ROOT / "manifests" / "base" / "crd.yaml"
 VALIDATE = ROOT / "target" / "venv" / "bin" / "kubernetes-validate"
 
 
