@@ -38,6 +38,11 @@ pub fn decide(config: &Config, namespace: &str, pod: &Value, want: Want) -> Resu
                 Some(why) => {
                     return Err(deny(format!("PodOverride {name:?} in namespace {namespace:?} is invalid: {why}")));
                 }
+                None if config.overrides.is_unlisted() => {
+                    return Err(deny(format!(
+                        "PodOverride {name:?} in namespace {namespace:?}: the PodOverrides have not been listed from the cluster yet (the webhook is starting); try again"
+                    )));
+                }
                 None => return Err(deny(format!("PodOverride {name:?} not found in namespace {namespace:?}"))),
             },
         }

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::idle::IdleTimeout;
-use crate::store::{Config, cluster, files, reload};
+use crate::store::{Config, Overrides, cluster, files, reload};
 use crate::tls::{self, CertStore};
 use crate::webhook::{self, AppState, Shared};
 
@@ -163,7 +163,7 @@ impl Server {
         let template = Arc::new(files::load_template(&args.template)?);
         let (config, ready) = match overrides_dir {
             Some(dir) => (Config { template, overrides: files::load_overrides(dir)? }, true),
-            None if client.is_some() => (Config { template, overrides: Default::default() }, false),
+            None if client.is_some() => (Config { template, overrides: Overrides::unlisted() }, false),
             None => anyhow::bail!("--overrides DIR is required (or --cluster)"),
         };
         let certs = CertStore::new(tls::load(&args.tls_cert, &args.tls_key)?);

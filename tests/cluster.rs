@@ -224,7 +224,7 @@ async fn scenario() {
     let first_list = expect(&mut api, false).await;
     assert_eq!(cluster.ready().await, StatusCode::SERVICE_UNAVAILABLE);
     let unknown = cluster.admit("airflow", "big").await.err().unwrap_or_default();
-    assert!(unknown.contains("\"big\" not found in namespace \"airflow\""), "{unknown}");
+    assert!(unknown.contains("\"big\" in namespace \"airflow\": the PodOverrides have not been listed"), "{unknown}");
 
     // 2. the list arrives: one good override, one the validating webhook would have refused
     let bad_spec = json!({"secrets": [{"deployType": "env", "deployTarget": "1BAD", "secret": "s", "key": "k"}]});

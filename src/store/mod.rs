@@ -27,6 +27,8 @@ pub struct Overrides {
     /// Objects that exist but do not load (cluster mode: created while the validating webhook
     /// was not there, say), with the reason: a pod that names one is told why.
     invalid: HashMap<(Option<String>, String), String>,
+    /// Not listed yet (cluster mode, before the first full list): a name not found may exist.
+    unlisted: bool,
 }
 
 impl Overrides {
@@ -46,6 +48,16 @@ impl Overrides {
             .get(&(Some(namespace.to_owned()), name.to_owned()))
             .or_else(|| self.by_key.get(&(None, name.to_owned())))
             .map(|l| &l.r#override)
+    }
+
+    /// An empty set that stands for "not listed yet".
+    pub fn unlisted() -> Overrides {
+        Overrides { unlisted: true, ..Overrides::default() }
+    }
+
+    /// Whether this set stands for "not listed yet".
+    pub fn is_unlisted(&self) -> bool {
+        self.unlisted
     }
 
     /// Records that `name` exists in `namespace` but cannot be used, and why.
