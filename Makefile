@@ -10,7 +10,7 @@ EXAMPLES := --template examples/template.yaml --overrides examples/overrides
 # the binary use it, so `make test` compiles the crate graph once.
 TEST_BUILD := $(CARGO) test --locked --no-run --quiet
 
-.PHONY: all build run render certs deploy undeploy crd crd-check manifests-test test fmt-check clippy unit oracle venv bench bench-load clean
+.PHONY: all build run render certs image deploy undeploy e2e e2e-build shellcheck crd crd-check manifests-test test fmt-check clippy unit oracle venv bench bench-load clean
 
 all: build
 
@@ -31,6 +31,10 @@ render: build
 certs:
 	scripts/certs.sh $(if $(FORCE),--force)
 
+## The container image podtailor:0.1.0 (Dockerfile), the tag the manifests use. Needs Docker.
+image:
+	docker build --tag podtailor:0.1.0 .
+
 ## Install on the cluster of kubectl's current context: the development certificates (made if
 ## missing), then the certs/ overlay (kubectl apply -k certs); waits until both replicas are ready.
 ## Needs the image podtailor:0.1.0 on the nodes (README: Install on a cluster). Not part of `test`.
@@ -48,7 +52,18 @@ undeploy:
 
 ## The whole test suite: format, lints, Rust tests, the committed CRD, the install manifests,
 ## independent oracles.
-test: fmt-check clippy unit crd-check manifests-test oracle
+test: fmt-check clippy unit crd-check manifests-test shellcheck oracle
+
+## The end-to-end suite on a kind cluster (scripts/e2e.sh; needs docker, kind, kubectl):
+## creates podtailor-e2e, builds and loads the image, installs with the certs overlay, runs
+## tests/e2e.rs, and deletes the cluster unless KEEP=1. Not part of `test`, which compiles
+## the suite and checks its scripts and manifests.
+e2e:
+	scripts/e2e.sh
+
+## The shell scripts, by shellcheck (installed into the venv from PyPI).
+shellcheck: venv
+	$(VENV)/bin/shellcheck scripts/*.sh
 
 ## manifests/base/crd.yaml from the PodOverride type.
 crd: build
