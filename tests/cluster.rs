@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Pki;
+use common::{Pki, eventually};
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
 use podtailor::serve::{LogFormat, ServeArgs, Server};
@@ -157,21 +157,6 @@ impl Cluster {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     }
-
-    /// Waits until `check` holds (the server applies watch events asynchronously).
-    async fn eventually<F, Fut>(&self, what: &str, check: F)
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        for _ in 0..200 {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("not within 5 s: {what}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,15 +190,8 @@ async fn scenario() {
     let (service, mut api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let server = Server::bind_with(args, Some(client)).await.unwrap_or_else(|e| panic!("bind: {e:#}"));
-    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
     let cluster = Cluster {
-        https: reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_else(|e| panic!("{e}")),
+        https: common::client(&pki.ca_pem, false),
         url: format!("https://localhost:{}/mutate", server.addr.port()),
         admin: format!("http://{}", server.admin_addr),
     };
@@ -256,11 +234,10 @@ async fn scenario() {
         json!({"type": "MODIFIED", "object": podoverride("airflow", "big", "12", cpu("3"))}),
         json!({"type": "ERROR", "object": status(410, "Expired", "too old resource version: 10 (12)")}),
     ]));
-    cluster
-        .eventually("the added override is served", || async {
-            cluster.cpu_limit("airflow", "small").await.as_deref() == Ok("250m")
-        })
-        .await;
+    eventually("the added override is served", || async {
+        cluster.cpu_limit("airflow", "small").await.as_deref() == Ok("250m")
+    })
+    .await;
     assert_eq!(cluster.cpu_limit("airflow", "big").await.as_deref(), Ok("3"));
 
     // 5. the relist fails: the last known set keeps serving, and the server stays ready
@@ -269,11 +246,10 @@ async fn scenario() {
         StatusCode::INTERNAL_SERVER_ERROR,
         status(500, "InternalError", "etcd is unavailable").to_string().into_bytes(),
     ));
-    cluster
-        .eventually("the failure is counted", || async {
-            cluster.metrics().await.contains("podtailor_reloads_total{source=\"cluster\",result=\"failure\"}")
-        })
-        .await;
+    eventually("the failure is counted", || async {
+        cluster.metrics().await.contains("podtailor_reloads_total{source=\"cluster\",result=\"failure\"}")
+    })
+    .await;
     assert_eq!(cluster.ready().await, StatusCode::OK);
     assert_eq!(cluster.cpu_limit("airflow", "small").await.as_deref(), Ok("250m"));
     assert_eq!(cluster.cpu_limit("airflow", "big").await.as_deref(), Ok("3"));
@@ -282,11 +258,10 @@ async fn scenario() {
     let relist = expect(&mut api, false).await;
     relist.send_response(list("20", &[podoverride("airflow", "big", "12", cpu("3"))]));
     let _watch2 = expect(&mut api, true).await;
-    cluster
-        .eventually("the override deleted during the outage is gone", || async {
-            cluster.admit("airflow", "small").await.is_err()
-        })
-        .await;
+    eventually("the override deleted during the outage is gone", || async {
+        cluster.admit("airflow", "small").await.is_err()
+    })
+    .await;
     let gone = cluster.admit("airflow", "small").await.err().unwrap_or_default();
     assert_eq!(gone, "podtailor: PodOverride \"small\" not found in namespace \"airflow\"");
     assert_eq!(cluster.cpu_limit("airflow", "big").await.as_deref(), Ok("3"));

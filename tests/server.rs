@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Pki;
+use common::{Pki, client, eventually};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -113,15 +113,6 @@ async fn start() -> Running {
     }
 }
 
-fn client(ca_pem: &str, http1_only: bool) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-    let mut b = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false).add_root_certificate(ca);
-    if http1_only {
-        b = b.http1_only();
-    }
-    b.timeout(Duration::from_secs(10)).build().unwrap_or_else(|e| panic!("{e}"))
-}
-
 fn review(uid: &str, overrides: &str) -> Value {
     let mut r = common::read_json(&common::examples().join("review.json"));
     r["request"]["uid"] = json!(uid);
@@ -151,17 +142,6 @@ fn tier_in(answer: &Value) -> Option<String> {
 
 async fn metrics(admin: &str) -> String {
     reqwest::get(format!("{admin}/metrics")).await.unwrap_or_else(|e| panic!("{e}")).text().await.unwrap_or_default()
-}
-
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

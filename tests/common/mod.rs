@@ -63,3 +63,25 @@ impl Pki {
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
 }
+
+/// An HTTPS client that trusts only `ca_pem`; HTTP/1.1 only, or HTTP/2 offered by ALPN.
+pub fn client(ca_pem: &str, http1_only: bool) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let mut b = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false).add_root_certificate(ca);
+    if http1_only {
+        b = b.http1_only();
+    }
+    b.timeout(std::time::Duration::from_secs(10)).build().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits until `check` holds, at most 10 s.
+pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
