@@ -350,6 +350,11 @@ pub fn run(args: LaunchArgs) -> u8 {
         if args.file.is_some() {
             let reports = report::for_batch(&tasks, terminal);
             let results = batch::run(&client, &tasks, &opts, usize::from(args.parallelism), &reports, &interrupt).await;
+            drop(reports);
+            if terminal {
+                // The last spinner's line is not ended.
+                eprintln!();
+            }
             eprint!("{}", batch::summary(&results));
             return batch::exit_code(&results);
         }
@@ -400,7 +405,6 @@ fn interrupt_on_ctrl_c() -> CancellationToken {
         if tokio::signal::ctrl_c().await.is_err() {
             return;
         }
-        eprintln!("podtailor launch: interrupted: deleting the pod(s) (Ctrl-C again to exit at once)");
         cancel.cancel();
         if tokio::signal::ctrl_c().await.is_ok() {
             std::process::exit(i32::from(EXIT_INTERRUPTED));

@@ -80,7 +80,10 @@ impl Report for Lines {
         self.progress(&format!("pod {pod} created"));
     }
     fn state(&self, state: &str, at: Duration) {
-        self.progress(&format!("{:>8}  {state}", elapsed(at)));
+        match &self.task {
+            Some(_) => self.progress(&format!("{}  {state}", elapsed(at))),
+            None => self.progress(&format!("{:>8}  {state}", elapsed(at))),
+        }
     }
     fn note(&self, line: &str) {
         self.progress(line);
@@ -100,6 +103,8 @@ pub struct Spinner {
     task: Option<String>,
     /// In a batch, the message starts with the pod's name.
     pod: std::sync::Mutex<String>,
+    /// In a batch, the width of the task names.
+    width: usize,
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -112,7 +117,7 @@ impl Spinner {
         bar.set_style(style("{spinner} {prefix} {wide_msg} {elapsed}"));
         bar.set_message("creating the pod");
         bar.enable_steady_tick(Duration::from_millis(120));
-        Spinner { bar, task: None, pod: std::sync::Mutex::default() }
+        Spinner { bar, task: None, pod: std::sync::Mutex::default(), width: 0 }
     }
 }
 
@@ -163,9 +168,9 @@ impl Report for Spinner {
         } else {
             "✗"
         };
-        self.bar.set_style(style("  {prefix} {wide_msg} {elapsed}"));
+        self.bar.set_style(style(&format!("{mark} {{prefix:{}}} {{wide_msg}} {{elapsed}}", self.width)));
         let pod = self.pod.lock().map(|p| p.clone()).unwrap_or_default();
-        self.bar.finish_with_message(format!("{pod}{mark} {}{code}", result_word(outcome)));
+        self.bar.finish_with_message(format!("{pod}{}{code}", result_word(outcome)));
     }
 }
 
@@ -190,7 +195,8 @@ pub fn for_batch(tasks: &[TaskSpec], terminal: bool) -> Vec<Arc<dyn Report>> {
             bar.set_prefix(t.task.clone());
             bar.set_message("waiting");
             bar.enable_steady_tick(Duration::from_millis(120));
-            Arc::new(Spinner { bar, task: Some(t.task.clone()), pod: std::sync::Mutex::default() }) as Arc<dyn Report>
+            Arc::new(Spinner { bar, task: Some(t.task.clone()), pod: std::sync::Mutex::default(), width })
+                as Arc<dyn Report>
         })
         .collect()
 }
