@@ -82,11 +82,14 @@ fn pod_json(name: &str, ns: &str, step: usize, status: &Value) -> Value {
     })
 }
 
-fn reply(code: u16, body: impl Into<Body>) -> Response<Body> {
-    Response::builder().status(code).body(body.into()).unwrap_or_else(|e| panic!("response: {e}"))
+/// An answer: status code and body.
+type Reply = (u16, Vec<u8>);
+
+fn reply(code: u16, body: Vec<u8>) -> Reply {
+    (code, body)
 }
 
-fn json_reply(code: u16, v: &Value) -> Response<Body> {
+fn json_reply(code: u16, v: &Value) -> Reply {
     reply(code, v.to_string().into_bytes())
 }
 
@@ -97,11 +100,7 @@ fn selected(query: &str) -> Option<String> {
 }
 
 /// `None`: never answer (a watch with nothing more to say).
-async fn serve(state: Shared, request: Request<Body>) -> Option<Response<Body>> {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let query = request.uri().query().map(str::to_owned);
-    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+async fn serve(state: Shared, method: Method, path: String, query: Option<String>, body: Vec<u8>) -> Option<Reply> {
     let q = query.clone().unwrap_or_default();
     lock(&state).requests.push(format!("{method} {path}?{q}"));
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -171,8 +170,17 @@ fn mock(state: State) -> (kube::Client, Shared) {
         while let Some((request, send)) = handle.next_request().await {
             let state = server.clone();
             tokio::spawn(async move {
-                match serve(state, request).await {
-                    Some(response) => send.send_response(response),
+                let method = request.method().clone();
+                let path = request.uri().path().to_owned();
+                let query = request.uri().query().map(str::to_owned);
+                let body = request.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                match serve(state, method, path, query, body).await {
+                    Some((code, body)) => send.send_response(
+                        Response::builder()
+                            .status(code)
+                            .body(Body::from(body))
+                            .unwrap_or_else(|e| panic!("response: {e}")),
+                    ),
                     None => {
                         let _kept_open = send;
                         std::future::pending::<()>().await;
@@ -793,4 +801,246 @@ fn without_a_kubeconfig_launch_says_so() {
     let out = launch(&["--", "true"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).starts_with("podtailor launch: no Kubernetes configuration"), "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------- the binary against the mock over HTTP
+
+/// The same mock API server on 127.0.0.1 over plain HTTP, and a kubeconfig for it: the current
+/// context `mock` (namespace `jobs`) and a context `other` (namespace `elsewhere`).
+async fn http_mock(state: State) -> (Shared, tempfile::TempDir) {
+    use axum::response::IntoResponse;
+    let shared = Arc::new(Mutex::new(state));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("addr: {e}"));
+    let server = shared.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let state = server.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.map(|b| b.to_vec()).unwrap_or_default();
+            let query = parts.uri.query().map(str::to_owned);
+            match serve(state, parts.method, parts.uri.path().to_owned(), query, body).await {
+                Some((code, body)) => {
+                    let code = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                    (code, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+                }
+                None => std::future::pending::<axum::response::Response>().await,
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: mock\n\
+         clusters:\n- name: mock\n  cluster: {{server: \"http://{addr}\"}}\n\
+         users:\n- name: dev\n  user: {{token: not-a-secret}}\n\
+         contexts:\n- name: mock\n  context: {{cluster: mock, user: dev, namespace: jobs}}\n\
+         - name: other\n  context: {{cluster: mock, user: dev, namespace: elsewhere}}\n"
+    );
+    std::fs::write(dir.path().join("config"), kubeconfig).unwrap_or_else(|e| panic!("kubeconfig: {e}"));
+    (shared, dir)
+}
+
+fn binary(kubeconfig_dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_podtailor"));
+    cmd.arg("launch")
+        .args(args)
+        .current_dir(common::repo())
+        .env("HOME", kubeconfig_dir)
+        .env("KUBECONFIG", kubeconfig_dir.join("config"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs the binary without blocking the mock server.
+async fn run_binary(kubeconfig_dir: &std::path::Path, args: &[&str]) -> Output {
+    let mut cmd = binary(kubeconfig_dir, args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap_or_else(|e| panic!("spawn: {e}")))
+        .await
+        .unwrap_or_else(|e| panic!("join: {e}"))
+}
+
+/// Progress lines with the elapsed time replaced by `T`.
+fn progress(out: &Output) -> Vec<String> {
+    stderr(out)
+        .lines()
+        .map(|l| match l.trim_start().split_once("  ") {
+            Some((t, rest)) if t.ends_with('s') && t.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
+                format!("T  {rest}")
+            }
+            _ => l.to_owned(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_follows_a_task_through_a_kubeconfig() {
+    within(async {
+        let mut st = script(vec![pending(), running(), ended("Succeeded", 0)], "hello\nworld\n");
+        st.step_delay = Duration::from_millis(30);
+        let (state, dir) = http_mock(st).await;
+        let out = run_binary(dir.path(), &["--name", "e2e", "--", "echo", "hello"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\n");
+        assert_eq!(
+            progress(&out),
+            [
+                "pod jobs/e2e-00001 created",
+                "T  Pending",
+                "T  Running",
+                "T  Succeeded (exit code 0)",
+                "pod jobs/e2e-00001 deleted"
+            ]
+        );
+        let s = lock(&state);
+        assert_eq!(s.posts[0].0, "/api/v1/namespaces/jobs/pods", "the context's namespace");
+        assert_eq!(s.deleted, ["e2e-00001"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_with_the_containers_code_and_honours_context_and_namespace() {
+    within(async {
+        let (state, dir) = http_mock(script(vec![pending(), running(), ended("Failed", 3)], "")).await;
+        let out = run_binary(dir.path(), &["--context", "other", "--", "false"]).await;
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("pod elsewhere/task-00001 failed and is kept for inspection"),
+            "{}",
+            stderr(&out)
+        );
+        let out = run_binary(dir.path(), &["--context", "other", "-n", "mine", "--", "false"]).await;
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let s = lock(&state);
+        let paths: Vec<&str> = s.posts.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(paths, ["/api/v1/namespaces/elsewhere/pods", "/api/v1/namespaces/mine/pods"]);
+        assert!(s.deleted.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_shows_a_denial_as_returned() {
+    within(async {
+        let message = "admission webhook \"mutate.podtailor.dev\" denied the request: podtailor: PodOverride \"nope\" not found in namespace \"jobs\"";
+        let mut st = script(vec![pending()], "");
+        st.post_replies.push_back(status(403, "Forbidden", message));
+        let (state, dir) = http_mock(st).await;
+        let out = run_binary(dir.path(), &["--override", "nope", "--", "true"]).await;
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(stderr(&out), format!("podtailor launch: {message}\n"));
+        assert_eq!(lock(&state).posts.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_detaches_with_the_pods_name() {
+    within(async {
+        let (state, dir) = http_mock(script(vec![pending(), running()], "")).await;
+        let out = run_binary(dir.path(), &["--detach", "--name", "bg", "--", "sleep", "60"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "bg-00001\n");
+        assert_eq!(lock(&state).requests.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_deletes_the_pod_on_sigint_and_exits_130() {
+    within(async {
+        let (state, dir) = http_mock(script(vec![pending(), running()], "working\n")).await;
+        let mut cmd = binary(dir.path(), &["--", "sleep", "3600"]);
+        let out = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn: {e}"));
+            let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok);
+            assert_eq!(first.as_deref(), Some("working"));
+            let status = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap_or_else(|e| panic!("kill: {e}"));
+            assert!(status.success());
+            child.wait_with_output().unwrap_or_else(|e| panic!("wait: {e}"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("join: {e}"));
+        assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+        assert!(stderr(&out).contains("interrupted: deleting pod jobs/task-00001"), "{}", stderr(&out));
+        assert_eq!(lock(&state).deleted, ["task-00001"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_the_example_batch() {
+    within(async {
+        let mut st = script(vec![pending(), running(), ended("Succeeded", 0)], "hi\n");
+        st.step_delay = Duration::from_millis(20);
+        let (state, dir) = http_mock(st).await;
+        let out = run_binary(dir.path(), &["-f", "examples/tasks.yaml", "--parallelism", "2"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let mut logs: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+        logs.sort();
+        assert_eq!(logs, ["extract | hi", "load | hi", "transform | hi"]);
+        let err = stderr(&out);
+        let table: Vec<Vec<&str>> =
+            err.lines().skip_while(|l| !l.starts_with("TASK")).map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(table.len(), 4, "{err}");
+        for (row, task) in table[1..].iter().zip(["extract", "transform", "load"]) {
+            assert_eq!((row[0], row[2], row[4]), (task, "succeeded", "0"), "{err}");
+            assert!(row[1].starts_with(&format!("jobs/{task}-")), "{err}");
+        }
+        assert!(err.contains("[extract] pod jobs/extract-"), "{err}");
+        assert!(lock(&state).max_active <= 2);
+    })
+    .await;
+}
+
+/// On a terminal (a pty from util-linux `script`): spinners, and the same results. Skipped
+/// when `script` is not installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_spinners_show_the_progress() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to make a terminal");
+        return;
+    }
+    within(async {
+        let mut st = script(vec![pending(), running(), ended("Succeeded", 0)], "hi\n");
+        st.step_delay = Duration::from_millis(150);
+        let (_state, dir) = http_mock(st).await;
+        for (args, expect) in [
+            ("launch --name one -- echo hi", vec!["pod jobs/one-00001 created", "Succeeded (exit code 0)", "hi\r\n"]),
+            (
+                "launch -f examples/tasks.yaml --parallelism 2",
+                vec!["\u{2713} load", "load | hi", "\r\nTASK       POD", "succeeded (exit code 0)"],
+            ),
+        ] {
+            let line = format!("{} {args}", env!("CARGO_BIN_EXE_podtailor"));
+            let mut cmd = Command::new("script");
+            cmd.args(["-qfec", &line, "/dev/null"])
+                .current_dir(common::repo())
+                .env("KUBECONFIG", dir.path().join("config"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap_or_else(|e| panic!("script: {e}")))
+                .await
+                .unwrap_or_else(|e| panic!("join: {e}"));
+            let screen = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(0), "{screen:?}");
+            for e in expect {
+                assert!(screen.contains(e), "{e:?} not in {screen:?}");
+            }
+        }
+    })
+    .await;
 }
