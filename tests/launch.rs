@@ -767,6 +767,7 @@ fn usage_errors_exit_2_with_a_clear_line() {
         (vec!["--label", "team=data eng", "--", "true"], "is not a label value"),
         (vec!["--label", "Bad_Prefix/x=1", "--", "true"], "is not a label key"),
         (vec!["--name", "Etl", "--", "true"], "is not a valid pod name prefix"),
+        (vec!["-n", "jobs/x", "--", "true"], "is not a namespace name"),
         (vec!["--override", "Large", "--", "true"], "is not a valid PodOverride name"),
         (vec!["--env", "A=1", "--env", "A=2", "--", "true"], "\"A\" is given twice"),
         (vec!["--template", "examples/template.yaml", "--", "true"], "required"),

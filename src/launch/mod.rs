@@ -49,16 +49,16 @@ Exit codes:
   N    the task's container exited with N (a single task)
   1    a podtailor error: the pod was denied or could not be created or followed, a bad
        tasks file, a pod that failed without an exit code; a batch with a failed task
-  2    usage: unknown flag, bad --env/--label/--name/--override value
+  2    usage: unknown flag, bad -n/--env/--label/--name/--override value
   124  --timeout expired: the pod was deleted
-  130  interrupted (Ctrl-C): the pod was deleted (a second Ctrl-C exits at once)
+  130  interrupted (Ctrl-C or SIGTERM): the pod was deleted (a second one exits at once)
 
 Kubeconfig: KUBECONFIG, else ~/.kube/config (its current context, or --context), else the
 in-cluster service account. The namespace is -n, else the context's, else `default`.
 --dry-run contacts nothing and reads no kubeconfig (its namespace: -n, else `default`).";
 
 #[derive(Args, Debug)]
-#[command(after_long_help = AFTER_HELP)]
+#[command(after_help = AFTER_HELP)]
 pub struct LaunchArgs {
     /// The namespace of the pods (default: the kubeconfig context's, else `default`).
     #[arg(long, short = 'n', value_name = "NS")]
@@ -169,7 +169,8 @@ impl TaskSpec {
             .map_err(|why| format!("{:?} is not a valid pod name prefix: it {why}", self.prefix))?;
         if self.prefix.len() > 57 {
             return Err(format!(
-                "{:?} is not a valid pod name prefix: it must be at most 57 characters (the API server adds 6)",
+                "{:?} is not a valid pod name prefix: it must be at most 57 characters (the API server keeps at \
+                 most 58 of generateName, the prefix and '-', and adds 5)",
                 self.prefix
             ));
         }
@@ -306,6 +307,11 @@ pub fn run(args: LaunchArgs) -> u8 {
         eprintln!("podtailor launch: {message}");
         code
     };
+    if let Some(ns) = &args.namespace
+        && let Err(why) = validate::dns_label(ns)
+    {
+        return fail(EXIT_USAGE, format!("-n {ns:?} is not a namespace name: it {why}"));
+    }
     let tasks = match &args.file {
         Some(path) => match batch::load(path) {
             Ok(tasks) => tasks,
@@ -343,7 +349,7 @@ pub fn run(args: LaunchArgs) -> u8 {
             Ok(c) => c,
             Err(e) => return fail(EXIT_ERROR, e),
         };
-        let interrupt = interrupt_on_ctrl_c();
+        let interrupt = interrupt_on_signals();
         let opts =
             Options { namespace, keep: args.keep, detach: args.detach, timeout: args.timeout, ..Options::default() };
         let terminal = std::io::stderr().is_terminal();
@@ -397,17 +403,34 @@ async fn connect(context: Option<&str>, namespace: Option<&str>) -> Result<(kube
     Ok((client, namespace))
 }
 
-/// A token cancelled by the first Ctrl-C; a second one exits at once with 130.
-fn interrupt_on_ctrl_c() -> CancellationToken {
+/// A token cancelled by the first SIGINT (Ctrl-C) or SIGTERM; a second one exits at once
+/// with 130. The handlers are installed before this returns, so no signal is missed.
+fn interrupt_on_signals() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
+    let (sigint, sigterm) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(i), Ok(t)) => (i, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("podtailor launch: cannot handle Ctrl-C ({e}): an interrupted pod will not be deleted");
+            return token;
+        }
+    };
     let cancel = token.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
-        }
-        cancel.cancel();
-        if tokio::signal::ctrl_c().await.is_ok() {
-            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        let (mut sigint, mut sigterm) = (sigint, sigterm);
+        let mut signals = 0;
+        loop {
+            tokio::select! {
+                Some(()) = sigint.recv() => {}
+                Some(()) = sigterm.recv() => {}
+                else => return,
+            }
+            signals += 1;
+            if signals == 1 {
+                cancel.cancel();
+            } else {
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
         }
     });
     token
