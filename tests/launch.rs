@@ -59,6 +59,8 @@ struct State {
     log: String,
     /// How long each watch answer takes.
     step_delay: Duration,
+    /// Watches answered with a 500 before the script goes on.
+    failing_watches: usize,
     /// name → (namespace, step)
     pods: HashMap<String, (String, usize)>,
     deleted: Vec<String>,
@@ -128,13 +130,19 @@ async fn serve(state: Shared, method: Method, path: String, query: Option<String
             let delay = lock(&state).step_delay;
             tokio::time::sleep(delay).await;
             let mut s = lock(&state);
+            if s.failing_watches > 0 {
+                s.failing_watches -= 1;
+                return Some(json_reply(500, &status(500, "InternalError", "etcd is having a moment").1));
+            }
             let script = s.script.clone();
             let (_, step) = s.pods.get_mut(&name)?;
             if *step + 1 >= script.len() {
                 return None;
             }
             *step += 1;
-            let event = json!({"type": "MODIFIED", "object": pod_json(&name, &ns, *step, &script[*step])});
+            // A null status in the script: someone deleted the pod.
+            let kind = if script[*step].is_null() { "DELETED" } else { "MODIFIED" };
+            let event = json!({"type": kind, "object": pod_json(&name, &ns, *step, &script[*step])});
             Some(reply(200, format!("{event}\n").into_bytes()))
         }
         (Method::GET, ["api", "v1", "namespaces", _, "pods"]) => {
@@ -306,6 +314,10 @@ async fn posts_exactly_the_bare_pod_and_follows_it_to_success() {
         drop(s);
         assert_eq!(report.starting("state "), ["Pending", "Running", "Succeeded (exit code 0)"]);
         assert_eq!(report.starting("log "), ["hello", "world"]);
+        let logs: Vec<String> = lock(&state).requests.iter().filter(|r| r.contains("/log?")).cloned().collect();
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert!(logs[0].starts_with("GET /api/v1/namespaces/jobs/pods/etl-00001/log?"), "{logs:?}");
+        assert!(logs[0].contains("container=base") && logs[0].contains("follow=true"), "{logs:?}");
         assert_eq!(report.starting("created "), ["jobs/etl-00001"]);
         assert!(report.lines().contains(&"note pod jobs/etl-00001 deleted".to_owned()), "{:?}", report.lines());
     })
@@ -431,6 +443,48 @@ async fn transient_errors_that_last_give_up_after_the_attempts() {
             "creating the pod in namespace \"default\": gave up after 4 attempts: 503 ServiceUnavailable: the server is shutting down"
         );
         assert_eq!(posts(&state), 4);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_broken_watch_is_resumed() {
+    within(async {
+        let mut st = script(vec![pending(), running(), ended("Succeeded", 0)], "");
+        st.failing_watches = 1;
+        let (client, state) = mock(st);
+        let report = Recorder::default();
+        let outcome =
+            ok(run_one(&client, &task("t", &["true"]), &opts("default"), &report, std::future::pending()).await);
+        assert_eq!(outcome.exit_code(), 0);
+        assert_eq!(report.starting("state "), ["Pending", "Running", "Succeeded (exit code 0)"]);
+        let notes = report.starting("note ");
+        assert!(
+            notes.iter().any(|n| n.starts_with("following pod default/t-00001:") && n.ends_with("watching again")),
+            "{notes:?}"
+        );
+        assert_eq!(lock(&state).deleted, ["t-00001"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pod_deleted_by_someone_else_is_an_error() {
+    within(async {
+        let (client, state) = mock(script(vec![pending(), running(), Value::Null], ""));
+        let err = run_one(
+            &client,
+            &task("t", &["sleep", "60"]),
+            &opts("default"),
+            &Recorder::default(),
+            std::future::pending(),
+        )
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("the pod vanished"));
+        assert_eq!(err.to_string(), "pod default/t-00001 was deleted before it finished");
+        assert_eq!(err.pod.as_deref(), Some("default/t-00001"));
+        assert!(lock(&state).deleted.is_empty());
     })
     .await;
 }
