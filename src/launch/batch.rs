@@ -236,5 +236,9 @@ mod tests {
         );
         assert!(err("tasks:\n- name: A\n  command: [x]\n").contains("pod name prefix"));
         assert!(err("tasks:\n- name: a\n").contains("missing field `command`"));
+        assert!(
+            err("tasks:\n- name: a\n  command: [x]\n  overrides: [a, 'b,c']\n")
+                .contains("\"b,c\" is not a valid PodOverride name")
+        );
     }
 }

@@ -193,9 +193,12 @@ impl TaskSpec {
                 return Err(format!("the label {k:?} is given twice"));
             }
         }
-        let names = parse_override_names(&self.overrides.join(","))?;
-        if names.len() != self.overrides.len() {
-            return Err("an override name is empty".into());
+        for (i, name) in self.overrides.iter().enumerate() {
+            validate::dns_subdomain(name)
+                .map_err(|why| format!("{name:?} is not a valid PodOverride name: it {why}"))?;
+            if self.overrides[..i].contains(name) {
+                return Err(format!("the override {name:?} is listed twice"));
+            }
         }
         Ok(())
     }
@@ -373,7 +376,8 @@ pub fn run(args: LaunchArgs) -> u8 {
                 if outcome.ending == Ending::Detached
                     && let Some(pod) = &outcome.pod
                 {
-                    println!("{pod}");
+                    use std::io::Write;
+                    let _closed_pipe = writeln!(std::io::stdout(), "{pod}");
                 }
                 outcome.exit_code()
             }
