@@ -4,6 +4,7 @@
 pub mod crd;
 mod idle;
 pub mod input;
+pub mod launch;
 pub mod merge;
 pub mod mutate;
 pub mod podschema;

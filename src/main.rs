@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use podtailor::launch::{self, LaunchArgs};
 use podtailor::render::{self, RenderArgs};
 use podtailor::serve::{self, ServeArgs};
 
@@ -31,6 +32,12 @@ enum Command {
     /// and /metrics on a plain-HTTP admin port. Template, overrides and certificate reload
     /// when their files change; SIGTERM or SIGINT drains in-flight requests and stops.
     Serve(ServeArgs),
+    /// Create a bare pod that opts in, follow it to its end and exit with its exit code; or
+    /// run a batch of tasks (-f); or print the pod(s) (--dry-run).
+    ///
+    /// Exit codes: 0 success, N the task's container's, 1 a podtailor error (denied, API
+    /// error, a failed batch), 2 usage, 124 --timeout expired, 130 interrupted.
+    Launch(LaunchArgs),
     /// Print the PodOverride CustomResourceDefinition (YAML).
     Crd,
 }
@@ -58,6 +65,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Launch(args) => ExitCode::from(launch::run(args)),
         Command::Serve(args) => match serve::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -61,6 +61,47 @@ pub fn env_name(s: &str) -> Result<(), String> {
     }
 }
 
+/// A label's name part (and an annotation's): 1 to 63 characters, alphanumerics with '-', '_'
+/// and '.' inside.
+fn qualified_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A label key: `name` or `prefix/name`, the prefix a DNS subdomain.
+pub fn label_key(s: &str) -> Result<(), String> {
+    let (prefix, name) = match s.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, s),
+    };
+    if let Some(prefix) = prefix
+        && let Err(why) = dns_subdomain(prefix)
+    {
+        return Err(format!("must have a DNS subdomain as its prefix: {prefix:?} {why}"));
+    }
+    if !qualified_name_part(name) {
+        return Err("must be at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or \
+                    digit, with an optional DNS subdomain prefix and '/'"
+            .into());
+    }
+    Ok(())
+}
+
+/// A label value: empty, or at most 63 letters, digits, '-', '_' and '.', starting and ending
+/// with a letter or digit.
+pub fn label_value(s: &str) -> Result<(), String> {
+    if s.is_empty() || qualified_name_part(s) {
+        Ok(())
+    } else {
+        Err("must be empty or at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+            .into())
+    }
+}
+
 /// A key of a Secret.
 pub fn secret_key(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
@@ -231,6 +272,32 @@ mod tests {
     #[case("a_b", false)]
     fn subdomains(#[case] s: &str, #[case] ok: bool) {
         assert_eq!(dns_subdomain(s).is_ok(), ok, "{s}");
+    }
+
+    #[rstest]
+    #[case("team", true)]
+    #[case("podtailor.dev/run", true)]
+    #[case("app.kubernetes.io/name", true)]
+    #[case("A_b.c-D", true)]
+    #[case("", false)]
+    #[case("/name", false)]
+    #[case("Bad_Prefix/name", false)]
+    #[case("a/b/c", false)]
+    #[case("-team", false)]
+    #[case("team.", false)]
+    #[case("has space", false)]
+    fn label_keys(#[case] s: &str, #[case] ok: bool) {
+        assert_eq!(label_key(s).is_ok(), ok, "{s}");
+    }
+
+    #[rstest]
+    #[case("", true)]
+    #[case("v1.2_3-x", true)]
+    #[case("-x", false)]
+    #[case("a/b", false)]
+    #[case(&"x".repeat(64), false)]
+    fn label_values(#[case] s: &str, #[case] ok: bool) {
+        assert_eq!(label_value(s).is_ok(), ok, "{s}");
     }
 
     #[rstest]
