@@ -113,25 +113,28 @@ pub fn strip(pod: &mut Value) -> ApiDefaults {
     let Some(spec) = field_mut(pod, "spec").and_then(Value::as_object_mut) else {
         return found;
     };
+    // Decide on the pod as it came, then take what goes out in one pass: each shift_remove
+    // would move the entries after it and index them again.
+    let mut out: Vec<&'static str> = Vec::new();
     for (name, default) in SPEC_DEFAULTS {
-        if get(spec, name).is_some_and(|v| default.is(v))
-            && let Some(value) = spec.shift_remove(name)
-        {
-            found.spec.push((name, value));
+        if get(spec, name).is_some_and(|v| default.is(v)) {
+            out.push(name);
         }
     }
     if let Some(alias) = get(spec, "serviceAccount") {
         let name = get(spec, "serviceAccountName");
-        if name.is_none() || name == Some(alias) || found.spec.iter().any(|(n, _)| *n == "serviceAccountName") {
-            spec.shift_remove("serviceAccount");
+        if name.is_none() || name == Some(alias) || out.contains(&"serviceAccountName") {
+            out.push("serviceAccount");
             found.service_account_alias = true;
         }
     }
+    let mut priority = false;
     if get(spec, "priorityClassName").is_none() && get(spec, "priority").is_some_and(|p| DefaultValue::Int(0).is(p)) {
-        let priority = spec.shift_remove("priority").unwrap_or_default();
-        let preemption = get(spec, "preemptionPolicy").is_some_and(|p| DefaultValue::Str("PreemptLowerPriority").is(p));
-        let preemption = if preemption { spec.shift_remove("preemptionPolicy") } else { None };
-        found.priority = Some((priority, preemption));
+        priority = true;
+        out.push("priority");
+        if get(spec, "preemptionPolicy").is_some_and(|p| DefaultValue::Str("PreemptLowerPriority").is(p)) {
+            out.push("preemptionPolicy");
+        }
     }
     if let Some(Value::Array(tolerations)) = get_mut(spec, "tolerations") {
         if tolerations.iter().any(is_default_toleration) {
@@ -140,8 +143,18 @@ pub fn strip(pod: &mut Value) -> ApiDefaults {
             *tolerations = others;
         }
         if tolerations.is_empty() && !found.tolerations.is_empty() {
-            spec.shift_remove("tolerations");
+            out.push("tolerations");
         }
+    }
+    let mut taken = take_out(spec, &out);
+    let mut take = |name: &str| taken.iter_mut().find(|(n, _)| *n == name).map(|(_, v)| std::mem::take(v));
+    for (name, _) in SPEC_DEFAULTS {
+        if let Some(value) = take(name) {
+            found.spec.push((name, value));
+        }
+    }
+    if priority {
+        found.priority = Some((take("priority").unwrap_or_default(), take("preemptionPolicy")));
     }
     found.token_volume = get(spec, "volumes")
         .and_then(Value::as_array)
@@ -151,22 +164,24 @@ pub fn strip(pod: &mut Value) -> ApiDefaults {
     for (list, label) in CONTAINER_LISTS {
         for c in get_mut(spec, list).and_then(Value::as_array_mut).into_iter().flatten() {
             let Some(c) = c.as_object_mut() else { continue };
+            let mut out: Vec<&'static str> = Vec::new();
             let default_policy = get(c, "image").and_then(Value::as_str).map(default_pull_policy);
             if let (Some(default_policy), Some(policy)) =
                 (default_policy, get(c, "imagePullPolicy").and_then(Value::as_str))
                 && policy == default_policy
             {
-                c.shift_remove("imagePullPolicy");
+                out.push("imagePullPolicy");
                 found.image_pull_policy = true;
             }
             for (name, default) in CONTAINER_DEFAULTS {
                 if get(c, name).and_then(Value::as_str) == Some(default) {
-                    c.shift_remove(name);
+                    out.push(name);
                     if !found.container.contains(&name) {
                         found.container.push(name);
                     }
                 }
             }
+            take_out(c, &out);
             if set_by_limit_ranger.is_empty() {
                 continue;
             }
@@ -190,6 +205,22 @@ pub fn strip(pod: &mut Value) -> ApiDefaults {
         found.limit_ranger_annotation = limit_ranger;
     }
     found
+}
+
+/// Takes the entries named `names` out of `map`, keeping the order of the others; returns
+/// them with their values.
+fn take_out(map: &mut Map<String, Value>, names: &[&'static str]) -> Vec<(&'static str, Value)> {
+    let mut taken = Vec::with_capacity(names.len());
+    if !names.is_empty() {
+        map.retain(|k, v| match names.iter().find(|n| **n == k) {
+            Some(name) => {
+                taken.push((*name, std::mem::take(v)));
+                false
+            }
+            None => true,
+        });
+    }
+    taken
 }
 
 /// Parses `LimitRanger plugin set: cpu, memory request for container base; cpu limit for

@@ -144,7 +144,7 @@ impl Diff<'_> {
 /// Appends `/token` to a JSON pointer, escaped as RFC 6901 says (`~` as `~0`, `/` as `~1`).
 fn push_token(path: &mut String, token: &str) {
     path.push('/');
-    if token.contains(['~', '/']) {
+    if token.bytes().any(|b| b == b'~' || b == b'/') {
         for c in token.chars() {
             match c {
                 '~' => path.push_str("~0"),
