@@ -93,6 +93,14 @@ impl Diff<'_> {
                 Some((k, v)) if k == key => Some(v),
                 _ => lookup::get(from, key),
             };
+            // equal scalars, most of a pod, need neither a path nor an operation
+            if let Some(old) = old
+                && is_scalar(old)
+                && is_scalar(value)
+                && old == &*value
+            {
+                continue;
+            }
             let len = self.push(key);
             match old {
                 None => {
@@ -139,6 +147,10 @@ impl Diff<'_> {
             self.path.truncate(len);
         }
     }
+}
+
+fn is_scalar(v: &Value) -> bool {
+    !matches!(v, Value::Object(_) | Value::Array(_))
 }
 
 /// Appends `/token` to a JSON pointer, escaped as RFC 6901 says (`~` as `~0`, `/` as `~1`).
