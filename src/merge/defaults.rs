@@ -3,24 +3,44 @@
 //! can set them), and after the merge they fill only what is still empty:
 //! `desired = apiDefaults(template ⊲ withoutApiDefaults(pod) ⊲ overrides)`.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Number, Value, json};
+
+use super::lookup::{contains, field, field_mut, get, get_mut};
 
 const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const LIMIT_RANGER: &str = "kubernetes.io/limit-ranger";
 const LIMIT_RANGER_PREFIX: &str = "LimitRanger plugin set: ";
 const DEFAULT_TOLERATION_KEYS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"];
 
-/// Pod-level fields with the value defaulting gives them.
-fn spec_defaults() -> [(&'static str, Value); 6] {
-    [
-        ("restartPolicy", json!("Always")),
-        ("dnsPolicy", json!("ClusterFirst")),
-        ("schedulerName", json!("default-scheduler")),
-        ("terminationGracePeriodSeconds", json!(30)),
-        ("enableServiceLinks", json!(true)),
-        ("serviceAccountName", json!("default")),
-    ]
+/// A value defaulting gives, to compare without building it.
+#[derive(Clone, Copy)]
+enum DefaultValue {
+    Str(&'static str),
+    Int(u64),
+    Bool(bool),
 }
+
+impl DefaultValue {
+    /// `value == json!(default)`.
+    fn is(self, value: &Value) -> bool {
+        match (self, value) {
+            (DefaultValue::Str(d), Value::String(s)) => s == d,
+            (DefaultValue::Int(d), Value::Number(n)) => *n == Number::from(d),
+            (DefaultValue::Bool(d), Value::Bool(b)) => *b == d,
+            _ => false,
+        }
+    }
+}
+
+/// Pod-level fields with the value defaulting gives them.
+const SPEC_DEFAULTS: [(&str, DefaultValue); 6] = [
+    ("restartPolicy", DefaultValue::Str("Always")),
+    ("dnsPolicy", DefaultValue::Str("ClusterFirst")),
+    ("schedulerName", DefaultValue::Str("default-scheduler")),
+    ("terminationGracePeriodSeconds", DefaultValue::Int(30)),
+    ("enableServiceLinks", DefaultValue::Bool(true)),
+    ("serviceAccountName", DefaultValue::Str("default")),
+];
 
 /// Container fields with the value defaulting gives them (imagePullPolicy depends on the image).
 const CONTAINER_DEFAULTS: [(&str, &str); 2] =
@@ -55,12 +75,13 @@ pub fn default_pull_policy(image: &str) -> &'static str {
 }
 
 fn is_default_toleration(t: &Value) -> bool {
-    let key = t.get("key").and_then(Value::as_str).unwrap_or_default();
+    let Some(t) = t.as_object() else { return false };
+    let key = get(t, "key").and_then(Value::as_str).unwrap_or_default();
     DEFAULT_TOLERATION_KEYS.contains(&key)
-        && t.get("operator") == Some(&json!("Exists"))
-        && t.get("effect") == Some(&json!("NoExecute"))
-        && t.get("tolerationSeconds") == Some(&json!(300))
-        && t.as_object().is_some_and(|m| m.len() == 4)
+        && get(t, "operator").is_some_and(|v| DefaultValue::Str("Exists").is(v))
+        && get(t, "effect").is_some_and(|v| DefaultValue::Str("NoExecute").is(v))
+        && get(t, "tolerationSeconds").is_some_and(|v| DefaultValue::Int(300).is(v))
+        && t.len() == 4
 }
 
 /// Whether `tolerations` already tolerate the NoExecute taint `key`, as DefaultTolerationSeconds checks.
@@ -73,73 +94,96 @@ fn tolerates(tolerations: &[Value], key: &str) -> bool {
 }
 
 fn is_token_volume(v: &Value) -> bool {
-    let named = v.get("name").and_then(Value::as_str).is_some_and(|n| n.starts_with("kube-api-access-"));
-    let token = v
-        .pointer("/projected/sources")
-        .and_then(Value::as_array)
-        .is_some_and(|s| s.iter().any(|s| s.get("serviceAccountToken").is_some()));
-    named && token
+    let named = field(v, "name").and_then(Value::as_str).is_some_and(|n| n.starts_with("kube-api-access-"));
+    named
+        && field(v, "projected")
+            .and_then(|p| field(p, "sources"))
+            .and_then(Value::as_array)
+            .is_some_and(|s| s.iter().any(|s| field(s, "serviceAccountToken").is_some()))
 }
 
 /// Takes the values the API server filled in out of `pod` (the pod's layer).
 pub fn strip(pod: &mut Value) -> ApiDefaults {
     let mut found = ApiDefaults::default();
-    let limit_ranger =
-        pod.pointer("/metadata/annotations/kubernetes.io~1limit-ranger").and_then(Value::as_str).map(str::to_owned);
-    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+    let limit_ranger = field(pod, "metadata")
+        .and_then(|m| field(m, "annotations"))
+        .and_then(|a| field(a, LIMIT_RANGER))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let Some(spec) = field_mut(pod, "spec").and_then(Value::as_object_mut) else {
         return found;
     };
-    for (name, default) in spec_defaults() {
-        if spec.get(name) == Some(&default) {
-            spec.shift_remove(name);
-            found.spec.push((name, default));
+    // Decide on the pod as it came, then take what goes out in one pass: each shift_remove
+    // would move the entries after it and index them again.
+    let mut out: Vec<&'static str> = Vec::new();
+    for (name, default) in SPEC_DEFAULTS {
+        if get(spec, name).is_some_and(|v| default.is(v)) {
+            out.push(name);
         }
     }
-    if let Some(alias) = spec.get("serviceAccount") {
-        let name = spec.get("serviceAccountName");
-        if name.is_none() || name == Some(alias) || found.spec.iter().any(|(n, _)| *n == "serviceAccountName") {
-            spec.shift_remove("serviceAccount");
+    if let Some(alias) = get(spec, "serviceAccount") {
+        let name = get(spec, "serviceAccountName");
+        if name.is_none() || name == Some(alias) || out.contains(&"serviceAccountName") {
+            out.push("serviceAccount");
             found.service_account_alias = true;
         }
     }
-    if spec.get("priorityClassName").is_none() && spec.get("priority") == Some(&json!(0)) {
-        let priority = spec.shift_remove("priority").unwrap_or_default();
-        let preemption = spec.get("preemptionPolicy").filter(|p| *p == &json!("PreemptLowerPriority")).cloned();
-        if preemption.is_some() {
-            spec.shift_remove("preemptionPolicy");
+    let mut priority = false;
+    if get(spec, "priorityClassName").is_none() && get(spec, "priority").is_some_and(|p| DefaultValue::Int(0).is(p)) {
+        priority = true;
+        out.push("priority");
+        if get(spec, "preemptionPolicy").is_some_and(|p| DefaultValue::Str("PreemptLowerPriority").is(p)) {
+            out.push("preemptionPolicy");
         }
-        found.priority = Some((priority, preemption));
     }
-    if let Some(Value::Array(tolerations)) = spec.get_mut("tolerations") {
-        found.tolerations = tolerations.iter().filter(|t| is_default_toleration(t)).cloned().collect();
-        tolerations.retain(|t| !is_default_toleration(t));
+    if let Some(Value::Array(tolerations)) = get_mut(spec, "tolerations") {
+        if tolerations.iter().any(is_default_toleration) {
+            let (defaults, others) = std::mem::take(tolerations).into_iter().partition(is_default_toleration);
+            found.tolerations = defaults;
+            *tolerations = others;
+        }
         if tolerations.is_empty() && !found.tolerations.is_empty() {
-            spec.shift_remove("tolerations");
+            out.push("tolerations");
         }
     }
-    found.token_volume = spec
-        .get("volumes")
+    let mut taken = take_out(spec, &out);
+    let mut take = |name: &str| taken.iter_mut().find(|(n, _)| *n == name).map(|(_, v)| std::mem::take(v));
+    for (name, _) in SPEC_DEFAULTS {
+        if let Some(value) = take(name) {
+            found.spec.push((name, value));
+        }
+    }
+    if priority {
+        found.priority = Some((take("priority").unwrap_or_default(), take("preemptionPolicy")));
+    }
+    found.token_volume = get(spec, "volumes")
         .and_then(Value::as_array)
         .and_then(|vs| vs.iter().find(|v| is_token_volume(v)))
         .and_then(|v| v.get("name")?.as_str().map(str::to_owned));
     let set_by_limit_ranger = limit_ranger.as_deref().map(parse_limit_ranger).unwrap_or_default();
     for (list, label) in CONTAINER_LISTS {
-        for c in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+        for c in get_mut(spec, list).and_then(Value::as_array_mut).into_iter().flatten() {
             let Some(c) = c.as_object_mut() else { continue };
-            let image = c.get("image").and_then(Value::as_str).map(str::to_owned);
-            if let (Some(image), Some(policy)) = (&image, c.get("imagePullPolicy").and_then(Value::as_str))
-                && policy == default_pull_policy(image)
+            let mut out: Vec<&'static str> = Vec::new();
+            let default_policy = get(c, "image").and_then(Value::as_str).map(default_pull_policy);
+            if let (Some(default_policy), Some(policy)) =
+                (default_policy, get(c, "imagePullPolicy").and_then(Value::as_str))
+                && policy == default_policy
             {
-                c.shift_remove("imagePullPolicy");
+                out.push("imagePullPolicy");
                 found.image_pull_policy = true;
             }
             for (name, default) in CONTAINER_DEFAULTS {
-                if c.get(name).and_then(Value::as_str) == Some(default) {
-                    c.shift_remove(name);
+                if get(c, name).and_then(Value::as_str) == Some(default) {
+                    out.push(name);
                     if !found.container.contains(&name) {
                         found.container.push(name);
                     }
                 }
+            }
+            take_out(c, &out);
+            if set_by_limit_ranger.is_empty() {
+                continue;
             }
             let cname = c.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
             for (kind, container, field, resource) in &set_by_limit_ranger {
@@ -161,6 +205,22 @@ pub fn strip(pod: &mut Value) -> ApiDefaults {
         found.limit_ranger_annotation = limit_ranger;
     }
     found
+}
+
+/// Takes the entries named `names` out of `map`, keeping the order of the others; returns
+/// them with their values.
+fn take_out(map: &mut Map<String, Value>, names: &[&'static str]) -> Vec<(&'static str, Value)> {
+    let mut taken = Vec::with_capacity(names.len());
+    if !names.is_empty() {
+        map.retain(|k, v| match names.iter().find(|n| **n == k) {
+            Some(name) => {
+                taken.push((*name, std::mem::take(v)));
+                false
+            }
+            None => true,
+        });
+    }
+    taken
 }
 
 /// Parses `LimitRanger plugin set: cpu, memory request for container base; cpu limit for
@@ -212,18 +272,18 @@ fn restore_spec(
     kept: &mut Vec<(&'static str, String, &'static str, String)>,
 ) {
     for (name, default) in &found.spec {
-        if !spec.contains_key(*name) {
+        if !contains(spec, name) {
             spec.insert((*name).to_owned(), default.clone());
         }
     }
-    if (found.service_account_alias || spec.contains_key("serviceAccount"))
-        && let Some(name) = spec.get("serviceAccountName").cloned()
+    if (found.service_account_alias || contains(spec, "serviceAccount"))
+        && let Some(name) = get(spec, "serviceAccountName").cloned()
     {
         spec.insert("serviceAccount".to_owned(), name);
     }
     if let Some((priority, preemption)) = &found.priority
-        && !spec.contains_key("priorityClassName")
-        && !spec.contains_key("priority")
+        && !contains(spec, "priorityClassName")
+        && !contains(spec, "priority")
     {
         spec.insert("priority".to_owned(), priority.clone());
         if let Some(p) = preemption {
@@ -241,14 +301,14 @@ fn restore_spec(
             }
         }
     }
-    let automount = spec.get("automountServiceAccountToken") != Some(&json!(false));
+    let automount = !get(spec, "automountServiceAccountToken").is_some_and(|a| DefaultValue::Bool(false).is(a));
     if let (Some(token), false) = (&found.token_volume, automount)
-        && let Some(Value::Array(volumes)) = spec.get_mut("volumes")
+        && let Some(Value::Array(volumes)) = get_mut(spec, "volumes")
     {
         volumes.retain(|v| v.get("name").and_then(Value::as_str) != Some(token));
     }
     for (list, _) in CONTAINER_LISTS {
-        for c in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+        for c in get_mut(spec, list).and_then(Value::as_array_mut).into_iter().flatten() {
             let Some(c) = c.as_object_mut() else { continue };
             restore_container(c, list, found, automount, kept);
         }
@@ -263,17 +323,42 @@ fn restore_container(
     kept: &mut Vec<(&'static str, String, &'static str, String)>,
 ) {
     if found.image_pull_policy
-        && !c.contains_key("imagePullPolicy")
-        && let Some(image) = c.get("image").and_then(Value::as_str)
+        && !contains(c, "imagePullPolicy")
+        && let Some(image) = get(c, "image").and_then(Value::as_str)
     {
         let policy = default_pull_policy(image);
         c.insert("imagePullPolicy".to_owned(), json!(policy));
     }
     for (name, default) in CONTAINER_DEFAULTS {
-        if found.container.contains(&name) && !c.contains_key(name) {
+        if found.container.contains(&name) && !contains(c, name) {
             c.insert(name.to_owned(), json!(default));
         }
     }
+    if !found.limit_ranger.is_empty() {
+        restore_limit_ranger(c, list, found, kept);
+    }
+    let Some(token) = &found.token_volume else { return };
+    let mounts = c.entry("volumeMounts").or_insert_with(|| json!([]));
+    if let Value::Array(mounts) = mounts {
+        if automount {
+            if !mounts.iter().any(|m| field(m, "mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT_PATH)) {
+                mounts.push(json!({"name": token, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH}));
+            }
+        } else {
+            mounts.retain(|m| field(m, "name").and_then(Value::as_str) != Some(token));
+        }
+        if mounts.is_empty() {
+            c.shift_remove("volumeMounts");
+        }
+    }
+}
+
+fn restore_limit_ranger(
+    c: &mut Map<String, Value>,
+    list: &'static str,
+    found: &ApiDefaults,
+    kept: &mut Vec<(&'static str, String, &'static str, String)>,
+) {
     let cname = c.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
     for (l, container, field, resource, value) in &found.limit_ranger {
         if *l != list || *container != cname {
@@ -288,20 +373,6 @@ fn restore_container(
                 values.insert(resource.clone(), value.clone());
                 kept.push((l, container.clone(), field, resource.clone()));
             }
-        }
-    }
-    let Some(token) = &found.token_volume else { return };
-    let mounts = c.entry("volumeMounts").or_insert_with(|| json!([]));
-    if let Value::Array(mounts) = mounts {
-        if automount {
-            if !mounts.iter().any(|m| m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT_PATH)) {
-                mounts.push(json!({"name": token, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH}));
-            }
-        } else {
-            mounts.retain(|m| m.get("name").and_then(Value::as_str) != Some(token));
-        }
-        if mounts.is_empty() {
-            c.shift_remove("volumeMounts");
         }
     }
 }

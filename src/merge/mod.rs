@@ -6,13 +6,14 @@
 //! then its `resources`, then its `secrets`.
 
 pub mod defaults;
+mod lookup;
 pub mod patch;
 pub mod schema;
 mod secrets;
 pub mod strategic;
 mod warnings;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::crd::PodOverrideSpec;
@@ -171,7 +172,8 @@ fn apply_override(desired: &mut Value, pod: &Value, o: &Override, warnings: &mut
     }
     let target = target_container(desired, o.spec.container.as_deref())?;
     if let Some(resources) = &o.resources {
-        layer(desired, json!({"spec": {"containers": [{"name": target, "resources": resources.clone()}]}}));
+        let container = object([("name", Value::String(target.clone())), ("resources", resources.clone())]);
+        layer(desired, containers_fragment(container));
     }
     if let Some(fragment) = secrets::fragment(desired, &target, &o.spec.secrets) {
         layer(desired, fragment);
@@ -179,13 +181,27 @@ fn apply_override(desired: &mut Value, pod: &Value, o: &Override, warnings: &mut
     Ok(())
 }
 
+/// An object of these entries, in order (`json!` would copy values given to it by serialising them).
+pub(crate) fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    let mut map = Map::with_capacity(N);
+    for (k, v) in entries {
+        map.insert(k.to_owned(), v);
+    }
+    Value::Object(map)
+}
+
+/// `{"spec": {"containers": [container]}}`.
+pub(crate) fn containers_fragment(container: Value) -> Value {
+    object([("spec", object([("containers", Value::Array(vec![container]))]))])
+}
+
 /// The container an override's resources and secrets go to: the one it names, else `base`
 /// if the pod has it, else the first.
 fn target_container(pod: &Value, named: Option<&str>) -> Result<String, String> {
-    let names: Vec<&str> = pod
-        .pointer("/spec/containers")
+    let names: Vec<&str> = lookup::field(pod, "spec")
+        .and_then(|s| lookup::field(s, "containers"))
         .and_then(Value::as_array)
-        .map(|cs| cs.iter().filter_map(|c| c.get("name")?.as_str()).collect())
+        .map(|cs| cs.iter().filter_map(|c| lookup::field(c, "name")?.as_str()).collect())
         .unwrap_or_default();
     let found = match named {
         Some(n) => names.iter().find(|c| **c == n),
@@ -208,9 +224,20 @@ fn applied_marker(template: &Template, overrides: &[&Override]) -> String {
         h.update(o.hash);
     }
     let digest = h.finalize();
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let hex = hex(&digest[..8]);
     let names: Vec<&str> = overrides.iter().map(|o| o.name.as_str()).collect();
     format!("overrides={}; config=sha256:{hex}", names.join(","))
+}
+
+/// Lower-case hexadecimal, two digits a byte.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// The override names a pod asks for, or `None` when it did not opt in.

@@ -10,6 +10,7 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value};
 
+use super::lookup;
 use super::schema::{Kind, List, field};
 
 /// What happens to the values of `to` that go into operations.
@@ -24,7 +25,7 @@ pub enum Values {
 /// The patch that turns `from` into `to`, both pods.
 pub fn diff(from: &Value, to: &mut Value, values: Values) -> Patch {
     let mut ops = Vec::new();
-    let mut d = Diff { values, ops: &mut ops, path: PointerBuf::new() };
+    let mut d = Diff { values, ops: &mut ops, path: String::new() };
     d.value(from, to, Kind::Pod, List::Atomic);
     Patch(ops)
 }
@@ -32,7 +33,8 @@ pub fn diff(from: &Value, to: &mut Value, values: Values) -> Patch {
 struct Diff<'a> {
     values: Values,
     ops: &'a mut Vec<PatchOperation>,
-    path: PointerBuf,
+    /// The JSON pointer of the values being compared, already escaped.
+    path: String,
 }
 
 impl Diff<'_> {
@@ -43,9 +45,26 @@ impl Diff<'_> {
         }
     }
 
-    fn add(&mut self, token: &str, v: &mut Value) {
+    /// Appends `token` to the path; returns the length to truncate back to.
+    fn push(&mut self, token: &str) -> usize {
+        let len = self.path.len();
+        push_token(&mut self.path, token);
+        len
+    }
+
+    fn push_index(&mut self, i: usize) -> usize {
+        let len = self.path.len();
+        push_index(&mut self.path, i);
+        len
+    }
+
+    fn pointer(&self) -> PointerBuf {
+        pointer(self.path.clone())
+    }
+
+    fn add(&mut self, path: PointerBuf, v: &mut Value) {
         let value = self.give(v);
-        self.ops.push(PatchOperation::Add(AddOperation { path: child(&self.path, token), value }));
+        self.ops.push(PatchOperation::Add(AddOperation { path, value }));
     }
 
     fn value(&mut self, from: &Value, to: &mut Value, kind: Kind, list: List) {
@@ -53,28 +72,47 @@ impl Diff<'_> {
             (Value::Object(from), Value::Object(to)) => self.map(from, to, kind),
             // a merging list is aligned element by element, which finds equal lists equal too
             (Value::Array(from), Value::Array(to)) if list != List::Atomic => self.list(from, to, kind, list),
-            (from, to) if from != to => {
+            (from, to) if !lookup::eq(from, to) => {
                 let value = self.give(to);
-                self.ops.push(PatchOperation::Replace(ReplaceOperation { path: self.path.clone(), value }))
+                self.ops.push(PatchOperation::Replace(ReplaceOperation { path: self.pointer(), value }))
             }
             _ => {}
         }
     }
 
     fn map(&mut self, from: &Map<String, Value>, to: &mut Map<String, Value>, kind: Kind) {
-        for key in from.keys().filter(|k| !to.contains_key(*k)) {
-            self.ops.push(PatchOperation::Remove(RemoveOperation { path: child(&self.path, key) }));
+        for key in from.keys().filter(|k| !lookup::contains(to, k)) {
+            let len = self.push(key);
+            self.ops.push(PatchOperation::Remove(RemoveOperation { path: self.pointer() }));
+            self.path.truncate(len);
         }
+        let mut same_place = from.iter();
         for (key, value) in to.iter_mut() {
-            match from.get(key) {
-                None => self.add(key, value),
+            // the same key at the same place is the usual case: no look-up
+            let old = match same_place.next() {
+                Some((k, v)) if k == key => Some(v),
+                _ => lookup::get(from, key),
+            };
+            // equal scalars, most of a pod, need neither a path nor an operation
+            if let Some(old) = old
+                && is_scalar(old)
+                && is_scalar(value)
+                && old == &*value
+            {
+                continue;
+            }
+            let len = self.push(key);
+            match old {
+                None => {
+                    let path = self.pointer();
+                    self.add(path, value);
+                }
                 Some(old) => {
                     let f = field(kind, key);
-                    self.path.push_back(key.as_str());
                     self.value(old, value, f.kind, f.list);
-                    self.path.pop_back();
                 }
             }
+            self.path.truncate(len);
         }
     }
 
@@ -83,27 +121,71 @@ impl Diff<'_> {
     /// aligned ones in place.
     fn list(&mut self, from: &[Value], to: &mut [Value], kind: Kind, list: List) {
         let same = |a: &Value, b: &Value| match list {
-            List::Keyed { key, .. } => match (a.get(key), b.get(key)) {
-                (Some(x), Some(y)) => x == y,
-                _ => a == b,
+            List::Keyed { key, .. } => match (lookup::field(a, key), lookup::field(b, key)) {
+                (Some(x), Some(y)) => lookup::eq(x, y),
+                _ => lookup::eq(a, b),
             },
-            _ => a == b,
+            _ => lookup::eq(a, b),
         };
         let pairs = align(from, to, same);
         let kept: Vec<bool> = (0..from.len()).map(|i| pairs.iter().any(|&(f, _)| f == i)).collect();
         for i in (0..from.len()).rev().filter(|&i| !kept[i]) {
-            self.ops.push(PatchOperation::Remove(RemoveOperation { path: child(&self.path, &i.to_string()) }));
+            let len = self.push_index(i);
+            self.ops.push(PatchOperation::Remove(RemoveOperation { path: self.pointer() }));
+            self.path.truncate(len);
         }
         let mut pairs = pairs.into_iter().peekable();
         for (j, value) in to.iter_mut().enumerate() {
+            let len = self.push_index(j);
             match pairs.next_if(|&(_, t)| t == j) {
-                Some((f, _)) => {
-                    self.path.push_back(j.to_string());
-                    self.value(&from[f], value, kind, List::Atomic);
-                    self.path.pop_back();
+                Some((f, _)) => self.value(&from[f], value, kind, List::Atomic),
+                None => {
+                    let path = self.pointer();
+                    self.add(path, value);
                 }
-                None => self.add(&j.to_string(), value),
             }
+            self.path.truncate(len);
+        }
+    }
+}
+
+fn is_scalar(v: &Value) -> bool {
+    !matches!(v, Value::Object(_) | Value::Array(_))
+}
+
+/// Appends `/token` to a JSON pointer, escaped as RFC 6901 says (`~` as `~0`, `/` as `~1`).
+fn push_token(path: &mut String, token: &str) {
+    path.push('/');
+    if token.bytes().any(|b| b == b'~' || b == b'/') {
+        for c in token.chars() {
+            match c {
+                '~' => path.push_str("~0"),
+                '/' => path.push_str("~1"),
+                c => path.push(c),
+            }
+        }
+    } else {
+        path.push_str(token);
+    }
+}
+
+fn push_index(path: &mut String, i: usize) {
+    use std::fmt::Write;
+    path.push('/');
+    if i < 10 {
+        path.push(char::from(b'0' + i as u8));
+    } else {
+        let _ = write!(path, "{i}");
+    }
+}
+
+/// A pointer built by [`push_token`] is always well formed; parsing only checks it.
+fn pointer(path: String) -> PointerBuf {
+    match PointerBuf::parse(path) {
+        Ok(p) => p,
+        // unreachable: the tokens were escaped; rebuild it token by token all the same
+        Err(e) => {
+            PointerBuf::from_tokens(e.subject().split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")))
         }
     }
 }
@@ -140,12 +222,6 @@ fn align(a: &[Value], b: &[Value], same: impl Fn(&Value, &Value) -> bool) -> Vec
         }
     }
     pairs
-}
-
-fn child(path: &PointerBuf, token: &str) -> PointerBuf {
-    let mut path = path.clone();
-    path.push_back(token);
-    path
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::lookup::field;
 use crate::crd::{DeployType, SecretRef};
 
 /// The volume name for `secret` (and `key`): `secret-<name>-<hash>`, a valid DNS label of at
@@ -16,7 +17,7 @@ pub fn secret_volume_name(secret: &str, key: Option<&str>) -> String {
         base.pop();
     }
     let digest = Sha256::digest(format!("{secret}\n{}", key.unwrap_or_default()).as_bytes());
-    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let hash = super::hex(&digest[..4]);
     format!("secret-{base}-{hash}")
 }
 
@@ -64,7 +65,7 @@ pub fn fragment(pod: &Value, target: &str, secrets: &[SecretRef]) -> Option<Valu
     if env_from.len() != before {
         container["envFrom"] = Value::Array(env_from);
     }
-    let mut fragment = json!({"spec": {"containers": [container]}});
+    let mut fragment = super::containers_fragment(container);
     if !volumes.is_empty() {
         fragment["spec"]["volumes"] = Value::Array(volumes);
     }
@@ -72,10 +73,11 @@ pub fn fragment(pod: &Value, target: &str, secrets: &[SecretRef]) -> Option<Valu
 }
 
 fn current_env_from(pod: &Value, target: &str) -> Vec<Value> {
-    pod.pointer("/spec/containers")
+    field(pod, "spec")
+        .and_then(|s| field(s, "containers"))
         .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c.get("name").and_then(Value::as_str) == Some(target)))
-        .and_then(|c| c.get("envFrom"))
+        .and_then(|cs| cs.iter().find(|c| field(c, "name").and_then(Value::as_str) == Some(target)))
+        .and_then(|c| field(c, "envFrom"))
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default()

@@ -5,6 +5,7 @@
 
 use serde_json::{Map, Value};
 
+use super::lookup;
 use super::schema::{Element, Kind, List, field, omitted_when_zero};
 
 /// What a `null` in a layer means.
@@ -31,7 +32,7 @@ fn merge_map(base: &mut Map<String, Value>, layer: Map<String, Value>, kind: Kin
             continue;
         }
         let f = field(kind, &key);
-        let Some(existing) = base.get_mut(&key) else {
+        let Some(existing) = lookup::get_mut(base, &key) else {
             base.insert(key, cleaned(value, nulls));
             continue;
         };
@@ -59,7 +60,8 @@ fn merge_map(base: &mut Map<String, Value>, layer: Map<String, Value>, kind: Kin
 fn merge_keyed(base: &mut Vec<Value>, layer: Vec<Value>, key: &str, element: Element, kind: Kind, nulls: Nulls) {
     let before = base.len();
     for item in layer {
-        let found = item.get(key).and_then(|k| base[..before].iter().position(|b| b.get(key) == Some(k)));
+        let found = lookup::field(&item, key)
+            .and_then(|k| base[..before].iter().position(|b| lookup::field(b, key).is_some_and(|b| lookup::eq(b, k))));
         let Some(at) = found else {
             base.push(cleaned(item, nulls));
             continue;
@@ -110,12 +112,24 @@ pub fn drop_zeroes(value: &mut Value, kind: Kind, nulls: Nulls) {
 /// A layer's value as it enters the result: with `Nulls::Delete`, nested `null`s are
 /// directives, not values, and are dropped.
 fn cleaned(value: Value, nulls: Nulls) -> Value {
+    if nulls == Nulls::Keep || !has_null(&value) {
+        return value;
+    }
     match (value, nulls) {
         (Value::Object(map), Nulls::Delete) => {
             Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, cleaned(v, nulls))).collect())
         }
         (Value::Array(items), Nulls::Delete) => Value::Array(items.into_iter().map(|v| cleaned(v, nulls)).collect()),
         (value, _) => value,
+    }
+}
+
+/// Whether a `null` is anywhere inside `value` (below it: `value` itself is not looked at).
+fn has_null(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.values().any(|v| v.is_null() || has_null(v)),
+        Value::Array(items) => items.iter().any(|v| v.is_null() || has_null(v)),
+        _ => false,
     }
 }
 

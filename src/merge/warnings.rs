@@ -6,6 +6,7 @@
 
 use serde_json::Value;
 
+use super::lookup;
 use super::schema::{Element, Kind, List, field};
 
 #[derive(Clone)]
@@ -24,13 +25,7 @@ impl Watch {
     /// The places `layer` names where `merged` still holds the incoming `pod`'s own value.
     pub fn before(layer: &Value, pod: &Value, merged: &Value) -> Watch {
         let mut places = Vec::new();
-        let mut found = Vec::new();
-        collect(layer, Kind::Pod, List::Atomic, &mut Vec::new(), &mut found);
-        for steps in found {
-            if let Some(value) = lookup(pod, &steps).filter(|v| lookup(merged, &steps) == Some(*v)) {
-                places.push((display(&steps), steps, value.clone()));
-            }
-        }
+        collect(layer, Kind::Pod, List::Atomic, &mut Vec::new(), (pod, merged), &mut places);
         Watch { places }
     }
 
@@ -46,30 +41,54 @@ impl Watch {
     }
 }
 
-fn collect(v: &Value, kind: Kind, list: List, steps: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+/// Walks the places `v` (a part of the layer) sets, with `at`: what the pod and the merge so
+/// far hold at the same place. A place neither holds cannot be the pod's, nor can anything
+/// below it, so the walk goes down only where both hold something.
+fn collect(
+    v: &Value,
+    kind: Kind,
+    list: List,
+    steps: &mut Vec<Step>,
+    at: (&Value, &Value),
+    out: &mut Vec<(String, Vec<Step>, Value)>,
+) {
     match (v, list) {
         (Value::Object(map), _) if !map.is_empty() => {
             for (k, v) in map {
+                let (Some(pod), Some(merged)) = (lookup::field(at.0, k), lookup::field(at.1, k)) else { continue };
                 let f = field(kind, k);
                 steps.push(Step::Key(k.clone()));
-                collect(v, f.kind, f.list, steps, out);
+                collect(v, f.kind, f.list, steps, (pod, merged), out);
                 steps.pop();
             }
         }
         (Value::Array(items), List::Keyed { key, element }) => {
             for item in items {
-                let Some(k) = item.get(key) else { continue };
+                let Some(k) = lookup::field(item, key) else { continue };
+                let (Some(pod), Some(merged)) = (keyed(at.0, key, k), keyed(at.1, key, k)) else { continue };
                 steps.push(Step::Keyed(key, k.clone()));
                 match element {
-                    Element::Merge => collect(item, kind, List::Atomic, steps, out),
+                    Element::Merge => collect(item, kind, List::Atomic, steps, (pod, merged), out),
                     // the element is replaced whole (or down to its keys): watch it whole
-                    Element::Replace | Element::RetainKeys => out.push(steps.clone()),
+                    Element::Replace | Element::RetainKeys => watch(steps, (pod, merged), out),
                 }
                 steps.pop();
             }
         }
-        _ => out.push(steps.clone()),
+        _ => watch(steps, at, out),
     }
+}
+
+/// Watches the place `steps` when the merge so far still holds the pod's own value there.
+fn watch(steps: &[Step], (pod, merged): (&Value, &Value), out: &mut Vec<(String, Vec<Step>, Value)>) {
+    if lookup::eq(pod, merged) {
+        out.push((display(steps), steps.to_vec(), pod.clone()));
+    }
+}
+
+/// The element of the list `v` whose merge key `key` is `k`.
+fn keyed<'a>(v: &'a Value, key: &str, k: &Value) -> Option<&'a Value> {
+    v.as_array()?.iter().find(|x| lookup::field(x, key).is_some_and(|x| lookup::eq(x, k)))
 }
 
 fn display(steps: &[Step]) -> String {
@@ -91,8 +110,8 @@ fn display(steps: &[Step]) -> String {
 fn lookup<'a>(mut v: &'a Value, steps: &[Step]) -> Option<&'a Value> {
     for step in steps {
         v = match step {
-            Step::Key(k) => v.get(k)?,
-            Step::Keyed(key, k) => v.as_array()?.iter().find(|x| x.get(*key) == Some(k))?,
+            Step::Key(k) => lookup::field(v, k)?,
+            Step::Keyed(key, k) => keyed(v, key, k)?,
         };
     }
     Some(v)
