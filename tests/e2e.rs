@@ -69,8 +69,20 @@ impl Scene {
         let ns = namespaces.create(&PostParams::default(), &ns).await.unwrap_or_else(|e| panic!("namespace: {e}"));
         let ns = ns.metadata.name.unwrap_or_else(|| panic!("the namespace has no name"));
         let scene = Scene { client, ns };
+        scene.wait_for_default_account().await;
         scene.furnish().await;
         scene
+    }
+
+    /// A pod can be created once the namespace's `default` ServiceAccount exists (the
+    /// controller makes it just after the namespace).
+    async fn wait_for_default_account(&self) {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.ns);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while accounts.get_opt("default").await.ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "no default ServiceAccount in {} after 60 s", self.ns);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     async fn furnish(&self) {
