@@ -130,8 +130,14 @@ pub struct Server {
     args: ServeArgs,
     timing: Timing,
     seen: reload::Seen,
-    client: Option<kube::Client>,
+    source: Source,
     stop: CancellationToken,
+}
+
+/// Where a server's PodOverrides come from, decided once at bind.
+enum Source {
+    Files(PathBuf),
+    Cluster(kube::Client),
 }
 
 impl Server {
@@ -158,21 +164,29 @@ impl Server {
     pub async fn bind_with(args: ServeArgs, client: Option<kube::Client>) -> anyhow::Result<Server> {
         tls::install_crypto_provider();
         let timing = Timing::from_args(&args)?;
-        let overrides_dir = if client.is_some() { None } else { args.overrides.as_deref() };
+        let source = match (client, &args.overrides) {
+            (Some(client), _) => Source::Cluster(client),
+            (None, Some(dir)) => Source::Files(dir.clone()),
+            (None, None) => anyhow::bail!("--overrides DIR is required (or --cluster)"),
+        };
+        let overrides_dir = match &source {
+            Source::Files(dir) => Some(dir.as_path()),
+            Source::Cluster(_) => None,
+        };
         let seen = reload::Seen::now(&args.template, overrides_dir, &args.tls_cert, &args.tls_key);
         let template = Arc::new(files::load_template(&args.template)?);
-        let (config, ready) = match overrides_dir {
-            Some(dir) => (Config { template, overrides: files::load_overrides(dir)? }, true),
-            None if client.is_some() => (Config { template, overrides: Overrides::unlisted() }, false),
-            None => anyhow::bail!("--overrides DIR is required (or --cluster)"),
+        let overrides = match overrides_dir {
+            Some(dir) => files::load_overrides(dir)?,
+            None => Overrides::unlisted(),
         };
+        let config = Config { template, overrides };
         let certs = CertStore::new(tls::load(&args.tls_cert, &args.tls_key)?);
         let listener =
             TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         let admin = TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
-        let state = AppState::with_readiness(config, ready);
+        let state = AppState::new(config);
         Ok(Server {
             addr: listener.local_addr()?,
             admin_addr: admin.local_addr()?,
@@ -183,7 +197,7 @@ impl Server {
             args,
             timing,
             seen,
-            client,
+            source,
             stop: CancellationToken::new(),
         })
     }
@@ -195,19 +209,20 @@ impl Server {
 
     /// Serves until the stop token is cancelled, then drains in-flight requests.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { state, certs, addr, admin_addr, listener, admin, args, timing, seen, client, stop } = self;
+        let Server { state, certs, addr, admin_addr, listener, admin, args, timing, seen, source, stop } = self;
         let Timing { reload: every, header: header_timeout, idle: idle_timeout, grace } = timing;
         let tasks = TaskTracker::new();
         tasks.spawn(reload::watch_template(state.clone(), args.template.clone(), seen, every, stop.clone()));
-        match (client, &args.overrides) {
-            (Some(client), _) => {
+        let source = match source {
+            Source::Cluster(client) => {
                 tasks.spawn(cluster::follow(state.clone(), client, stop.clone()));
+                "cluster"
             }
-            (None, Some(dir)) => {
-                tasks.spawn(reload::watch_overrides(state.clone(), dir.clone(), seen, every, stop.clone()));
+            Source::Files(dir) => {
+                tasks.spawn(reload::watch_overrides(state.clone(), dir, seen, every, stop.clone()));
+                "files"
             }
-            (None, None) => {}
-        }
+        };
         tasks.spawn(reload::watch_certificate(
             state.clone(),
             certs.clone(),
@@ -235,7 +250,6 @@ impl Server {
             .max_concurrent_streams(250);
         let builder = Arc::new(builder);
         let service = TowerToHyperService::new(webhook::router(state.clone()));
-        let source = if args.cluster { "cluster" } else { "files" };
         info!(%addr, %admin_addr, source, overrides = state.config().overrides.len(), "serving");
         let connections = TaskTracker::new();
         loop {

@@ -35,16 +35,12 @@ pub struct AppState {
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    /// A state that is ready: `config` is complete (files mode).
+    /// A state for `config`: ready unless its overrides are not listed yet (cluster mode,
+    /// until [`AppState::set_ready`] after the first full list).
     pub fn new(config: Config) -> Shared {
-        Self::with_readiness(config, true)
-    }
-
-    /// A state that is ready only once [`AppState::set_ready`] says so (cluster mode: after the
-    /// first full list of PodOverrides).
-    pub fn with_readiness(config: Config, ready: bool) -> Shared {
         let metrics = Metrics::default();
         metrics.overrides_loaded(config.overrides.len(), config.overrides.invalid_len());
+        let ready = !config.overrides.is_unlisted();
         Arc::new(AppState { config: ArcSwap::from_pointee(config), ready: AtomicBool::new(ready), metrics })
     }
 
