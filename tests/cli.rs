@@ -244,3 +244,32 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(Path::new(env!("CARGO_BIN_EXE_podtailor")).exists());
 }
+
+/// `serve` without a source of overrides, with both, or `--cluster` without any way to reach
+/// a cluster: a clear error before anything is served.
+#[test]
+fn serve_needs_exactly_one_source_of_overrides_and_a_reachable_configuration() {
+    let serve = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_podtailor"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["serve", "--template", "examples/template.yaml", "--tls-cert", "x.crt", "--tls-key", "x.key"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let neither = serve(&[]);
+    assert_eq!(neither.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&neither.stderr).contains("--overrides <DIR>"));
+    let both = serve(&["--cluster", "--overrides", "examples/overrides"]);
+    assert_eq!(both.status.code(), Some(2));
+    let unreachable = serve(&["--cluster"]);
+    assert_eq!(unreachable.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(stderr.starts_with("podtailor serve: --cluster: cannot configure a Kubernetes client"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/kubeconfig"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
