@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::files::parse_override;
+use super::files::check_override;
 use super::{Loaded, Overrides};
 use crate::crd::PodOverride;
 use crate::webhook::Shared;
@@ -121,9 +121,7 @@ fn load(object: &DynamicObject) -> Result<Loaded, String> {
         fields.insert("apiVersion".into(), Value::String(resource.api_version));
         fields.insert("kind".into(), Value::String(resource.kind));
     }
-    let who = format!("PodOverride {name:?} (namespace {namespace:?}): ");
-    parse_override(doc, &format!("the cluster ({namespace}/{name})"))
-        .map_err(|e| e.strip_prefix(&who).map(str::to_owned).unwrap_or(e))
+    check_override(doc, &format!("the cluster ({namespace}/{name})")).map_err(|r| r.reason)
 }
 
 /// Follows the PodOverrides of every namespace into `state` until `stop`. Marks the state

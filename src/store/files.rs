@@ -109,41 +109,66 @@ fn scope(namespace: Option<&str>) -> String {
     }
 }
 
-/// One PodOverride document, checked: its type, its metadata, every field of its spec.
+/// Why a document is not a usable PodOverride: `who` names the override once it is known to
+/// be one (`PodOverride "x" (namespace "ns")`), `reason` names the field and the problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub who: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.who {
+            Some(who) => write!(f, "{who}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+/// One PodOverride document, checked: its type, its metadata, every field of its spec. The
+/// error names the override and the field.
 pub fn parse_override(doc: Value, origin: &str) -> Result<Loaded, String> {
+    check_override(doc, origin).map_err(|r| r.to_string())
+}
+
+/// [`parse_override`], with the override and the reason apart.
+pub fn check_override(doc: Value, origin: &str) -> Result<Loaded, Rejected> {
+    let not_one = |reason: String| Rejected { who: None, reason };
     let Value::Object(mut doc) = doc else {
-        return Err("is not a PodOverride: expected an object".into());
+        return Err(not_one("is not a PodOverride: expected an object".into()));
     };
     let api = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
     if (api, kind) != (OVERRIDE_API_VERSION, "PodOverride") {
-        return Err(format!(
+        return Err(not_one(format!(
             "is not a PodOverride: it is a {kind:?} of {api:?}, expected apiVersion {OVERRIDE_API_VERSION}, kind PodOverride"
-        ));
+        )));
     }
     let meta = doc.get("metadata").and_then(Value::as_object);
     let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("").to_owned();
     let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).map(str::to_owned);
     let who = format!("PodOverride {name:?} ({})", scope(namespace.as_deref()));
+    let invalid = |reason: String| Rejected { who: Some(who.clone()), reason };
     if let Err(why) = validate::dns_subdomain(&name) {
-        return Err(format!("{who}: metadata.name: {why}"));
+        return Err(invalid(format!("metadata.name: {why}")));
     }
     if let Some(Err(why)) = namespace.as_deref().map(validate::dns_label) {
-        return Err(format!("{who}: metadata.namespace: {why}"));
+        return Err(invalid(format!("metadata.namespace: {why}")));
     }
     if let Some(key) =
         doc.keys().find(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status"))
     {
-        return Err(format!("{who}: {key}: unknown field (expected apiVersion, kind, metadata, spec)"));
+        return Err(invalid(format!("{key}: unknown field (expected apiVersion, kind, metadata, spec)")));
     }
     let spec = doc.shift_remove("spec").unwrap_or(Value::Object(Default::default()));
     let spec: PodOverrideSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "spec".to_owned() } else { format!("spec.{path}") };
-        format!("{who}: {field}: {}", e.inner())
+        invalid(format!("{field}: {}", e.inner()))
     })?;
     if let Some(first) = validate::override_spec(&spec).first() {
-        return Err(format!("{who}: {first}"));
+        return Err(invalid(first.to_string()));
     }
     Ok(Loaded { namespace, r#override: Arc::new(Override::new(name, spec)), origin: origin.to_owned() })
 }
