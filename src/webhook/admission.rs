@@ -8,8 +8,10 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
+use json_patch::{Patch, PatchOperation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::merge::Want;
 use crate::mutate::{Decision, decide};
@@ -74,13 +76,55 @@ pub struct ResponseOut {
     pub status: Option<Status>,
     /// The JSON patch, base64-encoded.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch: Option<String>,
+    pub patch: Option<EncodedPatch>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch_type: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub audit_annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// A JSON patch as the answer carries it: base64, held as the JSON string it is written as.
+/// Base64 needs no escaping, so the answer is written without scanning the patch again.
+#[derive(Debug)]
+pub struct EncodedPatch(Box<RawValue>);
+
+impl EncodedPatch {
+    /// Encodes `patch` (RFC 6902 JSON).
+    pub fn new(patch: &[u8]) -> Result<EncodedPatch, serde_json::Error> {
+        let mut quoted = String::with_capacity(patch.len().div_ceil(3) * 4 + 2);
+        quoted.push('"');
+        base64::engine::general_purpose::STANDARD.encode_string(patch, &mut quoted);
+        quoted.push('"');
+        RawValue::from_string(quoted).map(EncodedPatch)
+    }
+
+    /// The base64 text.
+    pub fn as_str(&self) -> &str {
+        let quoted = self.0.get();
+        quoted.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(quoted)
+    }
+}
+
+impl PartialEq for EncodedPatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Serialize for EncodedPatch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for EncodedPatch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let quoted = serde_json::to_string(&text).map_err(serde::de::Error::custom)?;
+        RawValue::from_string(quoted).map(EncodedPatch).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A `metav1.Status`, as much as a denial needs.
@@ -186,10 +230,20 @@ pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome,
             if outcome.patch.0.is_empty() {
                 Outcome::Unchanged
             } else {
-                let bytes = serde_json::to_vec(&outcome.patch).unwrap_or_default();
-                response.response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
-                response.response.patch_type = Some("JSONPatch".to_owned());
-                Outcome::Patched
+                match EncodedPatch::new(&patch_json(&outcome.patch)) {
+                    Ok(encoded) => {
+                        response.response.patch = Some(encoded);
+                        response.response.patch_type = Some("JSONPatch".to_owned());
+                        Outcome::Patched
+                    }
+                    // base64 is always a valid JSON string: not expected, but never an
+                    // answer without its patch
+                    Err(e) => {
+                        let message = format!("podtailor: the patch could not be encoded: {e}");
+                        response = refused(response.response.uid, 500, "InternalError", message);
+                        Outcome::Denied
+                    }
+                }
             }
         }
         Err(denial) => {
@@ -198,6 +252,47 @@ pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome,
         }
     };
     (outcome, response)
+}
+
+/// `patch` as RFC 6902 JSON, the same bytes as its `Serialize`, written directly: the
+/// operations' names and keys are literals, only paths and values go through the serialiser.
+fn patch_json(patch: &Patch) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 * patch.0.len());
+    out.push(b'[');
+    for (i, op) in patch.0.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let (name, path, value) = match op {
+            PatchOperation::Add(op) => ("add", &op.path, Some(&op.value)),
+            PatchOperation::Replace(op) => ("replace", &op.path, Some(&op.value)),
+            PatchOperation::Remove(op) => ("remove", &op.path, None),
+            // the engine writes only the three above; the others as the library writes them
+            other => {
+                write_json(&mut out, other);
+                continue;
+            }
+        };
+        out.extend_from_slice(b"{\"op\":\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\",\"path\":");
+        write_json(&mut out, path.as_str());
+        if let Some(value) = value {
+            out.extend_from_slice(b",\"value\":");
+            write_json(&mut out, value);
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    out
+}
+
+/// Appends `value` as JSON. Writing into a `Vec` fails only for a value that has no JSON form
+/// (a map with non-string keys), which strings, values and patch operations never are.
+fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+    if let Err(e) = serde_json::to_writer(out, value) {
+        tracing::error!(error = %e, "cannot write JSON");
+    }
 }
 
 /// The answer for a review of a PodOverride (the validating webhook): a create or update of
@@ -246,4 +341,46 @@ pub fn invalid(uid: String, code: u16, message: &str) -> ReviewOut {
         _ => "BadRequest",
     };
     refused(uid, code, reason, format!("podtailor: {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_patch_is_written_as_the_library_serialises_it() {
+        // every operation, paths that need escaping in JSON and in the pointer, nested values
+        let patch: Patch = serde_json::from_value(json!([
+            {"op": "add", "path": "/metadata/annotations/podtailor.dev~1applied", "value": "a\"b\\c\n"},
+            {"op": "replace", "path": "/spec/containers/0/env", "value": [{"name": "X", "value": "é ✓ \u{1}"}]},
+            {"op": "remove", "path": "/metadata/labels/quote\"d"},
+            {"op": "add", "path": "/spec/x~0y", "value": {"a": [1, 2.5, null, true], "b": {}}},
+            {"op": "move", "from": "/a", "path": "/b"},
+            {"op": "copy", "from": "/b", "path": "/c"},
+            {"op": "test", "path": "/c", "value": 0},
+            {"op": "add", "path": "", "value": {}}
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let expected = serde_json::to_vec(&patch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(String::from_utf8_lossy(&patch_json(&patch)), String::from_utf8_lossy(&expected));
+        assert_eq!(patch_json(&Patch(Vec::new())), b"[]");
+    }
+
+    #[test]
+    fn an_encoded_patch_is_a_base64_json_string_and_reads_back() {
+        let bytes = br#"[{"op":"add","path":"/a","value":1}]"#;
+        let encoded = EncodedPatch::new(bytes).unwrap_or_else(|e| panic!("{e}"));
+        let expected = base64::engine::general_purpose::STANDARD.encode(bytes);
+        assert_eq!(encoded.as_str(), expected);
+        let written = serde_json::to_string(&encoded).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(written, format!("\"{expected}\""));
+        let read: EncodedPatch = serde_json::from_str(&written).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read, encoded);
+        // inside an answer, as the API server reads it
+        let mut out = allowed("u".into());
+        out.response.patch = Some(encoded);
+        let answer = serde_json::to_value(&out).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer["response"]["patch"], json!(expected));
+    }
 }

@@ -1,0 +1,61 @@
+//! Runs the webhook's router in-process (no TLS, no sockets) on the fixture reviews N times,
+//! for instruction counting of everything the handler does, logging included:
+//! `valgrind --tool=callgrind target/release/examples/profile_handler floor|mutate N`.
+//! `floor` sends examples/review-not-opted-in.json, `mutate` examples/review.json.
+
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use podtailor::store::files;
+use podtailor::webhook::{AppState, router};
+use tower::ServiceExt;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let which = args.get(1).map(String::as_str).unwrap_or("mutate");
+    let n: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = if which == "floor" { "examples/review-not-opted-in.json" } else { "examples/review.json" };
+    let review = bytes_of(&root.join(file));
+    let Ok(config) = files::load(&root.join("examples/template.yaml"), &root.join("examples/overrides")) else {
+        eprintln!("examples do not load");
+        std::process::exit(1);
+    };
+    // the server's log line per request, written to a sink
+    tracing_subscriber::fmt().with_writer(std::io::sink).with_ansi(false).init();
+    let app = router(AppState::new(config));
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+        eprintln!("no runtime");
+        std::process::exit(1);
+    };
+    let total = runtime.block_on(async {
+        let mut total = 0usize;
+        for _ in 0..n {
+            let request = Request::post("/mutate")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, review.len())
+                .body(Body::from(review.clone()));
+            let Ok(request) = request else { return 0 };
+            let Ok(response) = app.clone().oneshot(request).await;
+            if let Ok(body) = axum::body::to_bytes(response.into_body(), usize::MAX).await {
+                total += body.len();
+            }
+        }
+        total
+    });
+    println!("{which}: {n} requests, {total} bytes answered");
+}
+
+fn bytes_of(path: &Path) -> axum::body::Bytes {
+    match std::fs::read(path) {
+        Ok(b) => b.into(),
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
+}
