@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use json_patch::{Patch, PatchOperation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -95,7 +94,7 @@ impl EncodedPatch {
     pub fn new(patch: &[u8]) -> Result<EncodedPatch, serde_json::Error> {
         let mut quoted = String::with_capacity(patch.len().div_ceil(3) * 4 + 2);
         quoted.push('"');
-        base64::engine::general_purpose::STANDARD.encode_string(patch, &mut quoted);
+        base64_simd::STANDARD.encode_append(patch, &mut quoted);
         quoted.push('"');
         RawValue::from_string(quoted).map(EncodedPatch)
     }
@@ -346,6 +345,7 @@ pub fn invalid(uid: String, code: u16, message: &str) -> ReviewOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
     use serde_json::json;
 
     #[test]
@@ -382,5 +382,19 @@ mod tests {
         out.response.patch = Some(encoded);
         let answer = serde_json::to_value(&out).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(answer["response"]["patch"], json!(expected));
+    }
+
+    #[test]
+    fn the_encoding_is_standard_base64_at_every_length() {
+        // SIMD blocks and every remainder, padding included
+        let bytes: Vec<u8> = (0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for len in 0..bytes.len() {
+            let encoded = EncodedPatch::new(&bytes[..len]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                encoded.as_str(),
+                base64::engine::general_purpose::STANDARD.encode(&bytes[..len]),
+                "length {len}"
+            );
+        }
     }
 }
