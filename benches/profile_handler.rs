@@ -1,12 +1,15 @@
 //! Runs the webhook's router in-process (no TLS, no sockets) on the fixture reviews N times,
 //! for instruction counting of everything the handler does, logging included:
-//! `valgrind --tool=callgrind target/release/examples/profile_handler floor|mutate N`.
-//! `floor` sends examples/review-not-opted-in.json, `mutate` examples/review.json.
+//! `valgrind --tool=callgrind target/release/examples/profile_handler floor|mutate N [json|text] 2>/dev/null`.
+//! `floor` sends examples/review-not-opted-in.json, `mutate` examples/review.json. The server's
+//! logging is set up as `serve` does it, in the format given (default json, as `make
+//! bench-load` runs the server), writing to stderr.
 
 use std::path::Path;
 
 use axum::body::Body;
 use axum::http::{Request, header};
+use podtailor::serve::{LogFormat, init_logging};
 use podtailor::store::files;
 use podtailor::webhook::{AppState, router};
 use tower::ServiceExt;
@@ -25,8 +28,8 @@ fn main() {
         eprintln!("examples do not load");
         std::process::exit(1);
     };
-    // the server's log line per request, written to a sink
-    tracing_subscriber::fmt().with_writer(std::io::sink).with_ansi(false).init();
+    let format = if args.get(3).map(String::as_str) == Some("text") { LogFormat::Text } else { LogFormat::Json };
+    init_logging(format);
     let app = router(AppState::new(config));
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
         eprintln!("no runtime");

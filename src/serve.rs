@@ -85,11 +85,28 @@ pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _already = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
-    };
+    // try_init also forwards the `log` records of the libraries (rustls) to tracing
+    let _already =
+        tracing_subscriber::util::SubscriberInitExt::try_init(subscriber(format, filter, std::io::stderr, ansi));
+}
+
+/// The server's log subscriber: `format` written to `writer`, filtered by `filter`.
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => {
+            Box::new(builder.json().flatten_event(true).with_current_span(true).with_span_list(false).finish())
+        }
+    }
 }
 
 fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
