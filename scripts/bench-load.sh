@@ -3,7 +3,7 @@
 # POST /mutate with the fixture AdmissionReviews, at 1, 16 and 64 connections.
 #
 #   scripts/bench-load.sh [--duration SECONDS] [--connections "1 16 64"] [--threads N]
-#                         [--warmup SECONDS] [--bin PATH] [--keep]
+#                         [--warmup SECONDS] [--rate N] [--bin PATH] [--keep]
 #
 # Two cases, each run for a fixed time with wrk (https, HTTP/1.1, no h2):
 #   floor   examples/review-not-opted-in.json: the pod does not opt in, the answer is
@@ -17,6 +17,9 @@
 # before each run through /proc/PID/clear_refs; VmRSS is also sampled every 100 ms), the
 # server's CPU time per request, and the CPU shares of the server, wrk and everything else;
 # then the mutate/floor ratios of throughput and of CPU per request.
+# Then, when oha is there (PATH or $OHA), both cases at a fixed rate (--rate, default 2000
+# req/s) over the largest connection count: open-loop latency (p50, p99, p99.9, corrected
+# for coordinated omission), which closed-loop runs at saturation cannot show.
 # The server and wrk share this machine's CPUs: compare figures from one quiet machine only.
 # The server's environment passes through (RUST_LOG, PODTAILOR_*), flags aside.
 # Exit codes: 0 done, 1 a problem (or failed requests, or wrong answers), 2 usage.
@@ -33,7 +36,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 usage() {
     cat <<EOF
 usage: $prog [--duration SECONDS] [--connections "1 16 64"] [--threads N]
-                     [--warmup SECONDS] [--bin PATH] [--keep]
+                     [--warmup SECONDS] [--rate N] [--bin PATH] [--keep]
 
 Builds podtailor (release), makes certs/ if missing, starts podtailor serve on
 $HOST with free ports and the examples, and loads POST /mutate over HTTPS with
@@ -43,6 +46,9 @@ HTTP/1.1 keep-alive (wrk) for the floor (not opted-in) and mutate (opted-in) rev
   --connections L    connection counts, space- or comma-separated (default: "1 16 64")
   --threads N        wrk threads, at most one per connection (default: 1)
   --warmup S         an unreported mutate run before the first one (default: 2; 0: none)
+  --rate N           then both cases at N requests/s over the largest connection count,
+                     with oha (PATH or \$OHA; skipped with a note when absent) (default:
+                     2000; 0: skip)
   --bin PATH         serve this binary instead of building target/release/podtailor
   --keep             keep the work directory (server log, wrk outputs)
   -h, --help         this help
@@ -64,18 +70,20 @@ duration=10
 connections="1 16 64"
 threads=1
 warmup=2
+rate=2000
 bin=
 keep=0
 
 while (($# > 0)); do
     case $1 in
-    --duration | --connections | --threads | --warmup | --bin)
+    --duration | --connections | --threads | --warmup | --rate | --bin)
         (($# >= 2)) || usage_error "$1 needs a value"
         case $1 in
         --duration) duration=$2 ;;
         --connections) connections=$2 ;;
         --threads) threads=$2 ;;
         --warmup) warmup=$2 ;;
+        --rate) rate=$2 ;;
         --bin) bin=$2 ;;
         esac
         shift
@@ -95,7 +103,8 @@ in_range() { [[ $1 =~ ^[0-9]{1,6}$ ]] && ((10#$1 >= $2 && 10#$1 <= $3)); }
 in_range "$duration" 1 600 || usage_error "--duration must be a whole number of seconds from 1 to 600"
 in_range "$warmup" 0 60 || usage_error "--warmup must be a whole number of seconds from 0 to 60"
 in_range "$threads" 1 64 || usage_error "--threads must be a number from 1 to 64"
-duration=$((10#$duration)) warmup=$((10#$warmup)) threads=$((10#$threads))
+in_range "$rate" 0 100000 || usage_error "--rate must be a number of requests per second from 0 to 100000"
+duration=$((10#$duration)) warmup=$((10#$warmup)) threads=$((10#$threads)) rate=$((10#$rate))
 read -r -a conns <<<"${connections//,/ }"
 ((${#conns[@]} > 0)) || usage_error "--connections needs at least one number"
 for i in "${!conns[@]}"; do
@@ -114,6 +123,14 @@ need wrk "apt-get install wrk"
 need curl "apt-get install curl"
 need openssl "apt-get install openssl"
 [[ -r /proc/self/status ]] || die "/proc is required (Linux) to read the server's memory"
+oha=
+if ((rate > 0)); then
+    oha=${OHA:-$(command -v oha || true)}
+    if [[ -n $oha ]]; then
+        [[ -x $oha ]] || die "OHA=$oha is not an executable"
+        need python3 "apt-get install python3"
+    fi
+fi
 
 cd "$repo"
 template=examples/template.yaml
@@ -377,6 +394,27 @@ check_answer() {
     fi
 }
 
+# $1 case, $2 connections, $3 requests/s: an open-loop run with oha for $duration seconds,
+# latency measured from when each request was due; prints a report row (HTTP >= 400 and
+# errors are failures; requests cut off by the end of the run are not).
+run_rate() {
+    local name=$1 c=$2 q=$3 out=$work/oha-$1-$2-$3.json
+    timeout --foreground $((duration + 60)) "$oha" --no-tui --output-format json --http-version 1.1 \
+        --cacert certs/ca.crt -c "$c" -q "$q" --latency-correction -z "${duration}s" -m POST \
+        -T application/json -D "${body[$name]}" "https://$HOST:$port/mutate" >"$out" 2>"$out.err" ||
+        { cat "$out.err" >&2; die "oha failed ($name, $q requests/s)"; }
+    python3 - "$out" "$name" "$c" "$q" "$rate_format" <<'PY' || die "cannot read oha's report $out"
+import json, sys
+path, name, conns, offered, fmt = sys.argv[1:]
+d = json.load(open(path))
+ms = lambda key: f"{d['latencyPercentiles'][key] * 1000:.3f}"
+bad_status = sum(n for code, n in d.get("statusCodeDistribution", {}).items() if int(code) >= 400)
+errors = sum(n for e, n in d.get("errorDistribution", {}).items() if e != "aborted due to deadline")
+row = (name, conns, offered, f"{d['summary']['requestsPerSec']:.0f}", ms("p50"), ms("p99"), ms("p99.9"), bad_status + errors)
+print(fmt % row)
+PY
+}
+
 # ---- main -------------------------------------------------------------------------------------
 start_server
 echo "$prog: podtailor serve (pid $server_pid) on https://$HOST:$port, admin http://$HOST:$admin_port" >&2
@@ -428,6 +466,24 @@ for c in "${conns[@]}"; do
     done
 done
 log_bytes1=$(stat -c %s "$work/server.log")
+
+# The fixed-rate runs, over the largest connection count.
+rate_format='%-7s %5s %8s %8s %8s %8s %9s %7s'
+rate_rows=()
+rate_note=
+max_c=0
+for c in "${conns[@]}"; do ((c <= max_c)) || max_c=$c; done
+if ((rate == 0)); then
+    rate_note="fixed rate: not run (--rate 0)"
+elif [[ -z $oha ]]; then
+    rate_note="fixed rate: not run: oha not found (cargo install oha --locked, about 18 minutes on 2 cores; or OHA=PATH)"
+else
+    for name in "${cases[@]}"; do
+        echo "$prog: $name, $max_c connections, $rate requests/s (oha), ${duration}s" >&2
+        rate_rows+=("$(run_rate "$name" "$max_c" "$rate")") || exit 1
+        [[ ${rate_rows[-1]##* } == 0 ]] || failed_total=$((failed_total + ${rate_rows[-1]##* }))
+    done
+fi
 sleep 2
 after_kib=$(status_kib VmRSS)
 
@@ -463,6 +519,16 @@ if ((!metrics_checked)); then
     echo "answers: not checked under load (no podtailor_admission_requests_total on /metrics)"
 elif ((!wrong)); then
     echo "answers: every run's outcomes on /metrics were the expected ones (floor unchanged, mutate patched)"
+fi
+echo
+if ((${#rate_rows[@]} > 0)); then
+    echo "At a fixed rate: $rate requests/s offered over $max_c connections for ${duration} s (oha, open loop;"
+    echo "latency from when each request was due, so a stall counts for every request it delays):"
+    # shellcheck disable=SC2059
+    printf "$rate_format\n" case conns offered "req/s" "p50 ms" "p99 ms" "p99.9 ms" failed
+    printf '%s\n' "${rate_rows[@]}"
+else
+    echo "$rate_note"
 fi
 if ((busiest_other > 10)); then
     echo "warning: other processes used up to ${busiest_other}% of a CPU during a run: these figures are disturbed; run again on a quiet machine"
