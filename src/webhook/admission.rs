@@ -337,6 +337,7 @@ pub fn invalid(uid: String, code: u16, message: &str) -> ReviewOut {
     let reason = match code {
         413 => "RequestEntityTooLarge",
         415 => "UnsupportedMediaType",
+        500 => "InternalError",
         _ => "BadRequest",
     };
     refused(uid, code, reason, format!("podtailor: {message}"))
