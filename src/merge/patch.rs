@@ -6,45 +6,38 @@
 //! so keys with `/` or `~` are escaped; an added subtree is one `add`, so parents always
 //! exist before their children.
 
+use std::collections::HashSet;
+
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value};
 
+use super::draft::{Draft, Node, Object};
 use super::lookup;
 use super::schema::{Kind, List, field};
 
-/// What happens to the values of `to` that go into operations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Values {
-    /// Copied: `to` is left as it was.
-    Copy,
-    /// Moved into the operations: `to` is left with holes, for a caller that needs only the patch.
-    Take,
+/// The patch that turns `from` into `to`, both pods.
+pub fn diff(from: &Value, to: &Value) -> Patch {
+    diff_draft(from, Draft::Borrowed(to))
 }
 
-/// The patch that turns `from` into `to`, both pods.
-pub fn diff(from: &Value, to: &mut Value, values: Values) -> Patch {
+/// The patch that turns `from` into the draft `to`, consuming it: values the engine made move
+/// into the operations, borrowed ones are copied, and a part of `to` that is `from`'s own
+/// value at the same place is stepped over without a look inside.
+pub(crate) fn diff_draft(from: &Value, to: Draft<'_>) -> Patch {
     let mut ops = Vec::new();
-    let mut d = Diff { values, ops: &mut ops, path: String::new() };
+    let mut d = Diff { ops: &mut ops, path: String::new() };
     d.value(from, to, Kind::Pod, List::Atomic);
     Patch(ops)
 }
 
 struct Diff<'a> {
-    values: Values,
     ops: &'a mut Vec<PatchOperation>,
     /// The JSON pointer of the values being compared, already escaped.
     path: String,
 }
 
 impl Diff<'_> {
-    fn give(&self, v: &mut Value) -> Value {
-        match self.values {
-            Values::Copy => v.clone(),
-            Values::Take => std::mem::take(v),
-        }
-    }
-
     /// Appends `token` to the path; returns the length to truncate back to.
     fn push(&mut self, token: &str) -> usize {
         let len = self.path.len();
@@ -62,53 +55,65 @@ impl Diff<'_> {
         pointer(self.path.clone())
     }
 
-    fn add(&mut self, path: PointerBuf, v: &mut Value) {
-        let value = self.give(v);
-        self.ops.push(PatchOperation::Add(AddOperation { path, value }));
+    fn add(&mut self, v: Draft<'_>) {
+        let path = self.pointer();
+        self.ops.push(PatchOperation::Add(AddOperation { path, value: v.into_value() }));
     }
 
-    fn value(&mut self, from: &Value, to: &mut Value, kind: Kind, list: List) {
-        match (from, to) {
-            (Value::Object(from), Value::Object(to)) => self.map(from, to, kind),
+    fn value(&mut self, from: &Value, to: Draft<'_>, kind: Kind, list: List) {
+        if let Draft::Borrowed(borrowed) = to
+            && std::ptr::eq(from, borrowed)
+        {
+            // the same value: nothing to do
+            return;
+        }
+        let (is_object, is_array) = (to.node().is_object(), to.node().is_array());
+        match from {
+            Value::Object(from) if is_object => {
+                if let Ok(to) = to.into_object() {
+                    self.map(from, to, kind);
+                }
+            }
             // a merging list is aligned element by element, which finds equal lists equal too
-            (Value::Array(from), Value::Array(to)) if list != List::Atomic => self.list(from, to, kind, list),
-            (from, to) if !lookup::eq(from, to) => {
-                let value = self.give(to);
-                self.ops.push(PatchOperation::Replace(ReplaceOperation { path: self.pointer(), value }))
+            Value::Array(from) if is_array && list != List::Atomic => {
+                if let Ok(to) = to.into_array() {
+                    self.list(from, to, kind, list);
+                }
+            }
+            from if !to.node().eq(Node::Value(from)) => {
+                let path = self.pointer();
+                self.ops.push(PatchOperation::Replace(ReplaceOperation { path, value: to.into_value() }))
             }
             _ => {}
         }
     }
 
-    fn map(&mut self, from: &Map<String, Value>, to: &mut Map<String, Value>, kind: Kind) {
-        for key in from.keys().filter(|k| !lookup::contains(to, k)) {
+    fn map(&mut self, from: &Map<String, Value>, to: Object<'_>, kind: Kind) {
+        for key in removed_keys(from, &to) {
             let len = self.push(key);
             self.ops.push(PatchOperation::Remove(RemoveOperation { path: self.pointer() }));
             self.path.truncate(len);
         }
         let mut same_place = from.iter();
-        for (key, value) in to.iter_mut() {
+        for (key, value) in to {
             // the same key at the same place is the usual case: no look-up
             let old = match same_place.next() {
-                Some((k, v)) if k == key => Some(v),
-                _ => lookup::get(from, key),
+                Some((k, v)) if *k == key => Some(v),
+                _ => lookup::get(from, &key),
             };
             // equal scalars, most of a pod, need neither a path nor an operation
             if let Some(old) = old
                 && is_scalar(old)
-                && is_scalar(value)
-                && old == &*value
+                && value.node().is_scalar()
+                && value.node().eq(Node::Value(old))
             {
                 continue;
             }
-            let len = self.push(key);
+            let len = self.push(&key);
             match old {
-                None => {
-                    let path = self.pointer();
-                    self.add(path, value);
-                }
+                None => self.add(value),
                 Some(old) => {
-                    let f = field(kind, key);
+                    let f = field(kind, &key);
                     self.value(old, value, f.kind, f.list);
                 }
             }
@@ -119,15 +124,15 @@ impl Diff<'_> {
     /// A merging list: align the two lists (on the merge key, or on equality for sets), remove
     /// what is gone from the back, then walk the new list inserting new elements and diffing
     /// aligned ones in place.
-    fn list(&mut self, from: &[Value], to: &mut [Value], kind: Kind, list: List) {
-        let same = |a: &Value, b: &Value| match list {
-            List::Keyed { key, .. } => match (lookup::field(a, key), lookup::field(b, key)) {
-                (Some(x), Some(y)) => lookup::eq(x, y),
-                _ => lookup::eq(a, b),
+    fn list(&mut self, from: &[Value], to: Vec<Draft<'_>>, kind: Kind, list: List) {
+        let same = |a: &Value, b: Node| match list {
+            List::Keyed { key, .. } => match (lookup::field(a, key), b.field(key)) {
+                (Some(x), Some(y)) => y.eq(Node::Value(x)),
+                _ => b.eq(Node::Value(a)),
             },
-            _ => lookup::eq(a, b),
+            _ => b.eq(Node::Value(a)),
         };
-        let pairs = align(from, to, same);
+        let pairs = align(from.len(), to.len(), |i, j| same(&from[i], to[j].node()));
         let kept: Vec<bool> = (0..from.len()).map(|i| pairs.iter().any(|&(f, _)| f == i)).collect();
         for i in (0..from.len()).rev().filter(|&i| !kept[i]) {
             let len = self.push_index(i);
@@ -135,18 +140,24 @@ impl Diff<'_> {
             self.path.truncate(len);
         }
         let mut pairs = pairs.into_iter().peekable();
-        for (j, value) in to.iter_mut().enumerate() {
+        for (j, value) in to.into_iter().enumerate() {
             let len = self.push_index(j);
             match pairs.next_if(|&(_, t)| t == j) {
                 Some((f, _)) => self.value(&from[f], value, kind, List::Atomic),
-                None => {
-                    let path = self.pointer();
-                    self.add(path, value);
-                }
+                None => self.add(value),
             }
             self.path.truncate(len);
         }
     }
+}
+
+/// The keys of `from` that `to` does not hold, in order.
+fn removed_keys<'f>(from: &'f Map<String, Value>, to: &Object<'_>) -> Vec<&'f str> {
+    if to.len() <= lookup::SCAN {
+        return from.keys().filter(|k| !to.contains(k)).map(String::as_str).collect();
+    }
+    let keys: HashSet<&str> = to.keys().collect();
+    from.keys().filter(|k| !keys.contains(k.as_str())).map(String::as_str).collect()
 }
 
 fn is_scalar(v: &Value) -> bool {
@@ -190,11 +201,11 @@ fn pointer(path: String) -> PointerBuf {
     }
 }
 
-/// The longest common subsequence of `a` and `b` under `same`, as index pairs in order.
-fn align(a: &[Value], b: &[Value], same: impl Fn(&Value, &Value) -> bool) -> Vec<(usize, usize)> {
-    let (n, m) = (a.len(), b.len());
+/// The longest common subsequence of lists of lengths `n` and `m` under `same(i, j)`, as
+/// index pairs in order.
+fn align(n: usize, m: usize, same: impl Fn(usize, usize) -> bool) -> Vec<(usize, usize)> {
     // the common case: the same keys in the same order
-    if n == m && a.iter().zip(b).all(|(x, y)| same(x, y)) {
+    if n == m && (0..n).all(|i| same(i, i)) {
         return (0..n).map(|i| (i, i)).collect();
     }
     // lengths[i * (m + 1) + j]: LCS length of a[i..] and b[j..]
@@ -202,7 +213,7 @@ fn align(a: &[Value], b: &[Value], same: impl Fn(&Value, &Value) -> bool) -> Vec
     let mut lengths = vec![0usize; (n + 1) * width];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lengths[i * width + j] = if same(&a[i], &b[j]) {
+            lengths[i * width + j] = if same(i, j) {
                 lengths[(i + 1) * width + j + 1] + 1
             } else {
                 lengths[(i + 1) * width + j].max(lengths[i * width + j + 1])
@@ -211,7 +222,7 @@ fn align(a: &[Value], b: &[Value], same: impl Fn(&Value, &Value) -> bool) -> Vec
     }
     let (mut i, mut j, mut pairs) = (0, 0, Vec::new());
     while i < n && j < m {
-        if same(&a[i], &b[j]) {
+        if same(i, j) {
             pairs.push((i, j));
             i += 1;
             j += 1;
@@ -231,8 +242,8 @@ mod tests {
     use serde_json::json;
 
     fn ops(from: Value, to: Value) -> Value {
-        let copied = diff(&from, &mut to.clone(), Values::Copy);
-        let taken = diff(&from, &mut to.clone(), Values::Take);
+        let copied = diff(&from, &to);
+        let taken = diff_draft(&from, Draft::Owned(to.clone()));
         assert_eq!(copied, taken, "copying and taking give different patches");
         serde_json::to_value(copied).unwrap_or_default()
     }
@@ -272,7 +283,7 @@ mod tests {
         let to = json!({"spec": {"containers": [{"name": "n"}, {"name": "y", "image": "i"}, {"name": "x", "env": [{"name": "B"}, {"name": "C"}]}],
                                  "volumes": [{"name": "v3"}, {"name": "v0"}, {"name": "v1", "x": 1}]}});
         let mut doc = from.clone();
-        json_patch::patch(&mut doc, &diff(&from, &mut to.clone(), Values::Copy)).unwrap_or_else(|e| panic!("{e}"));
+        json_patch::patch(&mut doc, &diff(&from, &to)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(doc, to);
     }
 }

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::lookup::field;
+use super::draft::Node;
 use crate::crd::{DeployType, SecretRef};
 
 /// The volume name for `secret` (and `key`): `secret-<name>-<hash>`, a valid DNS label of at
@@ -23,7 +23,7 @@ pub fn secret_volume_name(secret: &str, key: Option<&str>) -> String {
 
 /// The fragment that adds `secrets` to container `target` of `pod` (which exists: the
 /// caller checked), if there are any.
-pub fn fragment(pod: &Value, target: &str, secrets: &[SecretRef]) -> Option<Value> {
+pub fn fragment(pod: Node, target: &str, secrets: &[SecretRef]) -> Option<Value> {
     if secrets.is_empty() {
         return None;
     }
@@ -72,14 +72,14 @@ pub fn fragment(pod: &Value, target: &str, secrets: &[SecretRef]) -> Option<Valu
     Some(fragment)
 }
 
-fn current_env_from(pod: &Value, target: &str) -> Vec<Value> {
-    field(pod, "spec")
-        .and_then(|s| field(s, "containers"))
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| field(c, "name").and_then(Value::as_str) == Some(target)))
-        .and_then(|c| field(c, "envFrom"))
-        .and_then(Value::as_array)
-        .cloned()
+fn current_env_from(pod: Node, target: &str) -> Vec<Value> {
+    pod.field("spec")
+        .and_then(|s| s.field("containers"))
+        .and_then(Node::items)
+        .and_then(|mut cs| cs.find(|c| c.field("name").and_then(Node::as_str) == Some(target)))
+        .and_then(|c| c.field("envFrom"))
+        .filter(|e| e.is_array())
+        .map(|e| e.items().into_iter().flatten().map(Node::to_value).collect())
         .unwrap_or_default()
 }
 
@@ -91,7 +91,7 @@ mod tests {
     use crate::merge::strategic::{Nulls, merge};
 
     fn apply(pod: &mut Value, target: &str, secrets: &[SecretRef]) {
-        if let Some(f) = fragment(pod, target, secrets) {
+        if let Some(f) = fragment(Node::Value(pod), target, secrets) {
             merge(pod, f, Kind::Pod, Nulls::Delete);
         }
     }
