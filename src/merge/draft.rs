@@ -31,6 +31,9 @@ pub enum Draft<'a> {
     Array(Vec<Draft<'a>>),
 }
 
+/// Room made for entries a layer adds when an object is opened.
+const ROOM: usize = 4;
+
 /// The entries of an opened object, in order; keys are unique.
 #[derive(Clone, Debug, Default)]
 pub struct Object<'a>(Vec<(Cow<'a, str>, Draft<'a>)>);
@@ -131,11 +134,15 @@ impl<'a> Draft<'a> {
 
 impl<'a> Object<'a> {
     fn borrowed(map: &'a Map<String, Value>) -> Self {
-        Object(map.iter().map(|(k, v)| (Cow::Borrowed(k.as_str()), Draft::Borrowed(v))).collect())
+        let mut entries = Vec::with_capacity(map.len() + ROOM);
+        entries.extend(map.iter().map(|(k, v)| (Cow::Borrowed(k.as_str()), Draft::Borrowed(v))));
+        Object(entries)
     }
 
     fn owned(map: Map<String, Value>) -> Self {
-        Object(map.into_iter().map(|(k, v)| (Cow::Owned(k), Draft::Owned(v))).collect())
+        let mut entries = Vec::with_capacity(map.len() + ROOM);
+        entries.extend(map.into_iter().map(|(k, v)| (Cow::Owned(k), Draft::Owned(v))));
+        Object(entries)
     }
 
     pub fn len(&self) -> usize {

@@ -17,7 +17,7 @@ mod warnings;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::crd::PodOverrideSpec;
@@ -103,6 +103,8 @@ pub struct Override {
     pub spec: PodOverrideSpec,
     /// `spec.resources` as JSON, made once.
     resources: Option<Value>,
+    /// What `spec.secrets` add, made once.
+    secrets: Vec<secrets::Prepared>,
     hash: [u8; 32],
 }
 
@@ -117,7 +119,8 @@ impl Override {
         h.update([0]);
         h.update(serde_json::to_vec(&spec).unwrap_or_default());
         let resources = spec.resources.as_ref().and_then(|r| serde_json::to_value(r).ok());
-        Override { name, spec, resources, hash: h.finalize().into() }
+        let secrets = secrets::prepare(&spec.secrets);
+        Override { name, spec, resources, secrets, hash: h.finalize().into() }
     }
 }
 
@@ -218,24 +221,10 @@ fn apply_override<'a>(
         ]);
         layer(desired, Draft::object([("spec", Draft::object([("containers", Draft::Array(vec![container]))]))]));
     }
-    if let Some(fragment) = secrets::fragment(desired.node(), &target, &o.spec.secrets) {
-        layer(desired, Draft::Owned(fragment));
+    if let Some(fragment) = secrets::fragment(desired.node(), &target, &o.secrets) {
+        layer(desired, fragment);
     }
     Ok(())
-}
-
-/// An object of these entries, in order (`json!` would copy values given to it by serialising them).
-pub(crate) fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
-    let mut map = Map::with_capacity(N);
-    for (k, v) in entries {
-        map.insert(k.to_owned(), v);
-    }
-    Value::Object(map)
-}
-
-/// `{"spec": {"containers": [container]}}`.
-pub(crate) fn containers_fragment(container: Value) -> Value {
-    object([("spec", object([("containers", Value::Array(vec![container]))]))])
 }
 
 /// The container an override's resources and secrets go to: the one it names, else `base`

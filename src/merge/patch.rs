@@ -26,7 +26,7 @@ pub fn diff(from: &Value, to: &Value) -> Patch {
 /// value at the same place is stepped over without a look inside.
 pub(crate) fn diff_draft(from: &Value, to: Draft<'_>) -> Patch {
     let mut ops = Vec::new();
-    let mut d = Diff { ops: &mut ops, path: String::new() };
+    let mut d = Diff { ops: &mut ops, path: String::with_capacity(128) };
     d.value(from, to, Kind::Pod, List::Atomic);
     Patch(ops)
 }

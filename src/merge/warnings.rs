@@ -9,11 +9,26 @@ use serde_json::Value;
 use super::draft::Node;
 use super::schema::{Element, Kind, List, field};
 
-#[derive(Clone)]
 enum Step {
     Key(String),
     /// The element of a keyed list whose merge key has this value.
     Keyed(&'static str, Value),
+}
+
+/// A step of the walk, borrowed from the layer; copied into a [`Step`] for a watched place.
+#[derive(Clone, Copy)]
+enum StepRef<'l, 'a> {
+    Key(&'l str),
+    Keyed(&'static str, Node<'l, 'a>),
+}
+
+impl StepRef<'_, '_> {
+    fn owned(self) -> Step {
+        match self {
+            StepRef::Key(k) => Step::Key(k.to_owned()),
+            StepRef::Keyed(key, k) => Step::Keyed(key, k.to_value()),
+        }
+    }
 }
 
 /// The places a layer sets, with the pod's value at each before the layer is merged.
@@ -50,12 +65,12 @@ impl<'p> Watch<'p> {
 /// below it, so the walk goes down only where both hold something. `merge_key` is the key an
 /// element of a keyed list was matched on, when it is a plain value: the merge leaves it as
 /// it was, so it is not watched.
-fn collect<'p>(
-    v: Node,
+fn collect<'l, 'a, 'p>(
+    v: Node<'l, 'a>,
     kind: Kind,
     list: List,
     merge_key: Option<&str>,
-    steps: &mut Vec<Step>,
+    steps: &mut Vec<StepRef<'l, 'a>>,
     at: (Node<'p, 'p>, Node),
     out: &mut Vec<(Vec<Step>, Node<'p, 'p>)>,
 ) {
@@ -68,7 +83,7 @@ fn collect<'p>(
             }
             let (Some(pod), Some(merged)) = (at.0.field(k), at.1.field(k)) else { continue };
             let f = field(kind, k);
-            steps.push(Step::Key(k.to_owned()));
+            steps.push(StepRef::Key(k));
             collect(v, f.kind, f.list, None, steps, (pod, merged), out);
             steps.pop();
         }
@@ -80,7 +95,7 @@ fn collect<'p>(
         for item in items {
             let Some(k) = item.field(key) else { continue };
             let (Some(pod), Some(merged)) = (keyed(at.0, key, k), keyed(at.1, key, k)) else { continue };
-            steps.push(Step::Keyed(key, k.to_value()));
+            steps.push(StepRef::Keyed(key, k));
             match element {
                 Element::Merge => {
                     let plain = matches!(k, Node::Value(Value::String(_) | Value::Number(_) | Value::Bool(_)));
@@ -97,9 +112,9 @@ fn collect<'p>(
 }
 
 /// Watches the place `steps` when the merge so far still holds the pod's own value there.
-fn watch<'p>(steps: &[Step], (pod, merged): (Node<'p, 'p>, Node), out: &mut Vec<(Vec<Step>, Node<'p, 'p>)>) {
+fn watch<'p>(steps: &[StepRef], (pod, merged): (Node<'p, 'p>, Node), out: &mut Vec<(Vec<Step>, Node<'p, 'p>)>) {
     if pod.eq(merged) {
-        out.push((steps.to_vec(), pod));
+        out.push((steps.iter().map(|s| s.owned()).collect(), pod));
     }
 }
 
