@@ -16,7 +16,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::lookup;
+use super::lookup::{self, same_key};
 
 /// A value of the desired pod being built.
 #[derive(Clone, Debug)]
@@ -95,12 +95,22 @@ impl<'a> Draft<'a> {
         }
     }
 
-    /// This object's entries, to consume; `Err(self)` for anything but an object.
-    pub fn into_object(self) -> Result<Object<'a>, Self> {
+    /// This object's entries, to consume in order; `Err(self)` for anything but an object.
+    pub fn into_entries(self) -> Result<Entries<'a>, Self> {
         match self {
-            Draft::Borrowed(Value::Object(map)) => Ok(Object::borrowed(map)),
-            Draft::Owned(Value::Object(map)) => Ok(Object::owned(map)),
-            Draft::Object(o) => Ok(o),
+            Draft::Borrowed(Value::Object(map)) => Ok(Entries::Borrowed(map.iter())),
+            Draft::Owned(Value::Object(map)) => Ok(Entries::Owned(map.into_iter())),
+            Draft::Object(o) => Ok(Entries::Opened(o.0.into_iter())),
+            other => Err(other),
+        }
+    }
+
+    /// This list's elements, to consume in order; `Err(self)` for anything but a list.
+    pub fn into_items(self) -> Result<Items<'a>, Self> {
+        match self {
+            Draft::Borrowed(Value::Array(items)) => Ok(Items::Borrowed(items.iter())),
+            Draft::Owned(Value::Array(items)) => Ok(Items::Owned(items.into_iter())),
+            Draft::Array(items) => Ok(Items::Opened(items.into_iter())),
             other => Err(other),
         }
     }
@@ -150,16 +160,16 @@ impl<'a> Object<'a> {
     }
 
     pub fn get(&self, key: &str) -> Option<&Draft<'a>> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.0.iter().find(|(k, _)| same_key(k, key)).map(|(_, v)| v)
     }
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Draft<'a>> {
-        self.0.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.0.iter_mut().find(|(k, _)| same_key(k, key)).map(|(_, v)| v)
     }
 
     /// `get_mut` among the first `n` entries only.
     pub fn get_mut_in_first(&mut self, n: usize, key: &str) -> Option<&mut Draft<'a>> {
-        self.0[..n].iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.0[..n].iter_mut().find(|(k, _)| same_key(k, key)).map(|(_, v)| v)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
@@ -186,7 +196,7 @@ impl<'a> Object<'a> {
 
     /// The value of `key`, inserted at the end as `default()` when it is not there.
     pub fn entry(&mut self, key: &'a str, default: impl FnOnce() -> Draft<'a>) -> &mut Draft<'a> {
-        let at = match self.0.iter().position(|(k, _)| k == key) {
+        let at = match self.0.iter().position(|(k, _)| same_key(k, key)) {
             Some(at) => at,
             None => {
                 self.0.push((Cow::Borrowed(key), default()));
@@ -198,7 +208,7 @@ impl<'a> Object<'a> {
 
     /// Takes `key` out, keeping the order of the others (as `Map::shift_remove`).
     pub fn remove(&mut self, key: &str) -> Option<Draft<'a>> {
-        let at = self.0.iter().position(|(k, _)| k == key)?;
+        let at = self.0.iter().position(|(k, _)| same_key(k, key))?;
         Some(self.0.remove(at).1)
     }
 
@@ -207,12 +217,41 @@ impl<'a> Object<'a> {
     }
 }
 
-impl<'a> IntoIterator for Object<'a> {
-    type Item = (Cow<'a, str>, Draft<'a>);
-    type IntoIter = std::vec::IntoIter<(Cow<'a, str>, Draft<'a>)>;
+/// The entries of an object being consumed: borrowed ones stay borrowed, nothing is copied.
+pub enum Entries<'a> {
+    Borrowed(serde_json::map::Iter<'a>),
+    Owned(serde_json::map::IntoIter),
+    Opened(std::vec::IntoIter<(Cow<'a, str>, Draft<'a>)>),
+}
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+impl<'a> Iterator for Entries<'a> {
+    type Item = (Cow<'a, str>, Draft<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Entries::Borrowed(it) => it.next().map(|(k, v)| (Cow::Borrowed(k.as_str()), Draft::Borrowed(v))),
+            Entries::Owned(it) => it.next().map(|(k, v)| (Cow::Owned(k), Draft::Owned(v))),
+            Entries::Opened(it) => it.next(),
+        }
+    }
+}
+
+/// The elements of a list being consumed: borrowed ones stay borrowed, nothing is copied.
+pub enum Items<'a> {
+    Borrowed(std::slice::Iter<'a, Value>),
+    Owned(std::vec::IntoIter<Value>),
+    Opened(std::vec::IntoIter<Draft<'a>>),
+}
+
+impl<'a> Iterator for Items<'a> {
+    type Item = Draft<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Items::Borrowed(it) => it.next().map(Draft::Borrowed),
+            Items::Owned(it) => it.next().map(Draft::Owned),
+            Items::Opened(it) => it.next(),
+        }
     }
 }
 
@@ -229,7 +268,7 @@ impl<'r, 'a> Node<'r, 'a> {
     pub fn field(self, key: &str) -> Option<Node<'r, 'a>> {
         match self {
             Node::Value(v) => lookup::field(v, key).map(Node::Value),
-            Node::Object(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.node()),
+            Node::Object(entries) => entries.iter().find(|(k, _)| same_key(k, key)).map(|(_, v)| v.node()),
             Node::Array(_) => None,
         }
     }
@@ -354,10 +393,10 @@ mod tests {
     fn opened_parts_read_and_come_back_as_they_were() {
         let value = json!({"a": {"b": [1, {"c": 2}], "d": "x"}, "e": null});
         let mut d = Draft::Borrowed(&value);
-        if let Some(a) = d.object_mut().and_then(|o| o.get_mut("a")) {
-            if let Some(b) = a.object_mut().and_then(|o| o.get_mut("b")) {
-                b.array_mut();
-            }
+        if let Some(a) = d.object_mut().and_then(|o| o.get_mut("a"))
+            && let Some(b) = a.object_mut().and_then(|o| o.get_mut("b"))
+        {
+            b.array_mut();
         }
         assert!(matches!(d, Draft::Object(_)));
         assert_eq!(d.node().field("a").and_then(|a| a.field("d")).and_then(Node::as_str), Some("x"));

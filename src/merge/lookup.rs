@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 /// Up to this many entries a scan beats hashing the key.
 pub(crate) const SCAN: usize = 16;
 
-fn same_key(k: &str, key: &str) -> bool {
+/// `k == key`, with the cheap differences first.
+#[inline]
+pub(crate) fn same_key(k: &str, key: &str) -> bool {
     k.len() == key.len() && k.as_bytes().first() == key.as_bytes().first() && k == key
 }
 

@@ -12,8 +12,8 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value};
 
-use super::draft::{Draft, Node, Object};
-use super::lookup;
+use super::draft::{Draft, Entries, Node};
+use super::lookup::{self, same_key};
 use super::schema::{Kind, List, field};
 
 /// The patch that turns `from` into `to`, both pods.
@@ -25,7 +25,7 @@ pub fn diff(from: &Value, to: &Value) -> Patch {
 /// into the operations, borrowed ones are copied, and a part of `to` that is `from`'s own
 /// value at the same place is stepped over without a look inside.
 pub(crate) fn diff_draft(from: &Value, to: Draft<'_>) -> Patch {
-    let mut ops = Vec::new();
+    let mut ops = Vec::with_capacity(32);
     let mut d = Diff { ops: &mut ops, path: String::with_capacity(128) };
     d.value(from, to, Kind::Pod, List::Atomic);
     Patch(ops)
@@ -61,16 +61,17 @@ impl Diff<'_> {
     }
 
     fn value(&mut self, from: &Value, to: Draft<'_>, kind: Kind, list: List) {
-        if let Draft::Borrowed(borrowed) = to
-            && std::ptr::eq(from, borrowed)
-        {
-            // the same value: nothing to do
+        if same_value(from, &to) {
             return;
         }
         let (is_object, is_array) = (to.node().is_object(), to.node().is_array());
         match from {
             Value::Object(from) if is_object => {
-                if let Ok(to) = to.into_object() {
+                if from.len() > TRACKED {
+                    let removed = removed_keys(from, to.node());
+                    self.remove_keys(&removed);
+                }
+                if let Ok(to) = to.into_entries() {
                     self.map(from, to, kind);
                 }
             }
@@ -88,24 +89,41 @@ impl Diff<'_> {
         }
     }
 
-    fn map(&mut self, from: &Map<String, Value>, to: Object<'_>, kind: Kind) {
-        for key in removed_keys(from, &to) {
+    fn remove_keys(&mut self, keys: &[&str]) {
+        for key in keys {
             let len = self.push(key);
             self.ops.push(PatchOperation::Remove(RemoveOperation { path: self.pointer() }));
             self.path.truncate(len);
         }
-        let mut same_place = from.iter();
+    }
+
+    /// An object: the keys `to` no longer holds are removed, then `to`'s entries are walked.
+    /// For an object of up to [`TRACKED`] keys (the caller removed the keys of a larger one),
+    /// the walk marks the keys of `from` it meets, so the removals, rare, are found without a
+    /// look-up of each key and put before the walk's operations afterwards.
+    fn map(&mut self, from: &Map<String, Value>, to: Entries<'_>, kind: Kind) {
+        let start = self.ops.len();
+        let tracked = from.len() <= TRACKED;
+        let mut met: u64 = 0;
+        let mut same_place = from.iter().enumerate();
         for (key, value) in to {
             // the same key at the same place is the usual case: no look-up
             let old = match same_place.next() {
-                Some((k, v)) if *k == key => Some(v),
+                Some((i, (k, v))) if *k == key => {
+                    met |= 1 << i;
+                    Some(v)
+                }
+                _ if tracked => from.iter().enumerate().find(|(_, (k, _))| same_key(k, &key)).map(|(i, (_, v))| {
+                    met |= 1 << i;
+                    v
+                }),
                 _ => lookup::get(from, &key),
             };
-            // equal scalars, most of a pod, need neither a path nor an operation
+            // equal scalars, most of a pod, and the pod's own values need neither a path nor
+            // an operation
             if let Some(old) = old
-                && is_scalar(old)
-                && value.node().is_scalar()
-                && value.node().eq(Node::Value(old))
+                && (same_value(old, &value)
+                    || is_scalar(old) && value.node().is_scalar() && value.node().eq(Node::Value(old)))
             {
                 continue;
             }
@@ -119,20 +137,32 @@ impl Diff<'_> {
             }
             self.path.truncate(len);
         }
+        if tracked && met.count_ones() as usize != from.len() {
+            let removed: Vec<&str> =
+                from.keys().enumerate().filter(|(i, _)| met & (1 << i) == 0).map(|(_, k)| k.as_str()).collect();
+            let walked = self.ops.split_off(start);
+            self.remove_keys(&removed);
+            self.ops.extend(walked);
+        }
     }
 
     /// A merging list: align the two lists (on the merge key, or on equality for sets), remove
     /// what is gone from the back, then walk the new list inserting new elements and diffing
     /// aligned ones in place.
     fn list(&mut self, from: &[Value], to: Vec<Draft<'_>>, kind: Kind, list: List) {
-        let same = |a: &Value, b: Node| match list {
-            List::Keyed { key, .. } => match (lookup::field(a, key), b.field(key)) {
-                (Some(x), Some(y)) => y.eq(Node::Value(x)),
-                _ => b.eq(Node::Value(a)),
-            },
-            _ => b.eq(Node::Value(a)),
+        // what the elements are aligned on: their merge key, or (for sets, or an element
+        // without one) the whole element
+        let (from_keys, to_keys): (Vec<_>, Vec<_>) = match list {
+            List::Keyed { key, .. } => {
+                (from.iter().map(|a| lookup::field(a, key)).collect(), to.iter().map(|b| b.node().field(key)).collect())
+            }
+            _ => (Vec::new(), Vec::new()),
         };
-        let pairs = align(from.len(), to.len(), |i, j| same(&from[i], to[j].node()));
+        let same = |i: usize, j: usize| match (from_keys.get(i).copied().flatten(), to_keys.get(j).copied().flatten()) {
+            (Some(x), Some(y)) => y.eq(Node::Value(x)),
+            _ => to[j].node().eq(Node::Value(&from[i])),
+        };
+        let pairs = align(from.len(), to.len(), same);
         let kept: Vec<bool> = (0..from.len()).map(|i| pairs.iter().any(|&(f, _)| f == i)).collect();
         for i in (0..from.len()).rev().filter(|&i| !kept[i]) {
             let len = self.push_index(i);
@@ -141,9 +171,13 @@ impl Diff<'_> {
         }
         let mut pairs = pairs.into_iter().peekable();
         for (j, value) in to.into_iter().enumerate() {
+            let old = pairs.next_if(|&(_, t)| t == j).map(|(f, _)| &from[f]);
+            if old.is_some_and(|old| same_value(old, &value)) {
+                continue;
+            }
             let len = self.push_index(j);
-            match pairs.next_if(|&(_, t)| t == j) {
-                Some((f, _)) => self.value(&from[f], value, kind, List::Atomic),
+            match old {
+                Some(old) => self.value(old, value, kind, List::Atomic),
                 None => self.add(value),
             }
             self.path.truncate(len);
@@ -151,13 +185,22 @@ impl Diff<'_> {
     }
 }
 
-/// The keys of `from` that `to` does not hold, in order.
-fn removed_keys<'f>(from: &'f Map<String, Value>, to: &Object<'_>) -> Vec<&'f str> {
-    if to.len() <= lookup::SCAN {
-        return from.keys().filter(|k| !to.contains(k)).map(String::as_str).collect();
+/// Up to this many keys, [`Diff::map`] finds the removed keys of an object as it walks it.
+const TRACKED: usize = 64;
+
+/// The keys of `from` that `to` (an object) does not hold, in order. A value's map finds a
+/// key by hash when it is large; a large opened object gets an index.
+fn removed_keys<'f>(from: &'f Map<String, Value>, to: Node) -> Vec<&'f str> {
+    if to.len() <= lookup::SCAN || matches!(to, Node::Value(_)) {
+        return from.keys().filter(|k| to.field(k).is_none()).map(String::as_str).collect();
     }
-    let keys: HashSet<&str> = to.keys().collect();
+    let keys: HashSet<&str> = to.entries().into_iter().flatten().map(|(k, _)| k).collect();
     from.keys().filter(|k| !keys.contains(k.as_str())).map(String::as_str).collect()
+}
+
+/// Whether `to` is `from` itself: the pod's own value, borrowed, at the same place.
+fn same_value(from: &Value, to: &Draft) -> bool {
+    matches!(to, Draft::Borrowed(to) if std::ptr::eq(from, *to))
 }
 
 fn is_scalar(v: &Value) -> bool {

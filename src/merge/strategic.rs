@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::draft::{Draft, Object};
+use super::draft::{Draft, Entries, Items, Object};
 use super::schema::{Element, Kind, List, field, omitted_when_zero};
 
 /// What a `null` in a layer means.
@@ -28,7 +28,7 @@ pub fn merge(base: &mut Value, layer: Value, kind: Kind, nulls: Nulls) {
 /// the base has nothing to merge it with.
 pub(crate) fn merge_draft<'a>(base: &mut Draft<'a>, layer: Draft<'a>, kind: Kind, nulls: Nulls) {
     if base.node().is_object() && layer.node().is_object() {
-        if let (Some(base), Ok(layer)) = (base.object_mut(), layer.into_object()) {
+        if let (Some(base), Ok(layer)) = (base.object_mut(), layer.into_entries()) {
             merge_object(base, layer, kind, nulls);
         }
         return;
@@ -36,7 +36,7 @@ pub(crate) fn merge_draft<'a>(base: &mut Draft<'a>, layer: Draft<'a>, kind: Kind
     *base = cleaned(layer, nulls);
 }
 
-fn merge_object<'a>(base: &mut Object<'a>, layer: Object<'a>, kind: Kind, nulls: Nulls) {
+fn merge_object<'a>(base: &mut Object<'a>, layer: Entries<'a>, kind: Kind, nulls: Nulls) {
     // a layer's keys are unique, so a key can only meet an entry the base had before it
     let before = base.len();
     for (key, value) in layer {
@@ -51,11 +51,11 @@ fn merge_object<'a>(base: &mut Object<'a>, layer: Object<'a>, kind: Kind, nulls:
         };
         let (old, new) = (existing.node(), value.node());
         if old.is_object() && new.is_object() {
-            if let (Some(existing), Ok(value)) = (existing.object_mut(), value.into_object()) {
+            if let (Some(existing), Ok(value)) = (existing.object_mut(), value.into_entries()) {
                 merge_object(existing, value, f.kind, nulls);
             }
         } else if old.is_array() && new.is_array() && f.list != List::Atomic {
-            let (Some(existing), Ok(value)) = (existing.array_mut(), value.into_array()) else { continue };
+            let (Some(existing), Ok(value)) = (existing.array_mut(), value.into_items()) else { continue };
             match f.list {
                 List::Keyed { key, element } => merge_keyed(existing, value, key, element, f.kind, nulls),
                 // a set: union, in order
@@ -77,14 +77,7 @@ fn merge_object<'a>(base: &mut Object<'a>, layer: Object<'a>, kind: Kind, nulls:
 /// Merges a keyed list: an element of the layer meets the element of `base` with the same
 /// key, or is appended. Elements of the layer only meet elements that were in `base` before
 /// this layer, so a layer's own list is never collapsed.
-fn merge_keyed<'a>(
-    base: &mut Vec<Draft<'a>>,
-    layer: Vec<Draft<'a>>,
-    key: &str,
-    element: Element,
-    kind: Kind,
-    nulls: Nulls,
-) {
+fn merge_keyed<'a>(base: &mut Vec<Draft<'a>>, layer: Items<'a>, key: &str, element: Element, kind: Kind, nulls: Nulls) {
     let before = base.len();
     for item in layer {
         let found = item
