@@ -3,9 +3,11 @@
 //! can set them), and after the merge they fill only what is still empty:
 //! `desired = apiDefaults(template ⊲ withoutApiDefaults(pod) ⊲ overrides)`.
 
-use serde_json::{Map, Number, Value, json};
+use std::borrow::Cow;
 
-use super::lookup::{contains, field, field_mut, get, get_mut};
+use serde_json::{Number, Value, json};
+
+use super::draft::{Draft, Node, Object};
 
 const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const LIMIT_RANGER: &str = "kubernetes.io/limit-ranger";
@@ -22,11 +24,11 @@ enum DefaultValue {
 
 impl DefaultValue {
     /// `value == json!(default)`.
-    fn is(self, value: &Value) -> bool {
+    fn is(self, value: Node) -> bool {
         match (self, value) {
-            (DefaultValue::Str(d), Value::String(s)) => s == d,
-            (DefaultValue::Int(d), Value::Number(n)) => *n == Number::from(d),
-            (DefaultValue::Bool(d), Value::Bool(b)) => *b == d,
+            (DefaultValue::Str(d), Node::Value(Value::String(s))) => s == d,
+            (DefaultValue::Int(d), Node::Value(Value::Number(n))) => *n == Number::from(d),
+            (DefaultValue::Bool(d), Node::Value(Value::Bool(b))) => *b == d,
             _ => false,
         }
     }
@@ -48,18 +50,19 @@ const CONTAINER_DEFAULTS: [(&str, &str); 2] =
 
 const CONTAINER_LISTS: [(&str, &str); 2] = [("containers", "container"), ("initContainers", "init container")];
 
-/// What was taken out of the pod's layer, to be given back where the merge left it empty.
+/// What was taken out of the pod's layer (the pod's own values, borrowed), to be given back
+/// where the merge left it empty.
 #[derive(Debug, Default)]
-pub struct ApiDefaults {
-    spec: Vec<(&'static str, Value)>,
+pub struct ApiDefaults<'a> {
+    spec: Vec<(&'static str, Draft<'a>)>,
     service_account_alias: bool,
-    priority: Option<(Value, Option<Value>)>,
-    tolerations: Vec<Value>,
+    priority: Option<(Draft<'a>, Option<Draft<'a>>)>,
+    tolerations: Vec<Draft<'a>>,
     container: Vec<&'static str>,
     image_pull_policy: bool,
     token_volume: Option<String>,
     /// (list, container, "requests"/"limits", resource, value), in annotation order.
-    limit_ranger: Vec<(&'static str, String, &'static str, String, Value)>,
+    limit_ranger: Vec<(&'static str, String, &'static str, String, Draft<'a>)>,
     limit_ranger_annotation: Option<String>,
 }
 
@@ -74,71 +77,78 @@ pub fn default_pull_policy(image: &str) -> &'static str {
     }
 }
 
-fn is_default_toleration(t: &Value) -> bool {
-    let Some(t) = t.as_object() else { return false };
-    let key = get(t, "key").and_then(Value::as_str).unwrap_or_default();
+fn is_default_toleration(t: Node) -> bool {
+    if !t.is_object() {
+        return false;
+    }
+    let key = t.field("key").and_then(Node::as_str).unwrap_or_default();
     DEFAULT_TOLERATION_KEYS.contains(&key)
-        && get(t, "operator").is_some_and(|v| DefaultValue::Str("Exists").is(v))
-        && get(t, "effect").is_some_and(|v| DefaultValue::Str("NoExecute").is(v))
-        && get(t, "tolerationSeconds").is_some_and(|v| DefaultValue::Int(300).is(v))
+        && t.field("operator").is_some_and(|v| DefaultValue::Str("Exists").is(v))
+        && t.field("effect").is_some_and(|v| DefaultValue::Str("NoExecute").is(v))
+        && t.field("tolerationSeconds").is_some_and(|v| DefaultValue::Int(300).is(v))
         && t.len() == 4
 }
 
 /// Whether `tolerations` already tolerate the NoExecute taint `key`, as DefaultTolerationSeconds checks.
-fn tolerates(tolerations: &[Value], key: &str) -> bool {
-    tolerations.iter().any(|t| {
-        let k = t.get("key").and_then(Value::as_str).unwrap_or_default();
-        let effect = t.get("effect").and_then(Value::as_str).unwrap_or_default();
+fn tolerates(tolerations: Node, key: &str) -> bool {
+    tolerations.items().into_iter().flatten().any(|t| {
+        let k = t.field("key").and_then(Node::as_str).unwrap_or_default();
+        let effect = t.field("effect").and_then(Node::as_str).unwrap_or_default();
         (k == key || k.is_empty()) && (effect == "NoExecute" || effect.is_empty())
     })
 }
 
-fn is_token_volume(v: &Value) -> bool {
-    let named = field(v, "name").and_then(Value::as_str).is_some_and(|n| n.starts_with("kube-api-access-"));
+fn is_token_volume(v: Node) -> bool {
+    let named = v.field("name").and_then(Node::as_str).is_some_and(|n| n.starts_with("kube-api-access-"));
     named
-        && field(v, "projected")
-            .and_then(|p| field(p, "sources"))
-            .and_then(Value::as_array)
-            .is_some_and(|s| s.iter().any(|s| field(s, "serviceAccountToken").is_some()))
+        && v.field("projected")
+            .and_then(|p| p.field("sources"))
+            .and_then(Node::items)
+            .is_some_and(|mut s| s.any(|s| s.field("serviceAccountToken").is_some()))
 }
 
-/// Takes the values the API server filled in out of `pod` (the pod's layer).
-pub fn strip(pod: &mut Value) -> ApiDefaults {
+/// Takes the values the API server filled in out of `pod` (the pod's layer). Only the objects
+/// and lists that lose something are opened; the values taken stay borrowed from the pod.
+pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
     let mut found = ApiDefaults::default();
-    let limit_ranger = field(pod, "metadata")
-        .and_then(|m| field(m, "annotations"))
-        .and_then(|a| field(a, LIMIT_RANGER))
-        .and_then(Value::as_str)
+    let limit_ranger = pod
+        .node()
+        .field("metadata")
+        .and_then(|m| m.field("annotations"))
+        .and_then(|a| a.field(LIMIT_RANGER))
+        .and_then(Node::as_str)
         .map(str::to_owned);
-    let Some(spec) = field_mut(pod, "spec").and_then(Value::as_object_mut) else {
+    let Some(spec) = pod.object_mut().and_then(|p| p.get_mut("spec")).and_then(Draft::object_mut) else {
         return found;
     };
-    // Decide on the pod as it came, then take what goes out in one pass: each shift_remove
-    // would move the entries after it and index them again.
+    // Decide on the pod as it came, then take what goes out in one pass.
     let mut out: Vec<&'static str> = Vec::new();
     for (name, default) in SPEC_DEFAULTS {
-        if get(spec, name).is_some_and(|v| default.is(v)) {
+        if spec.get(name).is_some_and(|v| default.is(v.node())) {
             out.push(name);
         }
     }
-    if let Some(alias) = get(spec, "serviceAccount") {
-        let name = get(spec, "serviceAccountName");
-        if name.is_none() || name == Some(alias) || out.contains(&"serviceAccountName") {
+    if let Some(alias) = spec.get("serviceAccount") {
+        let name = spec.get("serviceAccountName");
+        if name.is_none_or(|n| n.node().eq(alias.node())) || out.contains(&"serviceAccountName") {
             out.push("serviceAccount");
             found.service_account_alias = true;
         }
     }
     let mut priority = false;
-    if get(spec, "priorityClassName").is_none() && get(spec, "priority").is_some_and(|p| DefaultValue::Int(0).is(p)) {
+    if spec.get("priorityClassName").is_none()
+        && spec.get("priority").is_some_and(|p| DefaultValue::Int(0).is(p.node()))
+    {
         priority = true;
         out.push("priority");
-        if get(spec, "preemptionPolicy").is_some_and(|p| DefaultValue::Str("PreemptLowerPriority").is(p)) {
+        if spec.get("preemptionPolicy").is_some_and(|p| DefaultValue::Str("PreemptLowerPriority").is(p.node())) {
             out.push("preemptionPolicy");
         }
     }
-    if let Some(Value::Array(tolerations)) = get_mut(spec, "tolerations") {
-        if tolerations.iter().any(is_default_toleration) {
-            let (defaults, others) = std::mem::take(tolerations).into_iter().partition(is_default_toleration);
+    if let Some(tolerations) = spec.get_mut("tolerations").and_then(Draft::array_mut) {
+        if tolerations.iter().any(|t| is_default_toleration(t.node())) {
+            let (defaults, others) =
+                std::mem::take(tolerations).into_iter().partition(|t| is_default_toleration(t.node()));
             found.tolerations = defaults;
             *tolerations = others;
         }
@@ -147,55 +157,66 @@ pub fn strip(pod: &mut Value) -> ApiDefaults {
         }
     }
     let mut taken = take_out(spec, &out);
-    let mut take = |name: &str| taken.iter_mut().find(|(n, _)| *n == name).map(|(_, v)| std::mem::take(v));
+    let mut take = |name: &str| taken.iter_mut().find(|(n, _)| *n == name).map(|(_, v)| std::mem::replace(v, NULL));
     for (name, _) in SPEC_DEFAULTS {
         if let Some(value) = take(name) {
             found.spec.push((name, value));
         }
     }
     if priority {
-        found.priority = Some((take("priority").unwrap_or_default(), take("preemptionPolicy")));
+        found.priority = Some((take("priority").unwrap_or(NULL), take("preemptionPolicy")));
     }
-    found.token_volume = get(spec, "volumes")
-        .and_then(Value::as_array)
-        .and_then(|vs| vs.iter().find(|v| is_token_volume(v)))
-        .and_then(|v| v.get("name")?.as_str().map(str::to_owned));
+    found.token_volume = spec
+        .get("volumes")
+        .and_then(|vs| vs.node().items())
+        .and_then(|mut vs| vs.find(|v| is_token_volume(*v)))
+        .and_then(|v| v.field("name")?.as_str().map(str::to_owned));
     let set_by_limit_ranger = limit_ranger.as_deref().map(parse_limit_ranger).unwrap_or_default();
     for (list, label) in CONTAINER_LISTS {
-        for c in get_mut(spec, list).and_then(Value::as_array_mut).into_iter().flatten() {
-            let Some(c) = c.as_object_mut() else { continue };
+        for c in spec.get_mut(list).and_then(Draft::array_mut).into_iter().flatten() {
+            let node = c.node();
+            if !node.is_object() {
+                continue;
+            }
             let mut out: Vec<&'static str> = Vec::new();
-            let default_policy = get(c, "image").and_then(Value::as_str).map(default_pull_policy);
+            let default_policy = node.field("image").and_then(Node::as_str).map(default_pull_policy);
             if let (Some(default_policy), Some(policy)) =
-                (default_policy, get(c, "imagePullPolicy").and_then(Value::as_str))
+                (default_policy, node.field("imagePullPolicy").and_then(Node::as_str))
                 && policy == default_policy
             {
                 out.push("imagePullPolicy");
                 found.image_pull_policy = true;
             }
             for (name, default) in CONTAINER_DEFAULTS {
-                if get(c, name).and_then(Value::as_str) == Some(default) {
+                if node.field(name).and_then(Node::as_str) == Some(default) {
                     out.push(name);
                     if !found.container.contains(&name) {
                         found.container.push(name);
                     }
                 }
             }
+            if out.is_empty() && set_by_limit_ranger.is_empty() {
+                continue;
+            }
+            let Some(c) = c.object_mut() else { continue };
             take_out(c, &out);
             if set_by_limit_ranger.is_empty() {
                 continue;
             }
-            let cname = c.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let cname = c.get("name").and_then(|n| n.node().as_str()).unwrap_or_default().to_owned();
             for (kind, container, field, resource) in &set_by_limit_ranger {
                 if *kind != label || *container != cname {
                     continue;
                 }
-                let Some(values) =
-                    c.get_mut("resources").and_then(|r| r.get_mut(*field)).and_then(Value::as_object_mut)
+                let Some(values) = c
+                    .get_mut("resources")
+                    .and_then(Draft::object_mut)
+                    .and_then(|r| r.get_mut(field))
+                    .and_then(Draft::object_mut)
                 else {
                     continue;
                 };
-                if let Some(v) = values.shift_remove(resource.as_str()) {
+                if let Some(v) = values.remove(resource) {
                     found.limit_ranger.push((list, cname.clone(), field, resource.clone(), v));
                 }
             }
@@ -207,14 +228,17 @@ pub fn strip(pod: &mut Value) -> ApiDefaults {
     found
 }
 
+/// A placeholder for a value taken out.
+const NULL: Draft<'static> = Draft::Owned(Value::Null);
+
 /// Takes the entries named `names` out of `map`, keeping the order of the others; returns
 /// them with their values.
-fn take_out(map: &mut Map<String, Value>, names: &[&'static str]) -> Vec<(&'static str, Value)> {
+fn take_out<'a>(map: &mut Object<'a>, names: &[&'static str]) -> Vec<(&'static str, Draft<'a>)> {
     let mut taken = Vec::with_capacity(names.len());
     if !names.is_empty() {
         map.retain(|k, v| match names.iter().find(|n| **n == k) {
             Some(name) => {
-                taken.push((*name, std::mem::take(v)));
+                taken.push((*name, std::mem::replace(v, NULL)));
                 false
             }
             None => true,
@@ -248,9 +272,9 @@ fn parse_limit_ranger(text: &str) -> Vec<(&'static str, String, &'static str, St
 
 /// Gives back what `strip` took, where the merged pod left it empty; keeps the
 /// service-account token volume consistent with `automountServiceAccountToken`.
-pub fn restore(pod: &mut Value, found: &ApiDefaults) {
+pub fn restore<'a>(pod: &mut Draft<'a>, found: &ApiDefaults<'a>) {
     let mut limit_ranger_kept = Vec::new();
-    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+    if let Some(spec) = pod.object_mut().and_then(|p| p.get_mut("spec")).and_then(Draft::object_mut) {
         restore_spec(spec, found, &mut limit_ranger_kept);
     }
     if let Some(original) = &found.limit_ranger_annotation {
@@ -266,111 +290,120 @@ pub fn restore(pod: &mut Value, found: &ApiDefaults) {
     }
 }
 
-fn restore_spec(
-    spec: &mut Map<String, Value>,
-    found: &ApiDefaults,
+fn restore_spec<'a>(
+    spec: &mut Object<'a>,
+    found: &ApiDefaults<'a>,
     kept: &mut Vec<(&'static str, String, &'static str, String)>,
 ) {
     for (name, default) in &found.spec {
-        if !contains(spec, name) {
-            spec.insert((*name).to_owned(), default.clone());
+        if !spec.contains(name) {
+            spec.push(Cow::Borrowed(name), default.clone());
         }
     }
-    if (found.service_account_alias || contains(spec, "serviceAccount"))
-        && let Some(name) = get(spec, "serviceAccountName").cloned()
+    if (found.service_account_alias || spec.contains("serviceAccount"))
+        && let Some(name) = spec.get("serviceAccountName").cloned()
     {
-        spec.insert("serviceAccount".to_owned(), name);
+        spec.insert("serviceAccount", name);
     }
     if let Some((priority, preemption)) = &found.priority
-        && !contains(spec, "priorityClassName")
-        && !contains(spec, "priority")
+        && !spec.contains("priorityClassName")
+        && !spec.contains("priority")
     {
-        spec.insert("priority".to_owned(), priority.clone());
+        spec.push(Cow::Borrowed("priority"), priority.clone());
         if let Some(p) = preemption {
-            spec.entry("preemptionPolicy").or_insert_with(|| p.clone());
+            spec.entry("preemptionPolicy", || p.clone());
         }
     }
     if !found.tolerations.is_empty() {
-        let list = spec.entry("tolerations").or_insert_with(|| json!([]));
-        if let Value::Array(list) = list {
+        let list = spec.entry("tolerations", || Draft::Owned(json!([])));
+        if list.node().is_array() {
             for t in &found.tolerations {
-                let key = t.get("key").and_then(Value::as_str).unwrap_or_default();
-                if !tolerates(list, key) {
+                let key = t.node().field("key").and_then(Node::as_str).unwrap_or_default();
+                if !tolerates(list.node(), key)
+                    && let Some(list) = list.array_mut()
+                {
                     list.push(t.clone());
                 }
             }
         }
     }
-    let automount = !get(spec, "automountServiceAccountToken").is_some_and(|a| DefaultValue::Bool(false).is(a));
+    let automount = !spec.get("automountServiceAccountToken").is_some_and(|a| DefaultValue::Bool(false).is(a.node()));
     if let (Some(token), false) = (&found.token_volume, automount)
-        && let Some(Value::Array(volumes)) = get_mut(spec, "volumes")
+        && let Some(volumes) = spec.get_mut("volumes").and_then(Draft::array_mut)
     {
-        volumes.retain(|v| v.get("name").and_then(Value::as_str) != Some(token));
+        volumes.retain(|v| v.node().field("name").and_then(Node::as_str) != Some(token));
     }
     for (list, _) in CONTAINER_LISTS {
-        for c in get_mut(spec, list).and_then(Value::as_array_mut).into_iter().flatten() {
-            let Some(c) = c.as_object_mut() else { continue };
+        for c in spec.get_mut(list).and_then(Draft::array_mut).into_iter().flatten() {
+            let Some(c) = c.object_mut() else { continue };
             restore_container(c, list, found, automount, kept);
         }
     }
 }
 
-fn restore_container(
-    c: &mut Map<String, Value>,
+fn restore_container<'a>(
+    c: &mut Object<'a>,
     list: &'static str,
-    found: &ApiDefaults,
+    found: &ApiDefaults<'a>,
     automount: bool,
     kept: &mut Vec<(&'static str, String, &'static str, String)>,
 ) {
     if found.image_pull_policy
-        && !contains(c, "imagePullPolicy")
-        && let Some(image) = get(c, "image").and_then(Value::as_str)
+        && !c.contains("imagePullPolicy")
+        && let Some(image) = c.get("image").and_then(|i| i.node().as_str())
     {
         let policy = default_pull_policy(image);
-        c.insert("imagePullPolicy".to_owned(), json!(policy));
+        c.push(Cow::Borrowed("imagePullPolicy"), Draft::Owned(json!(policy)));
     }
     for (name, default) in CONTAINER_DEFAULTS {
-        if found.container.contains(&name) && !contains(c, name) {
-            c.insert(name.to_owned(), json!(default));
+        if found.container.contains(&name) && !c.contains(name) {
+            c.push(Cow::Borrowed(name), Draft::Owned(json!(default)));
         }
     }
     if !found.limit_ranger.is_empty() {
         restore_limit_ranger(c, list, found, kept);
     }
     let Some(token) = &found.token_volume else { return };
-    let mounts = c.entry("volumeMounts").or_insert_with(|| json!([]));
-    if let Value::Array(mounts) = mounts {
-        if automount {
-            if !mounts.iter().any(|m| field(m, "mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT_PATH)) {
-                mounts.push(json!({"name": token, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH}));
-            }
-        } else {
-            mounts.retain(|m| field(m, "name").and_then(Value::as_str) != Some(token));
+    let mounts = c.entry("volumeMounts", || Draft::Owned(json!([])));
+    if !mounts.node().is_array() {
+        return;
+    }
+    if automount {
+        let mounted = mounts
+            .node()
+            .items()
+            .into_iter()
+            .flatten()
+            .any(|m| m.field("mountPath").and_then(Node::as_str) == Some(TOKEN_MOUNT_PATH));
+        if !mounted && let Some(mounts) = mounts.array_mut() {
+            mounts.push(Draft::Owned(json!({"name": token, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH})));
         }
-        if mounts.is_empty() {
-            c.shift_remove("volumeMounts");
-        }
+    } else if let Some(mounts) = mounts.array_mut() {
+        mounts.retain(|m| m.node().field("name").and_then(Node::as_str) != Some(token));
+    }
+    if mounts.node().len() == 0 {
+        c.remove("volumeMounts");
     }
 }
 
-fn restore_limit_ranger(
-    c: &mut Map<String, Value>,
+fn restore_limit_ranger<'a>(
+    c: &mut Object<'a>,
     list: &'static str,
-    found: &ApiDefaults,
+    found: &ApiDefaults<'a>,
     kept: &mut Vec<(&'static str, String, &'static str, String)>,
 ) {
-    let cname = c.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let cname = c.get("name").and_then(|n| n.node().as_str()).unwrap_or_default().to_owned();
     for (l, container, field, resource, value) in &found.limit_ranger {
         if *l != list || *container != cname {
             continue;
         }
-        let resources = c.entry("resources").or_insert_with(|| json!({}));
-        if let Some(resources) = resources.as_object_mut() {
-            let values = resources.entry(*field).or_insert_with(|| json!({}));
-            if let Some(values) = values.as_object_mut()
-                && !values.contains_key(resource.as_str())
+        let resources = c.entry("resources", Draft::empty_object);
+        if let Some(resources) = resources.object_mut() {
+            let values = resources.entry(field, Draft::empty_object);
+            if let Some(values) = values.object_mut()
+                && !values.contains(resource)
             {
-                values.insert(resource.clone(), value.clone());
+                values.push(Cow::Owned(resource.clone()), value.clone());
                 kept.push((l, container.clone(), field, resource.clone()));
             }
         }
@@ -403,18 +436,20 @@ fn limit_ranger_text(kept: &[(&'static str, String, &'static str, String)]) -> O
     (!parts.is_empty()).then(|| format!("{LIMIT_RANGER_PREFIX}{}", parts.join("; ")))
 }
 
-fn set_annotation(pod: &mut Value, key: &str, value: Option<String>) {
-    let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+fn set_annotation(pod: &mut Draft<'_>, key: &'static str, value: Option<String>) {
+    let Some(meta) = pod.object_mut().and_then(|p| p.get_mut("metadata")).and_then(Draft::object_mut) else {
+        return;
+    };
     match value {
         Some(v) => {
-            let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
-            if let Some(a) = annotations.as_object_mut() {
-                a.insert(key.to_owned(), Value::String(v));
+            let annotations = meta.entry("annotations", Draft::empty_object);
+            if let Some(a) = annotations.object_mut() {
+                a.insert(key, Draft::Owned(Value::String(v)));
             }
         }
         None => {
-            if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-                a.shift_remove(key);
+            if let Some(a) = meta.get_mut("annotations").and_then(Draft::object_mut) {
+                a.remove(key);
             }
         }
     }
@@ -424,6 +459,20 @@ fn set_annotation(pod: &mut Value, key: &str, value: Option<String>) {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    /// `strip` on a value: the pod's layer, and what was taken.
+    fn stripped(pod: &Value) -> (Value, ApiDefaults<'_>) {
+        let mut layer = Draft::Borrowed(pod);
+        let found = strip(&mut layer);
+        (layer.into_value(), found)
+    }
+
+    /// `restore` on a value.
+    fn restored(pod: Value, found: &ApiDefaults) -> Value {
+        let mut draft = Draft::Owned(pod);
+        restore(&mut draft, found);
+        draft.into_value()
+    }
 
     #[rstest]
     #[case("nginx", "Always")]
@@ -453,7 +502,7 @@ mod tests {
 
     #[test]
     fn template_values_win_over_api_defaults_and_defaults_fill_the_rest() {
-        let mut pod = json!({"metadata": {}, "spec": {
+        let original = json!({"metadata": {}, "spec": {
             "restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "terminationGracePeriodSeconds": 30,
             "serviceAccountName": "default", "serviceAccount": "default", "priority": 0,
             "preemptionPolicy": "PreemptLowerPriority",
@@ -462,7 +511,7 @@ mod tests {
                 {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
             "containers": [{"name": "base", "image": "a:1", "imagePullPolicy": "IfNotPresent",
                             "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}]}});
-        let found = strip(&mut pod);
+        let (mut pod, found) = stripped(&original);
         assert_eq!(pod, json!({"metadata": {}, "spec": {"containers": [{"name": "base", "image": "a:1"}]}}));
         // the merge: a template says Never and a service account; a sidecar and a blanket toleration
         pod["spec"]["restartPolicy"] = json!("Never");
@@ -471,7 +520,7 @@ mod tests {
         if let Some(c) = pod["spec"]["containers"].as_array_mut() {
             c.push(json!({"name": "side", "image": "s"}))
         }
-        restore(&mut pod, &found);
+        let pod = restored(pod, &found);
         let spec = &pod["spec"];
         assert_eq!(spec["restartPolicy"], "Never");
         assert_eq!(spec["dnsPolicy"], "ClusterFirst");
@@ -490,29 +539,28 @@ mod tests {
         let volume = json!({"name": "kube-api-access-x", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}});
         let mount = json!({"name": "kube-api-access-x", "readOnly": true, "mountPath": TOKEN_MOUNT_PATH});
         let pod = json!({"spec": {"volumes": [volume.clone()], "containers": [{"name": "base", "volumeMounts": [mount.clone()]}]}});
-        let mut layer = pod.clone();
-        let found = strip(&mut layer);
+        let (layer, found) = stripped(&pod);
         let mut merged = layer.clone();
         if let Some(c) = merged["spec"]["containers"].as_array_mut() {
             c.push(json!({"name": "side"}))
         }
-        restore(&mut merged, &found);
+        let merged = restored(merged, &found);
         assert_eq!(merged["spec"]["containers"][1]["volumeMounts"], json!([mount]));
         let mut merged = layer;
         merged["spec"]["automountServiceAccountToken"] = json!(false);
-        restore(&mut merged, &found);
+        let merged = restored(merged, &found);
         assert_eq!(merged["spec"]["volumes"], json!([]));
         assert_eq!(merged["spec"]["containers"][0].get("volumeMounts"), None);
     }
 
     #[test]
     fn limit_ranger_values_give_way_and_the_annotation_says_what_is_left() {
-        let mut pod = json!({"metadata": {"annotations": {LIMIT_RANGER: "LimitRanger plugin set: cpu, memory request for container base"}},
+        let original = json!({"metadata": {"annotations": {LIMIT_RANGER: "LimitRanger plugin set: cpu, memory request for container base"}},
             "spec": {"containers": [{"name": "base", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}});
-        let found = strip(&mut pod);
+        let (mut pod, found) = stripped(&original);
         assert_eq!(pod["spec"]["containers"][0]["resources"], json!({"requests": {}}));
         pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("500m");
-        restore(&mut pod, &found);
+        let pod = restored(pod, &found);
         assert_eq!(pod["spec"]["containers"][0]["resources"]["requests"], json!({"cpu": "500m", "memory": "64Mi"}));
         assert_eq!(
             pod["metadata"]["annotations"][LIMIT_RANGER],

@@ -6,9 +6,11 @@
 use serde_json::{Map, Value};
 
 /// Up to this many entries a scan beats hashing the key.
-const SCAN: usize = 16;
+pub(crate) const SCAN: usize = 16;
 
-fn same_key(k: &str, key: &str) -> bool {
+/// `k == key`, with the cheap differences first.
+#[inline]
+pub(crate) fn same_key(k: &str, key: &str) -> bool {
     k.len() == key.len() && k.as_bytes().first() == key.as_bytes().first() && k == key
 }
 
@@ -18,32 +20,11 @@ pub fn get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     if map.len() <= SCAN { map.iter().find(|(k, _)| same_key(k, key)).map(|(_, v)| v) } else { map.get(key) }
 }
 
-/// `map.get_mut(key)`.
-#[inline]
-pub fn get_mut<'a>(map: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Value> {
-    if map.len() <= SCAN { map.iter_mut().find(|(k, _)| same_key(k, key)).map(|(_, v)| v) } else { map.get_mut(key) }
-}
-
-/// `map.contains_key(key)`.
-#[inline]
-pub fn contains(map: &Map<String, Value>, key: &str) -> bool {
-    get(map, key).is_some()
-}
-
 /// `value.get(key)` for an object (`None` for anything else).
 #[inline]
 pub fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
     match value {
         Value::Object(map) => get(map, key),
-        _ => None,
-    }
-}
-
-/// `value.get_mut(key)` for an object (`None` for anything else).
-#[inline]
-pub fn field_mut<'a>(value: &'a mut Value, key: &str) -> Option<&'a mut Value> {
-    match value {
-        Value::Object(map) => get_mut(map, key),
         _ => None,
     }
 }
@@ -111,7 +92,6 @@ mod tests {
             for j in 0..42 {
                 let key = format!("key{j}");
                 assert_eq!(get(&map, &key), map.get(&key));
-                assert_eq!(contains(&map, &key), map.contains_key(&key));
             }
         }
     }

@@ -6,6 +6,7 @@
 //! then its `resources`, then its `secrets`.
 
 pub mod defaults;
+mod draft;
 mod lookup;
 pub mod patch;
 pub mod schema;
@@ -13,12 +14,16 @@ mod secrets;
 pub mod strategic;
 mod warnings;
 
-use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::crd::PodOverrideSpec;
+use draft::{Draft, Node};
 use schema::Kind;
-use strategic::{Nulls, merge};
+use strategic::{Nulls, merge_draft};
 
 pub use secrets::secret_volume_name;
 
@@ -32,7 +37,13 @@ pub const APPLIED_ANNOTATION: &str = "podtailor.dev/applied";
 pub struct Template {
     pod: Value,
     hash: [u8; 32],
+    /// The applied-markers made so far, by the hashes of the overrides applied (a clone has
+    /// the same content, so it shares them).
+    markers: Arc<Mutex<HashMap<Vec<[u8; 32]>, String>>>,
 }
+
+/// How many applied-markers a template keeps; past that it starts over.
+const MARKERS_KEPT: usize = 256;
 
 impl Template {
     /// Keeps what shapes a pod and drops what names or records one: the template never
@@ -60,11 +71,28 @@ impl Template {
         }
         strategic::drop_zeroes(&mut pod, Kind::Pod, Nulls::Keep);
         let hash = Sha256::digest(pod.to_string().as_bytes()).into();
-        Template { pod, hash }
+        Template { pod, hash, markers: Arc::default() }
     }
 
     pub fn pod(&self) -> &Value {
         &self.pod
+    }
+
+    /// [`applied_marker`], made once for each list of overrides: it depends only on the
+    /// template and the overrides (an override's hash covers its name and its spec), and
+    /// neither changes.
+    fn applied_marker(&self, overrides: &[&Override]) -> String {
+        let key: Vec<[u8; 32]> = overrides.iter().map(|o| o.hash).collect();
+        let mut markers = self.markers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(marker) = markers.get(&key) {
+            return marker.clone();
+        }
+        let marker = applied_marker(self, overrides);
+        if markers.len() >= MARKERS_KEPT {
+            markers.clear();
+        }
+        markers.insert(key, marker.clone());
+        marker
     }
 }
 
@@ -75,6 +103,8 @@ pub struct Override {
     pub spec: PodOverrideSpec,
     /// `spec.resources` as JSON, made once.
     resources: Option<Value>,
+    /// What `spec.secrets` add, made once.
+    secrets: Vec<secrets::Prepared>,
     hash: [u8; 32],
 }
 
@@ -89,7 +119,8 @@ impl Override {
         h.update([0]);
         h.update(serde_json::to_vec(&spec).unwrap_or_default());
         let resources = spec.resources.as_ref().and_then(|r| serde_json::to_value(r).ok());
-        Override { name, spec, resources, hash: h.finalize().into() }
+        let secrets = secrets::prepare(&spec.secrets);
+        Override { name, spec, resources, secrets, hash: h.finalize().into() }
     }
 }
 
@@ -123,85 +154,87 @@ pub enum Want {
 }
 
 /// Merges the template and the overrides into `pod` and returns the patch (and the desired pod).
+///
+/// The desired pod is built as a [`Draft`] over the template, the pod and the overrides: what
+/// no later layer changes stays borrowed, so only the values the patch adds or replaces are
+/// copied (and the whole desired pod when it is asked for).
 pub fn apply(template: &Template, pod: &Value, overrides: &[&Override], want: Want) -> Result<Outcome, MergeError> {
     if !pod.is_object() {
         return Err(MergeError { r#override: None, reason: "the pod is not a JSON object".into() });
     }
-    let mut layer = pod.clone();
+    let mut layer = Draft::Borrowed(pod);
     let api_defaults = defaults::strip(&mut layer);
-    let mut desired = template.pod.clone();
-    merge(&mut desired, layer, Kind::Pod, Nulls::Keep);
+    let mut desired = Draft::Borrowed(&template.pod);
+    merge_draft(&mut desired, layer, Kind::Pod, Nulls::Keep);
     let mut warnings = Vec::new();
     for o in overrides {
         apply_override(&mut desired, pod, o, &mut warnings)
             .map_err(|reason| MergeError { r#override: Some(o.name.clone()), reason })?;
     }
     defaults::restore(&mut desired, &api_defaults);
-    let marker = applied_marker(template, overrides);
+    let marker = template.applied_marker(overrides);
     let annotations = desired
-        .as_object_mut()
-        .map(|p| p.entry("metadata").or_insert_with(|| json!({})))
-        .and_then(Value::as_object_mut)
-        .map(|m| m.entry("annotations").or_insert_with(|| json!({})));
-    if let Some(Value::Object(annotations)) = annotations {
-        annotations.insert(APPLIED_ANNOTATION.to_owned(), Value::String(marker));
+        .object_mut()
+        .map(|p| p.entry("metadata", Draft::empty_object))
+        .and_then(Draft::object_mut)
+        .map(|m| m.entry("annotations", Draft::empty_object))
+        .and_then(Draft::object_mut);
+    if let Some(annotations) = annotations {
+        annotations.insert(APPLIED_ANNOTATION, Draft::Owned(Value::String(marker)));
     }
     Ok(match want {
         Want::Desired => {
-            let patch = patch::diff(pod, &mut desired, patch::Values::Copy);
+            let desired = desired.into_value();
+            let patch = patch::diff(pod, &desired);
             Outcome { desired: Some(desired), patch, warnings }
         }
-        Want::Patch => Outcome { patch: patch::diff(pod, &mut desired, patch::Values::Take), desired: None, warnings },
+        Want::Patch => Outcome { patch: patch::diff_draft(pod, desired), desired: None, warnings },
     })
 }
 
 /// One override layer, as strategic-merge fragments in order: its pod fragment, then its
 /// resources, then its secrets (the last two go to the target container of the pod the
 /// fragment made). `pod` is the incoming pod, for the warnings.
-fn apply_override(desired: &mut Value, pod: &Value, o: &Override, warnings: &mut Vec<String>) -> Result<(), String> {
-    let mut layer = |desired: &mut Value, fragment: Value| {
-        let watch = warnings::Watch::before(&fragment, pod, desired);
-        merge(desired, fragment, Kind::Pod, Nulls::Delete);
-        watch.after(desired, &o.name, warnings);
+fn apply_override<'a>(
+    desired: &mut Draft<'a>,
+    pod: &'a Value,
+    o: &'a Override,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    let mut layer = |desired: &mut Draft<'a>, fragment: Draft<'a>| {
+        let watch = warnings::Watch::before(fragment.node(), pod, desired.node());
+        merge_draft(desired, fragment, Kind::Pod, Nulls::Delete);
+        watch.after(desired.node(), &o.name, warnings);
     };
     if let Some(fragment) = &o.spec.pod {
-        layer(desired, fragment.clone());
+        layer(desired, Draft::Borrowed(fragment));
     }
     if o.resources.is_none() && o.spec.secrets.is_empty() {
         return Ok(());
     }
-    let target = target_container(desired, o.spec.container.as_deref())?;
+    let target = target_container(desired.node(), o.spec.container.as_deref())?;
     if let Some(resources) = &o.resources {
-        let container = object([("name", Value::String(target.clone())), ("resources", resources.clone())]);
-        layer(desired, containers_fragment(container));
+        // {"spec": {"containers": [{"name": target, "resources": resources}]}}
+        let container = Draft::object([
+            ("name", Draft::Owned(Value::String(target.clone()))),
+            ("resources", Draft::Borrowed(resources)),
+        ]);
+        layer(desired, Draft::object([("spec", Draft::object([("containers", Draft::Array(vec![container]))]))]));
     }
-    if let Some(fragment) = secrets::fragment(desired, &target, &o.spec.secrets) {
+    if let Some(fragment) = secrets::fragment(desired.node(), &target, &o.secrets) {
         layer(desired, fragment);
     }
     Ok(())
 }
 
-/// An object of these entries, in order (`json!` would copy values given to it by serialising them).
-pub(crate) fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
-    let mut map = Map::with_capacity(N);
-    for (k, v) in entries {
-        map.insert(k.to_owned(), v);
-    }
-    Value::Object(map)
-}
-
-/// `{"spec": {"containers": [container]}}`.
-pub(crate) fn containers_fragment(container: Value) -> Value {
-    object([("spec", object([("containers", Value::Array(vec![container]))]))])
-}
-
 /// The container an override's resources and secrets go to: the one it names, else `base`
 /// if the pod has it, else the first.
-fn target_container(pod: &Value, named: Option<&str>) -> Result<String, String> {
-    let names: Vec<&str> = lookup::field(pod, "spec")
-        .and_then(|s| lookup::field(s, "containers"))
-        .and_then(Value::as_array)
-        .map(|cs| cs.iter().filter_map(|c| lookup::field(c, "name")?.as_str()).collect())
+fn target_container(pod: Node, named: Option<&str>) -> Result<String, String> {
+    let names: Vec<&str> = pod
+        .field("spec")
+        .and_then(|s| s.field("containers"))
+        .and_then(Node::items)
+        .map(|cs| cs.filter_map(|c| c.field("name")?.as_str()).collect())
         .unwrap_or_default();
     let found = match named {
         Some(n) => names.iter().find(|c| **c == n),

@@ -6,45 +6,38 @@
 //! so keys with `/` or `~` are escaped; an added subtree is one `add`, so parents always
 //! exist before their children.
 
+use std::collections::HashSet;
+
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value};
 
-use super::lookup;
+use super::draft::{Draft, Entries, Node};
+use super::lookup::{self, same_key};
 use super::schema::{Kind, List, field};
 
-/// What happens to the values of `to` that go into operations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Values {
-    /// Copied: `to` is left as it was.
-    Copy,
-    /// Moved into the operations: `to` is left with holes, for a caller that needs only the patch.
-    Take,
+/// The patch that turns `from` into `to`, both pods.
+pub fn diff(from: &Value, to: &Value) -> Patch {
+    diff_draft(from, Draft::Borrowed(to))
 }
 
-/// The patch that turns `from` into `to`, both pods.
-pub fn diff(from: &Value, to: &mut Value, values: Values) -> Patch {
-    let mut ops = Vec::new();
-    let mut d = Diff { values, ops: &mut ops, path: String::new() };
+/// The patch that turns `from` into the draft `to`, consuming it: values the engine made move
+/// into the operations, borrowed ones are copied, and a part of `to` that is `from`'s own
+/// value at the same place is stepped over without a look inside.
+pub(crate) fn diff_draft(from: &Value, to: Draft<'_>) -> Patch {
+    let mut ops = Vec::with_capacity(32);
+    let mut d = Diff { ops: &mut ops, path: String::with_capacity(128) };
     d.value(from, to, Kind::Pod, List::Atomic);
     Patch(ops)
 }
 
 struct Diff<'a> {
-    values: Values,
     ops: &'a mut Vec<PatchOperation>,
     /// The JSON pointer of the values being compared, already escaped.
     path: String,
 }
 
 impl Diff<'_> {
-    fn give(&self, v: &mut Value) -> Value {
-        match self.values {
-            Values::Copy => v.clone(),
-            Values::Take => std::mem::take(v),
-        }
-    }
-
     /// Appends `token` to the path; returns the length to truncate back to.
     fn push(&mut self, token: &str) -> usize {
         let len = self.path.len();
@@ -62,72 +55,114 @@ impl Diff<'_> {
         pointer(self.path.clone())
     }
 
-    fn add(&mut self, path: PointerBuf, v: &mut Value) {
-        let value = self.give(v);
-        self.ops.push(PatchOperation::Add(AddOperation { path, value }));
+    fn add(&mut self, v: Draft<'_>) {
+        let path = self.pointer();
+        self.ops.push(PatchOperation::Add(AddOperation { path, value: v.into_value() }));
     }
 
-    fn value(&mut self, from: &Value, to: &mut Value, kind: Kind, list: List) {
-        match (from, to) {
-            (Value::Object(from), Value::Object(to)) => self.map(from, to, kind),
+    fn value(&mut self, from: &Value, to: Draft<'_>, kind: Kind, list: List) {
+        if same_value(from, &to) {
+            return;
+        }
+        let (is_object, is_array) = (to.node().is_object(), to.node().is_array());
+        match from {
+            Value::Object(from) if is_object => {
+                if from.len() > TRACKED {
+                    let removed = removed_keys(from, to.node());
+                    self.remove_keys(&removed);
+                }
+                if let Ok(to) = to.into_entries() {
+                    self.map(from, to, kind);
+                }
+            }
             // a merging list is aligned element by element, which finds equal lists equal too
-            (Value::Array(from), Value::Array(to)) if list != List::Atomic => self.list(from, to, kind, list),
-            (from, to) if !lookup::eq(from, to) => {
-                let value = self.give(to);
-                self.ops.push(PatchOperation::Replace(ReplaceOperation { path: self.pointer(), value }))
+            Value::Array(from) if is_array && list != List::Atomic => {
+                if let Ok(to) = to.into_array() {
+                    self.list(from, to, kind, list);
+                }
+            }
+            from if !to.node().eq(Node::Value(from)) => {
+                let path = self.pointer();
+                self.ops.push(PatchOperation::Replace(ReplaceOperation { path, value: to.into_value() }))
             }
             _ => {}
         }
     }
 
-    fn map(&mut self, from: &Map<String, Value>, to: &mut Map<String, Value>, kind: Kind) {
-        for key in from.keys().filter(|k| !lookup::contains(to, k)) {
+    fn remove_keys(&mut self, keys: &[&str]) {
+        for key in keys {
             let len = self.push(key);
             self.ops.push(PatchOperation::Remove(RemoveOperation { path: self.pointer() }));
             self.path.truncate(len);
         }
-        let mut same_place = from.iter();
-        for (key, value) in to.iter_mut() {
+    }
+
+    /// An object: the keys `to` no longer holds are removed, then `to`'s entries are walked.
+    /// For an object of up to [`TRACKED`] keys (the caller removed the keys of a larger one),
+    /// the walk marks the keys of `from` it meets, so the removals, rare, are found without a
+    /// look-up of each key and put before the walk's operations afterwards.
+    fn map(&mut self, from: &Map<String, Value>, to: Entries<'_>, kind: Kind) {
+        let start = self.ops.len();
+        let tracked = from.len() <= TRACKED;
+        let mut met: u64 = 0;
+        let mut same_place = from.iter().enumerate();
+        for (key, value) in to {
             // the same key at the same place is the usual case: no look-up
             let old = match same_place.next() {
-                Some((k, v)) if k == key => Some(v),
-                _ => lookup::get(from, key),
+                Some((i, (k, v))) if *k == key => {
+                    met |= 1 << i;
+                    Some(v)
+                }
+                _ if tracked => from.iter().enumerate().find(|(_, (k, _))| same_key(k, &key)).map(|(i, (_, v))| {
+                    met |= 1 << i;
+                    v
+                }),
+                _ => lookup::get(from, &key),
             };
-            // equal scalars, most of a pod, need neither a path nor an operation
+            // equal scalars, most of a pod, and the pod's own values need neither a path nor
+            // an operation
             if let Some(old) = old
-                && is_scalar(old)
-                && is_scalar(value)
-                && old == &*value
+                && (same_value(old, &value)
+                    || is_scalar(old) && value.node().is_scalar() && value.node().eq(Node::Value(old)))
             {
                 continue;
             }
-            let len = self.push(key);
+            let len = self.push(&key);
             match old {
-                None => {
-                    let path = self.pointer();
-                    self.add(path, value);
-                }
+                None => self.add(value),
                 Some(old) => {
-                    let f = field(kind, key);
+                    let f = field(kind, &key);
                     self.value(old, value, f.kind, f.list);
                 }
             }
             self.path.truncate(len);
+        }
+        if tracked && met.count_ones() as usize != from.len() {
+            let removed: Vec<&str> =
+                from.keys().enumerate().filter(|(i, _)| met & (1 << i) == 0).map(|(_, k)| k.as_str()).collect();
+            let walked = self.ops.split_off(start);
+            self.remove_keys(&removed);
+            self.ops.extend(walked);
         }
     }
 
     /// A merging list: align the two lists (on the merge key, or on equality for sets), remove
     /// what is gone from the back, then walk the new list inserting new elements and diffing
     /// aligned ones in place.
-    fn list(&mut self, from: &[Value], to: &mut [Value], kind: Kind, list: List) {
-        let same = |a: &Value, b: &Value| match list {
-            List::Keyed { key, .. } => match (lookup::field(a, key), lookup::field(b, key)) {
-                (Some(x), Some(y)) => lookup::eq(x, y),
-                _ => lookup::eq(a, b),
-            },
-            _ => lookup::eq(a, b),
+    fn list(&mut self, from: &[Value], to: Vec<Draft<'_>>, kind: Kind, list: List) {
+        // what the elements are aligned on: their merge key, or (for sets, or an element
+        // without one) the whole element
+        let (from_keys, to_keys): (Vec<_>, Vec<_>) = match list {
+            List::Keyed { key, .. } => {
+                (from.iter().map(|a| lookup::field(a, key)).collect(), to.iter().map(|b| b.node().field(key)).collect())
+            }
+            _ => (Vec::new(), Vec::new()),
         };
-        let pairs = align(from, to, same);
+        let same = |i: usize, j: usize| match (from_keys.get(i).copied().flatten(), to_keys.get(j).copied().flatten()) {
+            (Some(x), Some(y)) => y.eq(Node::Value(x)),
+            _ => to[j].node().eq(Node::Value(&from[i])),
+        };
+        let pairs = align(from.len(), to.len(), same);
         let kept: Vec<bool> = (0..from.len()).map(|i| pairs.iter().any(|&(f, _)| f == i)).collect();
         for i in (0..from.len()).rev().filter(|&i| !kept[i]) {
             let len = self.push_index(i);
@@ -135,18 +170,37 @@ impl Diff<'_> {
             self.path.truncate(len);
         }
         let mut pairs = pairs.into_iter().peekable();
-        for (j, value) in to.iter_mut().enumerate() {
+        for (j, value) in to.into_iter().enumerate() {
+            let old = pairs.next_if(|&(_, t)| t == j).map(|(f, _)| &from[f]);
+            if old.is_some_and(|old| same_value(old, &value)) {
+                continue;
+            }
             let len = self.push_index(j);
-            match pairs.next_if(|&(_, t)| t == j) {
-                Some((f, _)) => self.value(&from[f], value, kind, List::Atomic),
-                None => {
-                    let path = self.pointer();
-                    self.add(path, value);
-                }
+            match old {
+                Some(old) => self.value(old, value, kind, List::Atomic),
+                None => self.add(value),
             }
             self.path.truncate(len);
         }
     }
+}
+
+/// Up to this many keys, [`Diff::map`] finds the removed keys of an object as it walks it.
+const TRACKED: usize = 64;
+
+/// The keys of `from` that `to` (an object) does not hold, in order. A value's map finds a
+/// key by hash when it is large; a large opened object gets an index.
+fn removed_keys<'f>(from: &'f Map<String, Value>, to: Node) -> Vec<&'f str> {
+    if to.len() <= lookup::SCAN || matches!(to, Node::Value(_)) {
+        return from.keys().filter(|k| to.field(k).is_none()).map(String::as_str).collect();
+    }
+    let keys: HashSet<&str> = to.entries().into_iter().flatten().map(|(k, _)| k).collect();
+    from.keys().filter(|k| !keys.contains(k.as_str())).map(String::as_str).collect()
+}
+
+/// Whether `to` is `from` itself: the pod's own value, borrowed, at the same place.
+fn same_value(from: &Value, to: &Draft) -> bool {
+    matches!(to, Draft::Borrowed(to) if std::ptr::eq(from, *to))
 }
 
 fn is_scalar(v: &Value) -> bool {
@@ -190,11 +244,11 @@ fn pointer(path: String) -> PointerBuf {
     }
 }
 
-/// The longest common subsequence of `a` and `b` under `same`, as index pairs in order.
-fn align(a: &[Value], b: &[Value], same: impl Fn(&Value, &Value) -> bool) -> Vec<(usize, usize)> {
-    let (n, m) = (a.len(), b.len());
+/// The longest common subsequence of lists of lengths `n` and `m` under `same(i, j)`, as
+/// index pairs in order.
+fn align(n: usize, m: usize, same: impl Fn(usize, usize) -> bool) -> Vec<(usize, usize)> {
     // the common case: the same keys in the same order
-    if n == m && a.iter().zip(b).all(|(x, y)| same(x, y)) {
+    if n == m && (0..n).all(|i| same(i, i)) {
         return (0..n).map(|i| (i, i)).collect();
     }
     // lengths[i * (m + 1) + j]: LCS length of a[i..] and b[j..]
@@ -202,7 +256,7 @@ fn align(a: &[Value], b: &[Value], same: impl Fn(&Value, &Value) -> bool) -> Vec
     let mut lengths = vec![0usize; (n + 1) * width];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lengths[i * width + j] = if same(&a[i], &b[j]) {
+            lengths[i * width + j] = if same(i, j) {
                 lengths[(i + 1) * width + j + 1] + 1
             } else {
                 lengths[(i + 1) * width + j].max(lengths[i * width + j + 1])
@@ -211,7 +265,7 @@ fn align(a: &[Value], b: &[Value], same: impl Fn(&Value, &Value) -> bool) -> Vec
     }
     let (mut i, mut j, mut pairs) = (0, 0, Vec::new());
     while i < n && j < m {
-        if same(&a[i], &b[j]) {
+        if same(i, j) {
             pairs.push((i, j));
             i += 1;
             j += 1;
@@ -231,8 +285,8 @@ mod tests {
     use serde_json::json;
 
     fn ops(from: Value, to: Value) -> Value {
-        let copied = diff(&from, &mut to.clone(), Values::Copy);
-        let taken = diff(&from, &mut to.clone(), Values::Take);
+        let copied = diff(&from, &to);
+        let taken = diff_draft(&from, Draft::Owned(to.clone()));
         assert_eq!(copied, taken, "copying and taking give different patches");
         serde_json::to_value(copied).unwrap_or_default()
     }
@@ -272,7 +326,7 @@ mod tests {
         let to = json!({"spec": {"containers": [{"name": "n"}, {"name": "y", "image": "i"}, {"name": "x", "env": [{"name": "B"}, {"name": "C"}]}],
                                  "volumes": [{"name": "v3"}, {"name": "v0"}, {"name": "v1", "x": 1}]}});
         let mut doc = from.clone();
-        json_patch::patch(&mut doc, &diff(&from, &mut to.clone(), Values::Copy)).unwrap_or_else(|e| panic!("{e}"));
+        json_patch::patch(&mut doc, &diff(&from, &to)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(doc, to);
     }
 }

@@ -6,7 +6,9 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::lookup::field;
+use std::borrow::Cow;
+
+use super::draft::{Draft, Node, Object};
 use crate::crd::{DeployType, SecretRef};
 
 /// The volume name for `secret` (and `key`): `secret-<name>-<hash>`, a valid DNS label of at
@@ -21,65 +23,94 @@ pub fn secret_volume_name(secret: &str, key: Option<&str>) -> String {
     format!("secret-{base}-{hash}")
 }
 
-/// The fragment that adds `secrets` to container `target` of `pod` (which exists: the
-/// caller checked), if there are any.
-pub fn fragment(pod: &Value, target: &str, secrets: &[SecretRef]) -> Option<Value> {
-    if secrets.is_empty() {
-        return None;
-    }
-    let mut env = Vec::new();
-    let mut mounts = Vec::new();
-    let mut volumes = Vec::new();
-    let mut env_from = current_env_from(pod, target);
-    let before = env_from.len();
-    for s in secrets {
-        match (s.deploy_type, &s.key) {
-            (DeployType::Env, Some(key)) => env.push(json!({
+/// What one secret reference adds to a pod, made once for an override.
+#[derive(Clone, Debug)]
+pub enum Prepared {
+    /// An env var with a `secretKeyRef`.
+    Env(Value),
+    /// An `envFrom` entry for the whole secret, added once.
+    EnvFrom(Value),
+    /// A secret volume and its read-only mount.
+    Volume { volume: Value, mount: Value },
+}
+
+/// The values `secrets` add, in order.
+pub fn prepare(secrets: &[SecretRef]) -> Vec<Prepared> {
+    secrets
+        .iter()
+        .map(|s| match (s.deploy_type, &s.key) {
+            (DeployType::Env, Some(key)) => Prepared::Env(json!({
                 "name": s.deploy_target.as_deref().unwrap_or(key),
                 "valueFrom": {"secretKeyRef": {"name": s.secret, "key": key}},
             })),
-            (DeployType::Env, None) => {
-                let entry = json!({"secretRef": {"name": s.secret}});
-                if !env_from.contains(&entry) {
-                    env_from.push(entry);
-                }
-            }
+            (DeployType::Env, None) => Prepared::EnvFrom(json!({"secretRef": {"name": s.secret}})),
             (DeployType::Volume, key) => {
                 let name = secret_volume_name(&s.secret, key.as_deref());
                 let mut source = json!({"secretName": s.secret});
                 if let Some(key) = key {
                     source["items"] = json!([{"key": key, "path": key}]);
                 }
-                volumes.push(json!({"name": name, "secret": source}));
-                mounts.push(json!({"name": name, "mountPath": s.deploy_target, "readOnly": true}));
+                Prepared::Volume {
+                    volume: json!({"name": name, "secret": source}),
+                    mount: json!({"name": name, "mountPath": s.deploy_target, "readOnly": true}),
+                }
+            }
+        })
+        .collect()
+}
+
+/// The fragment that adds `secrets` (as [`prepare`]d) to container `target` of `pod` (which
+/// exists: the caller checked), if there are any.
+pub fn fragment<'a>(pod: Node, target: &str, secrets: &'a [Prepared]) -> Option<Draft<'a>> {
+    if secrets.is_empty() {
+        return None;
+    }
+    let mut env = Vec::new();
+    let mut mounts = Vec::new();
+    let mut volumes = Vec::new();
+    let mut env_from: Vec<Draft> = current_env_from(pod, target).into_iter().map(Draft::Owned).collect();
+    let before = env_from.len();
+    for s in secrets {
+        match s {
+            Prepared::Env(var) => env.push(Draft::Borrowed(var)),
+            Prepared::EnvFrom(entry) => {
+                if !env_from.iter().any(|e| e.node().eq(Node::Value(entry))) {
+                    env_from.push(Draft::Borrowed(entry));
+                }
+            }
+            Prepared::Volume { volume, mount } => {
+                volumes.push(Draft::Borrowed(volume));
+                mounts.push(Draft::Borrowed(mount));
             }
         }
     }
-    let mut container = json!({"name": target});
+    let mut container = Object::default();
+    container.push(Cow::Borrowed("name"), Draft::Owned(Value::String(target.to_owned())));
     if !env.is_empty() {
-        container["env"] = Value::Array(env);
+        container.push(Cow::Borrowed("env"), Draft::Array(env));
     }
     if !mounts.is_empty() {
-        container["volumeMounts"] = Value::Array(mounts);
+        container.push(Cow::Borrowed("volumeMounts"), Draft::Array(mounts));
     }
     if env_from.len() != before {
-        container["envFrom"] = Value::Array(env_from);
+        container.push(Cow::Borrowed("envFrom"), Draft::Array(env_from));
     }
-    let mut fragment = super::containers_fragment(container);
+    let mut spec = Object::default();
+    spec.push(Cow::Borrowed("containers"), Draft::Array(vec![Draft::Object(container)]));
     if !volumes.is_empty() {
-        fragment["spec"]["volumes"] = Value::Array(volumes);
+        spec.push(Cow::Borrowed("volumes"), Draft::Array(volumes));
     }
-    Some(fragment)
+    Some(Draft::object([("spec", Draft::Object(spec))]))
 }
 
-fn current_env_from(pod: &Value, target: &str) -> Vec<Value> {
-    field(pod, "spec")
-        .and_then(|s| field(s, "containers"))
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| field(c, "name").and_then(Value::as_str) == Some(target)))
-        .and_then(|c| field(c, "envFrom"))
-        .and_then(Value::as_array)
-        .cloned()
+fn current_env_from(pod: Node, target: &str) -> Vec<Value> {
+    pod.field("spec")
+        .and_then(|s| s.field("containers"))
+        .and_then(Node::items)
+        .and_then(|mut cs| cs.find(|c| c.field("name").and_then(Node::as_str) == Some(target)))
+        .and_then(|c| c.field("envFrom"))
+        .filter(|e| e.is_array())
+        .map(|e| e.items().into_iter().flatten().map(Node::to_value).collect())
         .unwrap_or_default()
 }
 
@@ -91,7 +122,8 @@ mod tests {
     use crate::merge::strategic::{Nulls, merge};
 
     fn apply(pod: &mut Value, target: &str, secrets: &[SecretRef]) {
-        if let Some(f) = fragment(pod, target, secrets) {
+        let prepared = prepare(secrets);
+        if let Some(f) = fragment(Node::Value(pod), target, &prepared).map(Draft::into_value) {
             merge(pod, f, Kind::Pod, Nulls::Delete);
         }
     }

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::lookup;
+use super::draft::{Draft, Entries, Items, Object};
 use super::schema::{Element, Kind, List, field, omitted_when_zero};
 
 /// What a `null` in a layer means.
@@ -19,37 +19,57 @@ pub enum Nulls {
 
 /// Merges `layer` onto `base` (the layer wins), both objects of kind `kind`.
 pub fn merge(base: &mut Value, layer: Value, kind: Kind, nulls: Nulls) {
-    match (base, layer) {
-        (Value::Object(base), Value::Object(layer)) => merge_map(base, layer, kind, nulls),
-        (base, layer) => *base = cleaned(layer, nulls),
-    }
+    let mut draft = Draft::Owned(std::mem::take(base));
+    merge_draft(&mut draft, Draft::Owned(layer), kind, nulls);
+    *base = draft.into_value();
 }
 
-fn merge_map(base: &mut Map<String, Value>, layer: Map<String, Value>, kind: Kind, nulls: Nulls) {
+/// [`merge`] on drafts: what the layer holds is taken as it is (borrowed, if it was) where
+/// the base has nothing to merge it with.
+pub(crate) fn merge_draft<'a>(base: &mut Draft<'a>, layer: Draft<'a>, kind: Kind, nulls: Nulls) {
+    if base.node().is_object() && layer.node().is_object() {
+        if let (Some(base), Ok(layer)) = (base.object_mut(), layer.into_entries()) {
+            merge_object(base, layer, kind, nulls);
+        }
+        return;
+    }
+    *base = cleaned(layer, nulls);
+}
+
+fn merge_object<'a>(base: &mut Object<'a>, layer: Entries<'a>, kind: Kind, nulls: Nulls) {
+    // a layer's keys are unique, so a key can only meet an entry the base had before it
+    let before = base.len();
     for (key, value) in layer {
-        if value.is_null() && nulls == Nulls::Delete {
-            base.shift_remove(&key);
+        if value.node().is_null() && nulls == Nulls::Delete {
+            base.remove(&key);
             continue;
         }
         let f = field(kind, &key);
-        let Some(existing) = lookup::get_mut(base, &key) else {
-            base.insert(key, cleaned(value, nulls));
+        let Some(existing) = base.get_mut_in_first(before.min(base.len()), &key) else {
+            base.push(key, cleaned(value, nulls));
             continue;
         };
-        match (existing, value) {
-            (Value::Object(existing), Value::Object(value)) => merge_map(existing, value, f.kind, nulls),
-            (Value::Array(existing), Value::Array(value)) => match f.list {
-                List::Atomic => *existing = value.into_iter().map(|v| cleaned(v, nulls)).collect(),
-                List::Set => {
+        let (old, new) = (existing.node(), value.node());
+        if old.is_object() && new.is_object() {
+            if let (Some(existing), Ok(value)) = (existing.object_mut(), value.into_entries()) {
+                merge_object(existing, value, f.kind, nulls);
+            }
+        } else if old.is_array() && new.is_array() && f.list != List::Atomic {
+            let (Some(existing), Ok(value)) = (existing.array_mut(), value.into_items()) else { continue };
+            match f.list {
+                List::Keyed { key, element } => merge_keyed(existing, value, key, element, f.kind, nulls),
+                // a set: union, in order
+                _ => {
                     for item in value {
-                        if !existing.contains(&item) {
+                        if !existing.iter().any(|e| e.node().eq(item.node())) {
                             existing.push(item);
                         }
                     }
                 }
-                List::Keyed { key, element } => merge_keyed(existing, value, key, element, f.kind, nulls),
-            },
-            (existing, value) => *existing = cleaned(value, nulls),
+            }
+        } else {
+            // an atomic list, a scalar, or values of different types: the layer's replaces it
+            *existing = cleaned(value, nulls);
         }
     }
 }
@@ -57,24 +77,29 @@ fn merge_map(base: &mut Map<String, Value>, layer: Map<String, Value>, kind: Kin
 /// Merges a keyed list: an element of the layer meets the element of `base` with the same
 /// key, or is appended. Elements of the layer only meet elements that were in `base` before
 /// this layer, so a layer's own list is never collapsed.
-fn merge_keyed(base: &mut Vec<Value>, layer: Vec<Value>, key: &str, element: Element, kind: Kind, nulls: Nulls) {
+fn merge_keyed<'a>(base: &mut Vec<Draft<'a>>, layer: Items<'a>, key: &str, element: Element, kind: Kind, nulls: Nulls) {
     let before = base.len();
     for item in layer {
-        let found = lookup::field(&item, key)
-            .and_then(|k| base[..before].iter().position(|b| lookup::field(b, key).is_some_and(|b| lookup::eq(b, k))));
+        let found = item
+            .node()
+            .field(key)
+            .and_then(|k| base[..before].iter().position(|b| b.node().field(key).is_some_and(|b| b.eq(k))));
         let Some(at) = found else {
             base.push(cleaned(item, nulls));
             continue;
         };
         let target = &mut base[at];
         match element {
-            Element::Merge => merge(target, item, kind, nulls),
+            Element::Merge => merge_draft(target, item, kind, nulls),
             Element::Replace => *target = cleaned(item, nulls),
             Element::RetainKeys => {
-                if let (Value::Object(target), Value::Object(item)) = (&mut *target, &item) {
-                    target.retain(|k, _| item.contains_key(k));
+                if item.node().is_object()
+                    && let Some(target) = target.object_mut()
+                {
+                    let item = item.node();
+                    target.retain(|k, _| item.field(k).is_some());
                 }
-                merge(target, item, kind, nulls);
+                merge_draft(target, item, kind, nulls);
             }
         }
     }
@@ -111,25 +136,20 @@ pub fn drop_zeroes(value: &mut Value, kind: Kind, nulls: Nulls) {
 
 /// A layer's value as it enters the result: with `Nulls::Delete`, nested `null`s are
 /// directives, not values, and are dropped.
-fn cleaned(value: Value, nulls: Nulls) -> Value {
-    if nulls == Nulls::Keep || !has_null(&value) {
+fn cleaned(value: Draft<'_>, nulls: Nulls) -> Draft<'_> {
+    if nulls == Nulls::Keep || !value.node().has_null() {
         return value;
     }
-    match (value, nulls) {
-        (Value::Object(map), Nulls::Delete) => {
-            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, cleaned(v, nulls))).collect())
-        }
-        (Value::Array(items), Nulls::Delete) => Value::Array(items.into_iter().map(|v| cleaned(v, nulls)).collect()),
-        (value, _) => value,
-    }
+    Draft::Owned(cleaned_value(value.into_value()))
 }
 
-/// Whether a `null` is anywhere inside `value` (below it: `value` itself is not looked at).
-fn has_null(value: &Value) -> bool {
+fn cleaned_value(value: Value) -> Value {
     match value {
-        Value::Object(map) => map.values().any(|v| v.is_null() || has_null(v)),
-        Value::Array(items) => items.iter().any(|v| v.is_null() || has_null(v)),
-        _ => false,
+        Value::Object(map) => {
+            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, cleaned_value(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(cleaned_value).collect()),
+        value => value,
     }
 }
 

@@ -6,36 +6,55 @@
 
 use serde_json::Value;
 
-use super::lookup;
+use super::draft::Node;
 use super::schema::{Element, Kind, List, field};
 
-#[derive(Clone)]
 enum Step {
     Key(String),
     /// The element of a keyed list whose merge key has this value.
     Keyed(&'static str, Value),
 }
 
-/// The places a layer sets, with the pod's value at each before the layer is merged.
-pub struct Watch {
-    places: Vec<(String, Vec<Step>, Value)>,
+/// A step of the walk, borrowed from the layer; copied into a [`Step`] for a watched place.
+#[derive(Clone, Copy)]
+enum StepRef<'l, 'a> {
+    Key(&'l str),
+    Keyed(&'static str, Node<'l, 'a>),
 }
 
-impl Watch {
+impl StepRef<'_, '_> {
+    fn owned(self) -> Step {
+        match self {
+            StepRef::Key(k) => Step::Key(k.to_owned()),
+            StepRef::Keyed(key, k) => Step::Keyed(key, k.to_value()),
+        }
+    }
+}
+
+/// The places a layer sets, with the pod's value at each before the layer is merged.
+pub struct Watch<'p> {
+    places: Vec<(Vec<Step>, Node<'p, 'p>)>,
+}
+
+impl<'p> Watch<'p> {
     /// The places `layer` names where `merged` still holds the incoming `pod`'s own value.
-    pub fn before(layer: &Value, pod: &Value, merged: &Value) -> Watch {
+    pub fn before(layer: Node, pod: &'p Value, merged: Node) -> Watch<'p> {
         let mut places = Vec::new();
-        collect(layer, Kind::Pod, List::Atomic, &mut Vec::new(), (pod, merged), &mut places);
+        collect(layer, Kind::Pod, List::Atomic, None, &mut Vec::new(), (Node::Value(pod), merged), &mut places);
         Watch { places }
     }
 
     /// Adds a warning for each watched value that override `name` changed in `merged`.
-    pub fn after(self, merged: &Value, name: &str, out: &mut Vec<String>) {
-        for (path, steps, value) in self.places {
+    pub fn after(self, merged: Node, name: &str, out: &mut Vec<String>) {
+        for (steps, value) in self.places {
             let now = lookup(merged, &steps);
-            if now != Some(&value) {
-                let now = now.map_or_else(|| "removed".to_owned(), |a| format!("now {}", short(a)));
-                out.push(format!("override {name:?} replaced {path}, which the pod set to {} ({now})", short(&value)));
+            if !now.is_some_and(|now| now.eq(value)) {
+                let now = now.map_or_else(|| "removed".to_owned(), |a| format!("now {}", short(&a.to_value())));
+                let path = display(&steps);
+                out.push(format!(
+                    "override {name:?} replaced {path}, which the pod set to {} ({now})",
+                    short(&value.to_value())
+                ));
             }
         }
     }
@@ -43,52 +62,65 @@ impl Watch {
 
 /// Walks the places `v` (a part of the layer) sets, with `at`: what the pod and the merge so
 /// far hold at the same place. A place neither holds cannot be the pod's, nor can anything
-/// below it, so the walk goes down only where both hold something.
-fn collect(
-    v: &Value,
+/// below it, so the walk goes down only where both hold something. `merge_key` is the key an
+/// element of a keyed list was matched on, when it is a plain value: the merge leaves it as
+/// it was, so it is not watched.
+fn collect<'l, 'a, 'p>(
+    v: Node<'l, 'a>,
     kind: Kind,
     list: List,
-    steps: &mut Vec<Step>,
-    at: (&Value, &Value),
-    out: &mut Vec<(String, Vec<Step>, Value)>,
+    merge_key: Option<&str>,
+    steps: &mut Vec<StepRef<'l, 'a>>,
+    at: (Node<'p, 'p>, Node),
+    out: &mut Vec<(Vec<Step>, Node<'p, 'p>)>,
 ) {
-    match (v, list) {
-        (Value::Object(map), _) if !map.is_empty() => {
-            for (k, v) in map {
-                let (Some(pod), Some(merged)) = (lookup::field(at.0, k), lookup::field(at.1, k)) else { continue };
-                let f = field(kind, k);
-                steps.push(Step::Key(k.clone()));
-                collect(v, f.kind, f.list, steps, (pod, merged), out);
-                steps.pop();
+    if let Some(entries) = v.entries()
+        && v.len() > 0
+    {
+        for (k, v) in entries {
+            if merge_key == Some(k) {
+                continue;
             }
+            let (Some(pod), Some(merged)) = (at.0.field(k), at.1.field(k)) else { continue };
+            let f = field(kind, k);
+            steps.push(StepRef::Key(k));
+            collect(v, f.kind, f.list, None, steps, (pod, merged), out);
+            steps.pop();
         }
-        (Value::Array(items), List::Keyed { key, element }) => {
-            for item in items {
-                let Some(k) = lookup::field(item, key) else { continue };
-                let (Some(pod), Some(merged)) = (keyed(at.0, key, k), keyed(at.1, key, k)) else { continue };
-                steps.push(Step::Keyed(key, k.clone()));
-                match element {
-                    Element::Merge => collect(item, kind, List::Atomic, steps, (pod, merged), out),
-                    // the element is replaced whole (or down to its keys): watch it whole
-                    Element::Replace | Element::RetainKeys => watch(steps, (pod, merged), out),
-                }
-                steps.pop();
-            }
-        }
-        _ => watch(steps, at, out),
+        return;
     }
+    if let List::Keyed { key, element } = list
+        && let Some(items) = v.items()
+    {
+        for item in items {
+            let Some(k) = item.field(key) else { continue };
+            let (Some(pod), Some(merged)) = (keyed(at.0, key, k), keyed(at.1, key, k)) else { continue };
+            steps.push(StepRef::Keyed(key, k));
+            match element {
+                Element::Merge => {
+                    let plain = matches!(k, Node::Value(Value::String(_) | Value::Number(_) | Value::Bool(_)));
+                    collect(item, kind, List::Atomic, plain.then_some(key), steps, (pod, merged), out);
+                }
+                // the element is replaced whole (or down to its keys): watch it whole
+                Element::Replace | Element::RetainKeys => watch(steps, (pod, merged), out),
+            }
+            steps.pop();
+        }
+        return;
+    }
+    watch(steps, at, out);
 }
 
 /// Watches the place `steps` when the merge so far still holds the pod's own value there.
-fn watch(steps: &[Step], (pod, merged): (&Value, &Value), out: &mut Vec<(String, Vec<Step>, Value)>) {
-    if lookup::eq(pod, merged) {
-        out.push((display(steps), steps.to_vec(), pod.clone()));
+fn watch<'p>(steps: &[StepRef], (pod, merged): (Node<'p, 'p>, Node), out: &mut Vec<(Vec<Step>, Node<'p, 'p>)>) {
+    if pod.eq(merged) {
+        out.push((steps.iter().map(|s| s.owned()).collect(), pod));
     }
 }
 
 /// The element of the list `v` whose merge key `key` is `k`.
-fn keyed<'a>(v: &'a Value, key: &str, k: &Value) -> Option<&'a Value> {
-    v.as_array()?.iter().find(|x| lookup::field(x, key).is_some_and(|x| lookup::eq(x, k)))
+fn keyed<'r, 'a>(v: Node<'r, 'a>, key: &str, k: Node) -> Option<Node<'r, 'a>> {
+    v.items()?.find(|x| x.field(key).is_some_and(|x| x.eq(k)))
 }
 
 fn display(steps: &[Step]) -> String {
@@ -107,11 +139,11 @@ fn display(steps: &[Step]) -> String {
     out
 }
 
-fn lookup<'a>(mut v: &'a Value, steps: &[Step]) -> Option<&'a Value> {
+fn lookup<'r, 'a>(mut v: Node<'r, 'a>, steps: &[Step]) -> Option<Node<'r, 'a>> {
     for step in steps {
         v = match step {
-            Step::Key(k) => lookup::field(v, k)?,
-            Step::Keyed(key, k) => keyed(v, key, k)?,
+            Step::Key(k) => v.field(k)?,
+            Step::Keyed(key, k) => keyed(v, key, Node::Value(k))?,
         };
     }
     Some(v)
@@ -132,7 +164,7 @@ mod tests {
 
     fn warnings(layer: Value, pod: Value, before: Value, after: Value) -> Vec<String> {
         let mut out = Vec::new();
-        Watch::before(&layer, &pod, &before).after(&after, "o", &mut out);
+        Watch::before(Node::Value(&layer), &pod, Node::Value(&before)).after(Node::Value(&after), "o", &mut out);
         out
     }
 
