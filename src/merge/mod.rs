@@ -180,7 +180,7 @@ pub fn apply(template: &Template, pod: &Value, overrides: &[&Override], want: Wa
         .map(|m| m.entry("annotations", Draft::empty_object))
         .and_then(Draft::object_mut);
     if let Some(annotations) = annotations {
-        annotations.insert(APPLIED_ANNOTATION, Draft::Owned(Value::String(marker)));
+        annotations.insert(APPLIED_ANNOTATION, Draft::owned(Value::String(marker)));
     }
     Ok(match want {
         Want::Desired => {
@@ -216,7 +216,7 @@ fn apply_override<'a>(
     if let Some(resources) = &o.resources {
         // {"spec": {"containers": [{"name": target, "resources": resources}]}}
         let container = Draft::object([
-            ("name", Draft::Owned(Value::String(target.clone()))),
+            ("name", Draft::owned(Value::String(target.clone()))),
             ("resources", Draft::Borrowed(resources)),
         ]);
         layer(desired, Draft::object([("spec", Draft::object([("containers", Draft::Array(vec![container]))]))]));
