@@ -69,10 +69,11 @@ pub struct ApiDefaults<'a> {
 
 /// The pull policy defaulting gives a container with this image.
 pub fn default_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
     let name = image.rsplit('/').next().unwrap_or(image);
-    let tag = if image.contains('@') { None } else { name.split_once(':').map(|(_, t)| t) };
-    match tag {
-        None if image.contains('@') => "IfNotPresent",
+    match name.split_once(':').map(|(_, t)| t) {
         None | Some("latest") => "Always",
         Some(_) => "IfNotPresent",
     }
@@ -147,7 +148,11 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
         }
     }
     if let Some(tolerations) = spec.get_mut("tolerations").and_then(Draft::array_mut) {
-        if tolerations.iter().any(|t| is_default_toleration(t.node())) {
+        let defaults = tolerations.iter().filter(|t| is_default_toleration(t.node())).count();
+        if defaults == tolerations.len() {
+            // the usual case: only the defaults (or none)
+            found.tolerations = std::mem::take(tolerations);
+        } else if defaults > 0 {
             let (defaults, others) =
                 std::mem::take(tolerations).into_iter().partition(|t| is_default_toleration(t.node()));
             found.tolerations = defaults;

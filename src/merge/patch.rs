@@ -109,7 +109,7 @@ impl Diff<'_> {
         for (key, value) in to {
             // the same key at the same place is the usual case: no look-up
             let old = match same_place.next() {
-                Some((i, (k, v))) if *k == key => {
+                Some((i, (k, v))) if same_key(k, &key) => {
                     met |= 1 << i;
                     Some(v)
                 }
