@@ -40,8 +40,11 @@ pub struct Template {
     hash: [u8; 32],
     /// The applied-markers made so far, by the hashes of the overrides applied (a clone has
     /// the same content, so it shares them).
-    markers: Arc<Mutex<HashMap<Vec<[u8; 32]>, String, BuildHasherDefault<DigestHasher>>>>,
+    markers: Arc<Mutex<Markers>>,
 }
+
+/// Applied-markers by the hashes of the overrides applied.
+type Markers = HashMap<Vec<[u8; 32]>, String, BuildHasherDefault<DigestHasher>>;
 
 /// Hashes the keys of the applied-markers, lists of SHA-256 digests: a few bytes of each are
 /// as good a hash as any, and cheaper than SipHash.
