@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use serde_json::{Number, Value, json};
 
 use super::draft::{Draft, Node, Object};
+use super::lookup::same_key;
 
 const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const LIMIT_RANGER: &str = "kubernetes.io/limit-ranger";
@@ -68,10 +69,11 @@ pub struct ApiDefaults<'a> {
 
 /// The pull policy defaulting gives a container with this image.
 pub fn default_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
     let name = image.rsplit('/').next().unwrap_or(image);
-    let tag = if image.contains('@') { None } else { name.split_once(':').map(|(_, t)| t) };
-    match tag {
-        None if image.contains('@') => "IfNotPresent",
+    match name.split_once(':').map(|(_, t)| t) {
         None | Some("latest") => "Always",
         Some(_) => "IfNotPresent",
     }
@@ -122,7 +124,7 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
         return found;
     };
     // Decide on the pod as it came, then take what goes out in one pass.
-    let mut out: Vec<&'static str> = Vec::new();
+    let mut out: Vec<&'static str> = Vec::with_capacity(SPEC_DEFAULTS.len() + 4);
     for (name, default) in SPEC_DEFAULTS {
         if spec.get(name).is_some_and(|v| default.is(v.node())) {
             out.push(name);
@@ -146,7 +148,11 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
         }
     }
     if let Some(tolerations) = spec.get_mut("tolerations").and_then(Draft::array_mut) {
-        if tolerations.iter().any(|t| is_default_toleration(t.node())) {
+        let defaults = tolerations.iter().filter(|t| is_default_toleration(t.node())).count();
+        if defaults == tolerations.len() {
+            // the usual case: only the defaults (or none)
+            found.tolerations = std::mem::take(tolerations);
+        } else if defaults > 0 {
             let (defaults, others) =
                 std::mem::take(tolerations).into_iter().partition(|t| is_default_toleration(t.node()));
             found.tolerations = defaults;
@@ -178,7 +184,7 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
             if !node.is_object() {
                 continue;
             }
-            let mut out: Vec<&'static str> = Vec::new();
+            let mut out: Vec<&'static str> = Vec::with_capacity(CONTAINER_DEFAULTS.len() + 1);
             let default_policy = node.field("image").and_then(Node::as_str).map(default_pull_policy);
             if let (Some(default_policy), Some(policy)) =
                 (default_policy, node.field("imagePullPolicy").and_then(Node::as_str))
@@ -229,14 +235,14 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
 }
 
 /// A placeholder for a value taken out.
-const NULL: Draft<'static> = Draft::Owned(Value::Null);
+const NULL: Draft<'static> = Draft::Borrowed(&Value::Null);
 
 /// Takes the entries named `names` out of `map`, keeping the order of the others; returns
 /// them with their values.
 fn take_out<'a>(map: &mut Object<'a>, names: &[&'static str]) -> Vec<(&'static str, Draft<'a>)> {
     let mut taken = Vec::with_capacity(names.len());
     if !names.is_empty() {
-        map.retain(|k, v| match names.iter().find(|n| **n == k) {
+        map.retain(|k, v| match names.iter().find(|n| same_key(n, k)) {
             Some(name) => {
                 taken.push((*name, std::mem::replace(v, NULL)));
                 false
@@ -315,7 +321,7 @@ fn restore_spec<'a>(
         }
     }
     if !found.tolerations.is_empty() {
-        let list = spec.entry("tolerations", || Draft::Owned(json!([])));
+        let list = spec.entry("tolerations", || Draft::owned(json!([])));
         if list.node().is_array() {
             for t in &found.tolerations {
                 let key = t.node().field("key").and_then(Node::as_str).unwrap_or_default();
@@ -353,18 +359,18 @@ fn restore_container<'a>(
         && let Some(image) = c.get("image").and_then(|i| i.node().as_str())
     {
         let policy = default_pull_policy(image);
-        c.push(Cow::Borrowed("imagePullPolicy"), Draft::Owned(json!(policy)));
+        c.push(Cow::Borrowed("imagePullPolicy"), Draft::owned(json!(policy)));
     }
     for (name, default) in CONTAINER_DEFAULTS {
         if found.container.contains(&name) && !c.contains(name) {
-            c.push(Cow::Borrowed(name), Draft::Owned(json!(default)));
+            c.push(Cow::Borrowed(name), Draft::owned(json!(default)));
         }
     }
     if !found.limit_ranger.is_empty() {
         restore_limit_ranger(c, list, found, kept);
     }
     let Some(token) = &found.token_volume else { return };
-    let mounts = c.entry("volumeMounts", || Draft::Owned(json!([])));
+    let mounts = c.entry("volumeMounts", || Draft::owned(json!([])));
     if !mounts.node().is_array() {
         return;
     }
@@ -376,7 +382,7 @@ fn restore_container<'a>(
             .flatten()
             .any(|m| m.field("mountPath").and_then(Node::as_str) == Some(TOKEN_MOUNT_PATH));
         if !mounted && let Some(mounts) = mounts.array_mut() {
-            mounts.push(Draft::Owned(json!({"name": token, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH})));
+            mounts.push(Draft::owned(json!({"name": token, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH})));
         }
     } else if let Some(mounts) = mounts.array_mut() {
         mounts.retain(|m| m.node().field("name").and_then(Node::as_str) != Some(token));
@@ -444,7 +450,7 @@ fn set_annotation(pod: &mut Draft<'_>, key: &'static str, value: Option<String>)
         Some(v) => {
             let annotations = meta.entry("annotations", Draft::empty_object);
             if let Some(a) = annotations.object_mut() {
-                a.insert(key, Draft::Owned(Value::String(v)));
+                a.insert(key, Draft::owned(Value::String(v)));
             }
         }
         None => {
@@ -469,7 +475,7 @@ mod tests {
 
     /// `restore` on a value.
     fn restored(pod: Value, found: &ApiDefaults) -> Value {
-        let mut draft = Draft::Owned(pod);
+        let mut draft = Draft::owned(pod);
         restore(&mut draft, found);
         draft.into_value()
     }

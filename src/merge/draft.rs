@@ -23,8 +23,8 @@ use super::lookup::{self, same_key};
 pub enum Draft<'a> {
     /// A value of the template, the incoming pod or an override, as it is there.
     Borrowed(&'a Value),
-    /// A value the engine made.
-    Owned(Value),
+    /// A value the engine made (boxed: a draft stays small, and most of it is borrowed).
+    Owned(Box<Value>),
     /// An object some entries of which are being changed.
     Object(Object<'a>),
     /// A list some elements of which are being changed.
@@ -39,6 +39,11 @@ const ROOM: usize = 4;
 pub struct Object<'a>(Vec<(Cow<'a, str>, Draft<'a>)>);
 
 impl<'a> Draft<'a> {
+    /// A value the engine made.
+    pub fn owned(value: Value) -> Self {
+        Draft::Owned(Box::new(value))
+    }
+
     /// An empty object made by the engine.
     pub fn empty_object() -> Self {
         Draft::Object(Object::default())
@@ -66,8 +71,11 @@ impl<'a> Draft<'a> {
             Draft::Borrowed(Value::Object(map)) => {
                 *self = Draft::Object(Object::borrowed(map));
             }
-            Draft::Owned(Value::Object(map)) => {
-                *self = Draft::Object(Object::owned(std::mem::take(map)));
+            Draft::Owned(value) => {
+                if let Value::Object(map) = &mut **value {
+                    let map = std::mem::take(map);
+                    *self = Draft::Object(Object::owned(map));
+                }
             }
             _ => {}
         }
@@ -84,8 +92,11 @@ impl<'a> Draft<'a> {
             Draft::Borrowed(Value::Array(items)) => {
                 *self = Draft::Array(items.iter().map(Draft::Borrowed).collect());
             }
-            Draft::Owned(Value::Array(items)) => {
-                *self = Draft::Array(std::mem::take(items).into_iter().map(Draft::Owned).collect());
+            Draft::Owned(value) => {
+                if let Value::Array(items) = &mut **value {
+                    let items = std::mem::take(items);
+                    *self = Draft::Array(items.into_iter().map(Draft::owned).collect());
+                }
             }
             _ => {}
         }
@@ -99,7 +110,10 @@ impl<'a> Draft<'a> {
     pub fn into_entries(self) -> Result<Entries<'a>, Self> {
         match self {
             Draft::Borrowed(Value::Object(map)) => Ok(Entries::Borrowed(map.iter())),
-            Draft::Owned(Value::Object(map)) => Ok(Entries::Owned(map.into_iter())),
+            Draft::Owned(value) => match *value {
+                Value::Object(map) => Ok(Entries::Owned(map.into_iter())),
+                other => Err(Draft::owned(other)),
+            },
             Draft::Object(o) => Ok(Entries::Opened(o.0.into_iter())),
             other => Err(other),
         }
@@ -109,7 +123,10 @@ impl<'a> Draft<'a> {
     pub fn into_items(self) -> Result<Items<'a>, Self> {
         match self {
             Draft::Borrowed(Value::Array(items)) => Ok(Items::Borrowed(items.iter())),
-            Draft::Owned(Value::Array(items)) => Ok(Items::Owned(items.into_iter())),
+            Draft::Owned(value) => match *value {
+                Value::Array(items) => Ok(Items::Owned(items.into_iter())),
+                other => Err(Draft::owned(other)),
+            },
             Draft::Array(items) => Ok(Items::Opened(items.into_iter())),
             other => Err(other),
         }
@@ -119,7 +136,10 @@ impl<'a> Draft<'a> {
     pub fn into_array(self) -> Result<Vec<Draft<'a>>, Self> {
         match self {
             Draft::Borrowed(Value::Array(items)) => Ok(items.iter().map(Draft::Borrowed).collect()),
-            Draft::Owned(Value::Array(items)) => Ok(items.into_iter().map(Draft::Owned).collect()),
+            Draft::Owned(value) => match *value {
+                Value::Array(items) => Ok(items.into_iter().map(Draft::owned).collect()),
+                other => Err(Draft::owned(other)),
+            },
             Draft::Array(items) => Ok(items),
             other => Err(other),
         }
@@ -129,7 +149,7 @@ impl<'a> Draft<'a> {
     pub fn into_value(self) -> Value {
         match self {
             Draft::Borrowed(v) => v.clone(),
-            Draft::Owned(v) => v,
+            Draft::Owned(v) => *v,
             Draft::Object(o) => {
                 let mut map = Map::with_capacity(o.0.len());
                 for (k, v) in o.0 {
@@ -151,7 +171,7 @@ impl<'a> Object<'a> {
 
     fn owned(map: Map<String, Value>) -> Self {
         let mut entries = Vec::with_capacity(map.len() + ROOM);
-        entries.extend(map.into_iter().map(|(k, v)| (Cow::Owned(k), Draft::Owned(v))));
+        entries.extend(map.into_iter().map(|(k, v)| (Cow::Owned(k), Draft::owned(v))));
         Object(entries)
     }
 
@@ -230,7 +250,7 @@ impl<'a> Iterator for Entries<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Entries::Borrowed(it) => it.next().map(|(k, v)| (Cow::Borrowed(k.as_str()), Draft::Borrowed(v))),
-            Entries::Owned(it) => it.next().map(|(k, v)| (Cow::Owned(k), Draft::Owned(v))),
+            Entries::Owned(it) => it.next().map(|(k, v)| (Cow::Owned(k), Draft::owned(v))),
             Entries::Opened(it) => it.next(),
         }
     }
@@ -249,7 +269,7 @@ impl<'a> Iterator for Items<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Items::Borrowed(it) => it.next().map(Draft::Borrowed),
-            Items::Owned(it) => it.next().map(Draft::Owned),
+            Items::Owned(it) => it.next().map(Draft::owned),
             Items::Opened(it) => it.next(),
         }
     }

@@ -15,6 +15,7 @@ pub mod strategic;
 mod warnings;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
@@ -39,7 +40,28 @@ pub struct Template {
     hash: [u8; 32],
     /// The applied-markers made so far, by the hashes of the overrides applied (a clone has
     /// the same content, so it shares them).
-    markers: Arc<Mutex<HashMap<Vec<[u8; 32]>, String>>>,
+    markers: Arc<Mutex<Markers>>,
+}
+
+/// Applied-markers by the hashes of the overrides applied.
+type Markers = HashMap<Vec<[u8; 32]>, String, BuildHasherDefault<DigestHasher>>;
+
+/// Hashes the keys of the applied-markers, lists of SHA-256 digests: a few bytes of each are
+/// as good a hash as any, and cheaper than SipHash.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
+    }
 }
 
 /// How many applied-markers a template keeps; past that it starts over.
@@ -180,7 +202,7 @@ pub fn apply(template: &Template, pod: &Value, overrides: &[&Override], want: Wa
         .map(|m| m.entry("annotations", Draft::empty_object))
         .and_then(Draft::object_mut);
     if let Some(annotations) = annotations {
-        annotations.insert(APPLIED_ANNOTATION, Draft::Owned(Value::String(marker)));
+        annotations.insert(APPLIED_ANNOTATION, Draft::owned(Value::String(marker)));
     }
     Ok(match want {
         Want::Desired => {
@@ -216,7 +238,7 @@ fn apply_override<'a>(
     if let Some(resources) = &o.resources {
         // {"spec": {"containers": [{"name": target, "resources": resources}]}}
         let container = Draft::object([
-            ("name", Draft::Owned(Value::String(target.clone()))),
+            ("name", Draft::owned(Value::String(target.clone()))),
             ("resources", Draft::Borrowed(resources)),
         ]);
         layer(desired, Draft::object([("spec", Draft::object([("containers", Draft::Array(vec![container]))]))]));

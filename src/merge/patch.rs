@@ -109,7 +109,7 @@ impl Diff<'_> {
         for (key, value) in to {
             // the same key at the same place is the usual case: no look-up
             let old = match same_place.next() {
-                Some((i, (k, v))) if *k == key => {
+                Some((i, (k, v))) if same_key(k, &key) => {
                     met |= 1 << i;
                     Some(v)
                 }
@@ -210,17 +210,13 @@ fn is_scalar(v: &Value) -> bool {
 /// Appends `/token` to a JSON pointer, escaped as RFC 6901 says (`~` as `~0`, `/` as `~1`).
 fn push_token(path: &mut String, token: &str) {
     path.push('/');
-    if token.bytes().any(|b| b == b'~' || b == b'/') {
-        for c in token.chars() {
-            match c {
-                '~' => path.push_str("~0"),
-                '/' => path.push_str("~1"),
-                c => path.push(c),
-            }
-        }
-    } else {
-        path.push_str(token);
+    let mut rest = token;
+    while let Some(at) = rest.bytes().position(|b| b == b'~' || b == b'/') {
+        path.push_str(&rest[..at]);
+        path.push_str(if rest.as_bytes()[at] == b'~' { "~0" } else { "~1" });
+        rest = &rest[at + 1..];
     }
+    path.push_str(rest);
 }
 
 fn push_index(path: &mut String, i: usize) {
@@ -286,7 +282,7 @@ mod tests {
 
     fn ops(from: Value, to: Value) -> Value {
         let copied = diff(&from, &to);
-        let taken = diff_draft(&from, Draft::Owned(to.clone()));
+        let taken = diff_draft(&from, Draft::owned(to.clone()));
         assert_eq!(copied, taken, "copying and taking give different patches");
         serde_json::to_value(copied).unwrap_or_default()
     }

@@ -68,7 +68,7 @@ pub fn fragment<'a>(pod: Node, target: &str, secrets: &'a [Prepared]) -> Option<
     let mut env = Vec::new();
     let mut mounts = Vec::new();
     let mut volumes = Vec::new();
-    let mut env_from: Vec<Draft> = current_env_from(pod, target).into_iter().map(Draft::Owned).collect();
+    let mut env_from: Vec<Draft> = current_env_from(pod, target).into_iter().map(Draft::owned).collect();
     let before = env_from.len();
     for s in secrets {
         match s {
@@ -85,7 +85,7 @@ pub fn fragment<'a>(pod: Node, target: &str, secrets: &'a [Prepared]) -> Option<
         }
     }
     let mut container = Object::default();
-    container.push(Cow::Borrowed("name"), Draft::Owned(Value::String(target.to_owned())));
+    container.push(Cow::Borrowed("name"), Draft::owned(Value::String(target.to_owned())));
     if !env.is_empty() {
         container.push(Cow::Borrowed("env"), Draft::Array(env));
     }

@@ -19,8 +19,8 @@ pub enum Nulls {
 
 /// Merges `layer` onto `base` (the layer wins), both objects of kind `kind`.
 pub fn merge(base: &mut Value, layer: Value, kind: Kind, nulls: Nulls) {
-    let mut draft = Draft::Owned(std::mem::take(base));
-    merge_draft(&mut draft, Draft::Owned(layer), kind, nulls);
+    let mut draft = Draft::owned(std::mem::take(base));
+    merge_draft(&mut draft, Draft::owned(layer), kind, nulls);
     *base = draft.into_value();
 }
 
@@ -140,7 +140,7 @@ fn cleaned(value: Draft<'_>, nulls: Nulls) -> Draft<'_> {
     if nulls == Nulls::Keep || !value.node().has_null() {
         return value;
     }
-    Draft::Owned(cleaned_value(value.into_value()))
+    Draft::owned(cleaned_value(value.into_value()))
 }
 
 fn cleaned_value(value: Value) -> Value {

@@ -40,7 +40,8 @@ impl<'p> Watch<'p> {
     /// The places `layer` names where `merged` still holds the incoming `pod`'s own value.
     pub fn before(layer: Node, pod: &'p Value, merged: Node) -> Watch<'p> {
         let mut places = Vec::new();
-        collect(layer, Kind::Pod, List::Atomic, None, &mut Vec::new(), (Node::Value(pod), merged), &mut places);
+        let mut steps = Vec::with_capacity(8);
+        collect(layer, Kind::Pod, List::Atomic, None, &mut steps, (Node::Value(pod), merged), &mut places);
         Watch { places }
     }
 
