@@ -160,14 +160,24 @@ struct Outcome {
 }
 
 fn mutate(config: &podtailor::store::Config, pod: &Value) -> Result<Outcome, TestCaseError> {
-    match (decide(config, NS, pod, Want::Desired), decide(config, NS, pod, Want::Patch)) {
-        (Ok(Decision::Mutated { outcome, .. }), Ok(Decision::Mutated { outcome: only, .. })) => {
+    match (
+        decide(config, NS, pod, Want::Desired),
+        decide(config, NS, pod, Want::Patch),
+        decide(config, NS, pod, Want::Json),
+    ) {
+        (
+            Ok(Decision::Mutated { outcome, .. }),
+            Ok(Decision::Mutated { outcome: only, .. }),
+            Ok(Decision::Mutated { outcome: json, .. }),
+        ) => {
             prop_assert_eq!(&only.patch, &outcome.patch);
+            let expected = serde_json::to_vec(&outcome.patch).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(json.patch_json.as_deref(), Some(expected.as_slice()), "the patch as JSON text differs");
             let desired = outcome.desired.ok_or_else(|| TestCaseError::fail("no desired pod"))?;
             Ok(Outcome { desired, patch: outcome.patch })
         }
-        (Err(d), _) => Err(TestCaseError::reject(d.message)),
-        _ => Err(TestCaseError::fail("not opted in, or the two answers differ")),
+        (Err(d), ..) => Err(TestCaseError::reject(d.message)),
+        _ => Err(TestCaseError::fail("not opted in, or the three answers differ")),
     }
 }
 

@@ -61,7 +61,16 @@ fn run(template: Value, pod: Value, overrides: &[(Option<&str>, &str, Value)]) -
     let Ok(Decision::Mutated { outcome: only_patch, .. }) = decide(&config, NS, &pod, Get::Patch) else {
         panic!("patch only");
     };
-    assert_eq!(only_patch.patch, outcome.patch, "the webhook's patch differs from render's");
+    assert_eq!(only_patch.patch, outcome.patch, "the patch-only answer differs from render's");
+    let Ok(Decision::Mutated { outcome: json, .. }) = decide(&config, NS, &pod, Get::Json) else {
+        panic!("patch as JSON");
+    };
+    let expected = serde_json::to_vec(&outcome.patch).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        String::from_utf8_lossy(json.patch_json.as_deref().unwrap_or_default()),
+        String::from_utf8_lossy(&expected),
+        "the webhook's patch text differs from render's patch"
+    );
     let Ok(Decision::Mutated { outcome: again, .. }) = decide(&config, NS, &desired, Get::Desired) else {
         panic!("second pass");
     };

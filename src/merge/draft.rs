@@ -317,6 +317,38 @@ impl<'r, 'a> Node<'r, 'a> {
         }
     }
 
+    /// Appends this value as compact JSON: the bytes its [`Draft::into_value`] serialises to,
+    /// without the copy.
+    pub fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match self {
+            Node::Value(v) => serde_json::to_writer(out, v),
+            Node::Object(entries) => {
+                out.push(b'{');
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, k.as_ref())?;
+                    out.push(b':');
+                    v.node().write_json(out)?;
+                }
+                out.push(b'}');
+                Ok(())
+            }
+            Node::Array(items) => {
+                out.push(b'[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    v.node().write_json(out)?;
+                }
+                out.push(b']');
+                Ok(())
+            }
+        }
+    }
+
     /// The number of entries of an object or elements of a list (0 for anything else).
     pub fn len(self) -> usize {
         match self {

@@ -151,8 +151,12 @@ impl Override {
 pub struct Outcome {
     /// The pod as the API server will hold it (`None` when only the patch was asked for).
     pub desired: Option<Value>,
-    /// From the incoming pod to `desired`; empty when there is nothing to do.
+    /// From the incoming pod to `desired`; empty when there is nothing to do, or when the
+    /// patch was asked for as JSON text.
     pub patch: json_patch::Patch,
+    /// The patch as RFC 6902 JSON text, `[]` when there is nothing to do (only for
+    /// [`Want::Json`]): the bytes `patch` serialises to.
+    pub patch_json: Option<Vec<u8>>,
     /// Values the pod set itself that an override replaced, for people to read.
     pub warnings: Vec<String>,
 }
@@ -171,8 +175,11 @@ pub struct MergeError {
 pub enum Want {
     /// The desired pod too (render, tests).
     Desired,
-    /// Only the patch (the webhook): the desired pod's values move into the patch, uncopied.
+    /// Only the patch: the desired pod's values move into the patch, uncopied.
     Patch,
+    /// Only the patch, as JSON text (the webhook): written as the diff walks, so no value is
+    /// copied at all.
+    Json,
 }
 
 /// Merges the template and the overrides into `pod` and returns the patch (and the desired pod).
@@ -208,9 +215,14 @@ pub fn apply(template: &Template, pod: &Value, overrides: &[&Override], want: Wa
         Want::Desired => {
             let desired = desired.into_value();
             let patch = patch::diff(pod, &desired);
-            Outcome { desired: Some(desired), patch, warnings }
+            Outcome { desired: Some(desired), patch, patch_json: None, warnings }
         }
-        Want::Patch => Outcome { patch: patch::diff_draft(pod, desired), desired: None, warnings },
+        Want::Patch => Outcome { patch: patch::diff_draft(pod, desired), desired: None, patch_json: None, warnings },
+        Want::Json => {
+            let json = patch::diff_draft_json(pod, desired)
+                .map_err(|e| MergeError { r#override: None, reason: format!("the patch cannot be written: {e}") })?;
+            Outcome { patch: json_patch::Patch(Vec::new()), desired: None, patch_json: Some(json), warnings }
+        }
     })
 }
 

@@ -26,18 +26,123 @@ pub fn diff(from: &Value, to: &Value) -> Patch {
 /// value at the same place is stepped over without a look inside.
 pub(crate) fn diff_draft(from: &Value, to: Draft<'_>) -> Patch {
     let mut ops = Vec::with_capacity(32);
-    let mut d = Diff { ops: &mut ops, path: String::with_capacity(128) };
-    d.value(from, to, Kind::Pod, List::Atomic);
+    Diff { ops: &mut ops, path: String::with_capacity(128) }.value(from, to, Kind::Pod, List::Atomic);
     Patch(ops)
 }
 
-struct Diff<'a> {
-    ops: &'a mut Vec<PatchOperation>,
+/// The same patch as [`diff_draft`], as its RFC 6902 JSON text (the bytes `Patch` serialises
+/// to), written while the diff walks: no value is copied into an operation, no path parsed.
+pub(crate) fn diff_draft_json(from: &Value, to: Draft<'_>) -> serde_json::Result<Vec<u8>> {
+    let mut json = JsonOps { text: Vec::with_capacity(4096), error: None };
+    json.text.push(b'[');
+    Diff { ops: &mut json, path: String::with_capacity(128) }.value(from, to, Kind::Pod, List::Atomic);
+    if let Some(e) = json.error {
+        return Err(e);
+    }
+    match json.text.last_mut() {
+        Some(last @ b',') => *last = b']',
+        _ => json.text.push(b']'),
+    }
+    Ok(json.text)
+}
+
+/// Where the diff puts its operations, in order. A mark is a position in them: the operations
+/// after one can be taken off and put back, so that removals found later go before them.
+trait Sink<'a>: Sized {
+    fn mark(&self) -> usize;
+    fn split_off(&mut self, at: usize) -> Self;
+    fn append(&mut self, tail: Self);
+    fn add(&mut self, path: &str, value: Draft<'a>);
+    fn replace(&mut self, path: &str, value: Draft<'a>);
+    fn remove(&mut self, path: &str);
+}
+
+impl<'a> Sink<'a> for Vec<PatchOperation> {
+    fn mark(&self) -> usize {
+        self.len()
+    }
+
+    fn split_off(&mut self, at: usize) -> Self {
+        Vec::split_off(self, at)
+    }
+
+    fn append(&mut self, mut tail: Self) {
+        Vec::append(self, &mut tail);
+    }
+
+    fn add(&mut self, path: &str, value: Draft<'a>) {
+        self.push(PatchOperation::Add(AddOperation { path: pointer(path), value: value.into_value() }));
+    }
+
+    fn replace(&mut self, path: &str, value: Draft<'a>) {
+        self.push(PatchOperation::Replace(ReplaceOperation { path: pointer(path), value: value.into_value() }));
+    }
+
+    fn remove(&mut self, path: &str) {
+        self.push(PatchOperation::Remove(RemoveOperation { path: pointer(path) }));
+    }
+}
+
+/// The operations as JSON text, each followed by a comma; the first error writing a value is
+/// kept (there is none for JSON values and strings, but it is not dropped).
+struct JsonOps {
+    text: Vec<u8>,
+    error: Option<serde_json::Error>,
+}
+
+impl JsonOps {
+    fn op(&mut self, name: &str, path: &str, value: Option<Draft<'_>>) {
+        self.text.extend_from_slice(b"{\"op\":\"");
+        self.text.extend_from_slice(name.as_bytes());
+        self.text.extend_from_slice(b"\",\"path\":");
+        let mut written = serde_json::to_writer(&mut self.text, path);
+        if let Some(value) = value {
+            self.text.extend_from_slice(b",\"value\":");
+            written = written.and_then(|()| value.node().write_json(&mut self.text));
+        }
+        self.text.extend_from_slice(b"},");
+        if let Err(e) = written {
+            self.error.get_or_insert(e);
+        }
+    }
+}
+
+impl<'a> Sink<'a> for JsonOps {
+    fn mark(&self) -> usize {
+        self.text.len()
+    }
+
+    fn split_off(&mut self, at: usize) -> Self {
+        JsonOps { text: self.text.split_off(at), error: None }
+    }
+
+    fn append(&mut self, mut tail: Self) {
+        self.text.append(&mut tail.text);
+        if let Some(e) = tail.error {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    fn add(&mut self, path: &str, value: Draft<'a>) {
+        self.op("add", path, Some(value));
+    }
+
+    fn replace(&mut self, path: &str, value: Draft<'a>) {
+        self.op("replace", path, Some(value));
+    }
+
+    fn remove(&mut self, path: &str) {
+        self.op("remove", path, None);
+    }
+}
+
+struct Diff<'s, S> {
+    ops: &'s mut S,
     /// The JSON pointer of the values being compared, already escaped.
     path: String,
 }
 
-impl Diff<'_> {
+impl<'a, S: Sink<'a>> Diff<'_, S> {
     /// Appends `token` to the path; returns the length to truncate back to.
     fn push(&mut self, token: &str) -> usize {
         let len = self.path.len();
@@ -51,16 +156,11 @@ impl Diff<'_> {
         len
     }
 
-    fn pointer(&self) -> PointerBuf {
-        pointer(self.path.clone())
+    fn add(&mut self, v: Draft<'a>) {
+        self.ops.add(&self.path, v);
     }
 
-    fn add(&mut self, v: Draft<'_>) {
-        let path = self.pointer();
-        self.ops.push(PatchOperation::Add(AddOperation { path, value: v.into_value() }));
-    }
-
-    fn value(&mut self, from: &Value, to: Draft<'_>, kind: Kind, list: List) {
+    fn value(&mut self, from: &Value, to: Draft<'a>, kind: Kind, list: List) {
         if same_value(from, &to) {
             return;
         }
@@ -81,10 +181,7 @@ impl Diff<'_> {
                     self.list(from, to, kind, list);
                 }
             }
-            from if !to.node().eq(Node::Value(from)) => {
-                let path = self.pointer();
-                self.ops.push(PatchOperation::Replace(ReplaceOperation { path, value: to.into_value() }))
-            }
+            from if !to.node().eq(Node::Value(from)) => self.ops.replace(&self.path, to),
             _ => {}
         }
     }
@@ -92,7 +189,7 @@ impl Diff<'_> {
     fn remove_keys(&mut self, keys: &[&str]) {
         for key in keys {
             let len = self.push(key);
-            self.ops.push(PatchOperation::Remove(RemoveOperation { path: self.pointer() }));
+            self.ops.remove(&self.path);
             self.path.truncate(len);
         }
     }
@@ -101,8 +198,8 @@ impl Diff<'_> {
     /// For an object of up to [`TRACKED`] keys (the caller removed the keys of a larger one),
     /// the walk marks the keys of `from` it meets, so the removals, rare, are found without a
     /// look-up of each key and put before the walk's operations afterwards.
-    fn map(&mut self, from: &Map<String, Value>, to: Entries<'_>, kind: Kind) {
-        let start = self.ops.len();
+    fn map(&mut self, from: &Map<String, Value>, to: Entries<'a>, kind: Kind) {
+        let start = self.ops.mark();
         let tracked = from.len() <= TRACKED;
         let mut met: u64 = 0;
         let mut same_place = from.iter().enumerate();
@@ -142,14 +239,14 @@ impl Diff<'_> {
                 from.keys().enumerate().filter(|(i, _)| met & (1 << i) == 0).map(|(_, k)| k.as_str()).collect();
             let walked = self.ops.split_off(start);
             self.remove_keys(&removed);
-            self.ops.extend(walked);
+            self.ops.append(walked);
         }
     }
 
     /// A merging list: align the two lists (on the merge key, or on equality for sets), remove
     /// what is gone from the back, then walk the new list inserting new elements and diffing
     /// aligned ones in place.
-    fn list(&mut self, from: &[Value], to: Vec<Draft<'_>>, kind: Kind, list: List) {
+    fn list(&mut self, from: &[Value], to: Vec<Draft<'a>>, kind: Kind, list: List) {
         // what the elements are aligned on: their merge key, or (for sets, or an element
         // without one) the whole element
         let (from_keys, to_keys): (Vec<_>, Vec<_>) = match list {
@@ -166,7 +263,7 @@ impl Diff<'_> {
         let kept: Vec<bool> = (0..from.len()).map(|i| pairs.iter().any(|&(f, _)| f == i)).collect();
         for i in (0..from.len()).rev().filter(|&i| !kept[i]) {
             let len = self.push_index(i);
-            self.ops.push(PatchOperation::Remove(RemoveOperation { path: self.pointer() }));
+            self.ops.remove(&self.path);
             self.path.truncate(len);
         }
         let mut pairs = pairs.into_iter().peekable();
@@ -230,8 +327,8 @@ fn push_index(path: &mut String, i: usize) {
 }
 
 /// A pointer built by [`push_token`] is always well formed; parsing only checks it.
-fn pointer(path: String) -> PointerBuf {
-    match PointerBuf::parse(path) {
+fn pointer(path: &str) -> PointerBuf {
+    match PointerBuf::parse(path.to_owned()) {
         Ok(p) => p,
         // unreachable: the tokens were escaped; rebuild it token by token all the same
         Err(e) => {
@@ -280,11 +377,53 @@ mod tests {
     use rstest::rstest;
     use serde_json::json;
 
+    /// The patch from `from` to `to`, checked the same whether `to` is borrowed or owned, and
+    /// written as JSON text the same as the library serialises it.
     fn ops(from: Value, to: Value) -> Value {
         let copied = diff(&from, &to);
         let taken = diff_draft(&from, Draft::owned(to.clone()));
         assert_eq!(copied, taken, "copying and taking give different patches");
+        same_text(&copied, diff_draft_json(&from, Draft::Borrowed(&to)));
+        same_text(&copied, diff_draft_json(&from, Draft::owned(to.clone())));
         serde_json::to_value(copied).unwrap_or_default()
+    }
+
+    fn same_text(patch: &Patch, text: serde_json::Result<Vec<u8>>) {
+        let text = text.unwrap_or_else(|e| panic!("the patch was not written: {e}"));
+        let expected = serde_json::to_vec(patch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(String::from_utf8_lossy(&text), String::from_utf8_lossy(&expected));
+    }
+
+    #[test]
+    fn an_opened_draft_is_written_as_its_value() {
+        // objects and lists opened by the engine, with keys and strings that need escaping in
+        // JSON and in the pointer
+        let from = json!({"metadata": {"labels": {"quote\"d": "x", "gone": "y"}}, "spec": {"x~y": [1, 2]}});
+        let template = json!({"a/b": {"k": "é ✓ \u{1}"}, "n": [1, 2.5, null, true, {}]});
+        let mut to = Draft::Borrowed(&from);
+        let spec = to.object_mut().map(|pod| pod.entry("spec", Draft::empty_object));
+        let spec = spec.and_then(Draft::object_mut).unwrap_or_else(|| panic!("spec is an object"));
+        spec.insert("x~y", Draft::Array(vec![Draft::owned(json!(1)), Draft::Borrowed(&template["n"])]));
+        spec.insert("new\n", Draft::object([("a/b", Draft::Borrowed(&template["a/b"])), ("e", Draft::empty_object())]));
+        let labels = to
+            .object_mut()
+            .map(|pod| pod.entry("metadata", Draft::empty_object))
+            .and_then(Draft::object_mut)
+            .map(|m| m.entry("labels", Draft::empty_object))
+            .and_then(Draft::object_mut)
+            .unwrap_or_else(|| panic!("labels is an object"));
+        labels.remove("gone");
+        labels.insert("quote\"d", Draft::owned(json!("\"z\"")));
+        let value = to.clone().into_value();
+        let patch = diff(&from, &value);
+        assert_eq!(patch.0.len(), 4, "{patch:?}");
+        same_text(&patch, diff_draft_json(&from, to));
+    }
+
+    #[test]
+    fn nothing_to_do_is_an_empty_list() {
+        let pod = json!({"a": {"b": [1]}});
+        assert_eq!(diff_draft_json(&pod, Draft::Borrowed(&pod)).ok(), Some(b"[]".to_vec()));
     }
 
     #[rstest]

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::{Patch, PatchOperation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -220,16 +219,15 @@ pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome,
         .unwrap_or_default();
     facts.namespace.clone_from(&namespace);
     let mut response = allowed(request.uid);
-    let outcome = match decide(config, &namespace, &pod, Want::Patch) {
+    let outcome = match decide(config, &namespace, &pod, Want::Json) {
         Ok(Decision::NotOptedIn) => Outcome::Unchanged,
         Ok(Decision::Mutated { outcome, overrides }) => {
             let applied = if overrides.is_empty() { "(template only)".to_owned() } else { overrides.join(",") };
             response.response.audit_annotations.insert("overrides".to_owned(), applied);
             response.response.warnings = outcome.warnings;
-            if outcome.patch.0.is_empty() {
-                Outcome::Unchanged
-            } else {
-                match EncodedPatch::new(&patch_json(&outcome.patch)) {
+            match outcome.patch_json.as_deref() {
+                None | Some(b"[]") => Outcome::Unchanged,
+                Some(patch) => match EncodedPatch::new(patch) {
                     Ok(encoded) => {
                         response.response.patch = Some(encoded);
                         response.response.patch_type = Some("JSONPatch".to_owned());
@@ -242,7 +240,7 @@ pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome,
                         response = refused(response.response.uid, 500, "InternalError", message);
                         Outcome::Denied
                     }
-                }
+                },
             }
         }
         Err(denial) => {
@@ -251,47 +249,6 @@ pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome,
         }
     };
     (outcome, response)
-}
-
-/// `patch` as RFC 6902 JSON, the same bytes as its `Serialize`, written directly: the
-/// operations' names and keys are literals, only paths and values go through the serialiser.
-fn patch_json(patch: &Patch) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 * patch.0.len());
-    out.push(b'[');
-    for (i, op) in patch.0.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let (name, path, value) = match op {
-            PatchOperation::Add(op) => ("add", &op.path, Some(&op.value)),
-            PatchOperation::Replace(op) => ("replace", &op.path, Some(&op.value)),
-            PatchOperation::Remove(op) => ("remove", &op.path, None),
-            // the engine writes only the three above; the others as the library writes them
-            other => {
-                write_json(&mut out, other);
-                continue;
-            }
-        };
-        out.extend_from_slice(b"{\"op\":\"");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\",\"path\":");
-        write_json(&mut out, path.as_str());
-        if let Some(value) = value {
-            out.extend_from_slice(b",\"value\":");
-            write_json(&mut out, value);
-        }
-        out.push(b'}');
-    }
-    out.push(b']');
-    out
-}
-
-/// Appends `value` as JSON. Writing into a `Vec` fails only for a value that has no JSON form
-/// (a map with non-string keys), which strings, values and patch operations never are.
-fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
-    if let Err(e) = serde_json::to_writer(out, value) {
-        tracing::error!(error = %e, "cannot write JSON");
-    }
 }
 
 /// The answer for a review of a PodOverride (the validating webhook): a create or update of
@@ -348,25 +305,6 @@ mod tests {
     use super::*;
     use base64::Engine;
     use serde_json::json;
-
-    #[test]
-    fn the_patch_is_written_as_the_library_serialises_it() {
-        // every operation, paths that need escaping in JSON and in the pointer, nested values
-        let patch: Patch = serde_json::from_value(json!([
-            {"op": "add", "path": "/metadata/annotations/podtailor.dev~1applied", "value": "a\"b\\c\n"},
-            {"op": "replace", "path": "/spec/containers/0/env", "value": [{"name": "X", "value": "é ✓ \u{1}"}]},
-            {"op": "remove", "path": "/metadata/labels/quote\"d"},
-            {"op": "add", "path": "/spec/x~0y", "value": {"a": [1, 2.5, null, true], "b": {}}},
-            {"op": "move", "from": "/a", "path": "/b"},
-            {"op": "copy", "from": "/b", "path": "/c"},
-            {"op": "test", "path": "/c", "value": 0},
-            {"op": "add", "path": "", "value": {}}
-        ]))
-        .unwrap_or_else(|e| panic!("{e}"));
-        let expected = serde_json::to_vec(&patch).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(String::from_utf8_lossy(&patch_json(&patch)), String::from_utf8_lossy(&expected));
-        assert_eq!(patch_json(&Patch(Vec::new())), b"[]");
-    }
 
     #[test]
     fn an_encoded_patch_is_a_base64_json_string_and_reads_back() {
