@@ -1,7 +1,8 @@
 //! Runs the webhook's router in-process (no TLS, no sockets) on the fixture reviews N times,
 //! for instruction counting of everything the handler does, logging included:
 //! `valgrind --tool=callgrind target/release/examples/profile_handler floor|mutate N [json|text] 2>/dev/null`.
-//! `floor` sends examples/review-not-opted-in.json, `mutate` examples/review.json. The server's
+//! `mutate` sends examples/review.json, `floor` the same review without the pod's opt-in
+//! annotation (as `make bench-load` does), `other` examples/review-not-opted-in.json. The server's
 //! logging is set up as `serve` does it, in the format given (default json, as `make
 //! bench-load` runs the server), writing to stderr.
 
@@ -22,8 +23,11 @@ fn main() {
     let which = args.get(1).map(String::as_str).unwrap_or("mutate");
     let n: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1000);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let file = if which == "floor" { "examples/review-not-opted-in.json" } else { "examples/review.json" };
-    let review = bytes_of(&root.join(file));
+    let review = match which {
+        "other" => bytes_of(&root.join("examples/review-not-opted-in.json")),
+        "floor" => not_opted_in(&bytes_of(&root.join("examples/review.json"))),
+        _ => bytes_of(&root.join("examples/review.json")),
+    };
     let Ok(config) = files::load(&root.join("examples/template.yaml"), &root.join("examples/overrides")) else {
         eprintln!("examples do not load");
         std::process::exit(1);
@@ -61,4 +65,21 @@ fn bytes_of(path: &Path) -> axum::body::Bytes {
             std::process::exit(1);
         }
     }
+}
+
+/// The review with the pod's `podtailor.dev/override` annotation taken out.
+fn not_opted_in(review: &[u8]) -> axum::body::Bytes {
+    let mut review: serde_json::Value = match serde_json::from_slice(review) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("examples/review.json: {e}");
+            std::process::exit(1);
+        }
+    };
+    let annotations = review.pointer_mut("/request/object/metadata/annotations").and_then(|a| a.as_object_mut());
+    if annotations.and_then(|a| a.shift_remove("podtailor.dev/override")).is_none() {
+        eprintln!("examples/review.json: no podtailor.dev/override annotation to take out");
+        std::process::exit(1);
+    }
+    serde_json::to_vec_pretty(&review).unwrap_or_default().into()
 }

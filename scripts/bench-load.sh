@@ -6,9 +6,10 @@
 #                         [--warmup SECONDS] [--rate N] [--bin PATH] [--keep]
 #
 # Two cases, each run for a fixed time with wrk (https, HTTP/1.1, no h2):
-#   floor   examples/review-not-opted-in.json: the pod does not opt in, the answer is
-#           "allowed" without a patch: TLS + HTTP + parsing the review (and the server's
-#           per-request log line), no template work
+#   floor   examples/review.json without the pod's podtailor.dev/override annotation: the
+#           same review, 60 bytes shorter, that does not opt in; the answer is "allowed"
+#           without a patch: TLS + HTTP + parsing the review (and the server's per-request
+#           log line), no template work
 #   mutate  examples/review.json: the opted-in worker pod, answered with its JSON patch
 # Each answer is checked once with curl first (200, allowed, a patch for mutate only), and
 # the server's outcome counters on /metrics must grow only by the expected outcome.
@@ -19,7 +20,8 @@
 # then the mutate/floor ratios of throughput and of CPU per request.
 # Then, when oha is there (PATH or $OHA), both cases at a fixed rate (--rate, default 2000
 # req/s) over the largest connection count: open-loop latency (p50, p99, p99.9, corrected
-# for coordinated omission), which closed-loop runs at saturation cannot show.
+# for coordinated omission, after the first second's TLS handshakes), which closed-loop runs
+# at saturation cannot show, and the same for the admin port's /healthz as a baseline.
 # The server and wrk share this machine's CPUs: compare figures from one quiet machine only.
 # The server's environment passes through (RUST_LOG, PODTAILOR_*), flags aside.
 # Exit codes: 0 done, 1 a problem (or failed requests, or wrong answers), 2 usage.
@@ -47,8 +49,9 @@ HTTP/1.1 keep-alive (wrk) for the floor (not opted-in) and mutate (opted-in) rev
   --threads N        wrk threads, at most one per connection (default: 1)
   --warmup S         an unreported mutate run before the first one (default: 2; 0: none)
   --rate N           then both cases at N requests/s over the largest connection count,
-                     with oha (PATH or \$OHA; skipped with a note when absent) (default:
-                     2000; 0: skip)
+                     with oha (PATH or \$OHA; skipped with a note when absent), for
+                     duration + 1 s, the first second left out of the latency; /healthz
+                     too, as a baseline (default: 2000; 0: skip)
   --bin PATH         serve this binary instead of building target/release/podtailor
   --keep             keep the work directory (server log, wrk outputs)
   -h, --help         this help
@@ -135,9 +138,9 @@ fi
 cd "$repo"
 template=examples/template.yaml
 overrides=examples/overrides
-declare -A body=([floor]=examples/review-not-opted-in.json [mutate]=examples/review.json)
+declare -A body=([mutate]=examples/review.json)
 cases=(floor mutate)
-for f in "$template" "$overrides" "${body[floor]}" "${body[mutate]}"; do
+for f in "$template" "$overrides" "${body[mutate]}"; do
     [[ -e $f ]] || die "$f is missing (run from a podtailor checkout)"
 done
 
@@ -191,6 +194,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# The floor: the fixture review with its opt-in annotation (a line of its own, the only one in
+# the annotations) taken out, so both cases parse the same pod.
+body[floor]=$work/review-floor.json
+sed '/"podtailor\.dev\/override":/d' "${body[mutate]}" >"${body[floor]}"
+! grep -q 'podtailor\.dev/override' "${body[floor]}" ||
+    die "cannot take the podtailor.dev/override annotation out of ${body[mutate]} for the floor"
 
 # A port nothing on $HOST listens on now. The server's bind is the real test: a start that
 # fails (the port was taken meanwhile) is retried with other ports.
@@ -397,20 +407,40 @@ check_answer() {
 # $1 case, $2 connections, $3 requests/s: an open-loop run with oha for $duration seconds,
 # latency measured from when each request was due; prints a report row (HTTP >= 400 and
 # errors are failures; requests cut off by the end of the run are not).
+# The fixed-rate runs start with the connections' TLS handshakes, which stall the first
+# requests; the latency is taken after this many seconds (the failures over the whole run).
+readonly RATE_SETTLE=1
+
+# One fixed-rate run: $1 the case (or healthz, the admin port's /healthz: plain HTTP and no work,
+# what the machine and oha give alone), $2 connections, $3 requests/s. oha sends exactly
+# rate x (duration + RATE_SETTLE) requests and writes one CSV line for each answer, so the
+# requests that got none are counted as failed too. Prints one table row.
 run_rate() {
-    local name=$1 c=$2 q=$3 out=$work/oha-$1-$2-$3.json
-    timeout --foreground $((duration + 60)) "$oha" --no-tui --output-format json --http-version 1.1 \
-        --cacert certs/ca.crt -c "$c" -q "$q" --latency-correction -z "${duration}s" -m POST \
-        -T application/json -D "${body[$name]}" "https://$HOST:$port/mutate" >"$out" 2>"$out.err" ||
+    local name=$1 c=$2 q=$3 out=$work/oha-$1-$2-$3.csv n url
+    local -a send=()
+    n=$((q * (duration + RATE_SETTLE)))
+    if [[ $name == healthz ]]; then
+        url="http://$HOST:$admin_port/healthz"
+    else
+        url="https://$HOST:$port/mutate"
+        send=(--cacert certs/ca.crt -m POST -T application/json -D "${body[$name]}")
+    fi
+    timeout --foreground $((duration + RATE_SETTLE + 60)) "$oha" --no-tui --output-format csv --http-version 1.1 \
+        -c "$c" -q "$q" --latency-correction -n "$n" "${send[@]}" "$url" >"$out" 2>"$out.err" ||
         { cat "$out.err" >&2; die "oha failed ($name, $q requests/s)"; }
-    python3 - "$out" "$name" "$c" "$q" "$rate_format" <<'PY' || die "cannot read oha's report $out"
-import json, sys
-path, name, conns, offered, fmt = sys.argv[1:]
-d = json.load(open(path))
-ms = lambda key: f"{d['latencyPercentiles'][key] * 1000:.3f}"
-bad_status = sum(n for code, n in d.get("statusCodeDistribution", {}).items() if int(code) >= 400)
-errors = sum(n for e, n in d.get("errorDistribution", {}).items() if e != "aborted due to deadline")
-row = (name, conns, offered, f"{d['summary']['requestsPerSec']:.0f}", ms("p50"), ms("p99"), ms("p99.9"), bad_status + errors)
+    python3 - "$out" "$name" "$c" "$q" "$n" "$RATE_SETTLE" "$rate_format" <<'PY' || die "cannot read oha's report $out"
+import csv, sys
+path, name, conns, offered, sent, settle, fmt = sys.argv[1:]
+settle = float(settle)
+with open(path, newline="") as f:
+    rows = [(float(r["request-start"]), float(r["request-duration"]), int(r["status"])) for r in csv.DictReader(f)]
+kept = sorted(d for start, d, _ in rows if start >= settle)
+if not kept:
+    sys.exit(f"no answer after the first {settle:g} s in {path}")
+end = max(start + d for start, d, _ in rows if start >= settle)
+ms = lambda q: f"{kept[min(len(kept) - 1, int(len(kept) * q))] * 1000:.3f}"
+failed = int(sent) - len(rows) + sum(1 for *_, status in rows if status >= 400)
+row = (name, conns, offered, f"{len(kept) / (end - settle):.0f}", ms(0.5), ms(0.99), ms(0.999), failed)
 print(fmt % row)
 PY
 }
@@ -478,8 +508,8 @@ if ((rate == 0)); then
 elif [[ -z $oha ]]; then
     rate_note="fixed rate: not run: oha not found (cargo install oha --locked, about 18 minutes on 2 cores; or OHA=PATH)"
 else
-    for name in "${cases[@]}"; do
-        echo "$prog: $name, $max_c connections, $rate requests/s (oha), ${duration}s" >&2
+    for name in healthz "${cases[@]}"; do
+        echo "$prog: $name, $max_c connections, $rate requests/s (oha), $((duration + RATE_SETTLE))s" >&2
         rate_rows+=("$(run_rate "$name" "$max_c" "$rate")") || exit 1
         [[ ${rate_rows[-1]##* } == 0 ]] || failed_total=$((failed_total + ${rate_rows[-1]##* }))
     done
@@ -522,8 +552,10 @@ elif ((!wrong)); then
 fi
 echo
 if ((${#rate_rows[@]} > 0)); then
-    echo "At a fixed rate: $rate requests/s offered over $max_c connections for ${duration} s (oha, open loop;"
-    echo "latency from when each request was due, so a stall counts for every request it delays):"
+    echo "At a fixed rate: $rate requests/s offered over $max_c connections (oha, open loop; latency from when"
+    echo "each request was due, so a stall counts for every request it delays). A run lasts $((duration + RATE_SETTLE)) s;"
+    echo "the first ${RATE_SETTLE} s, the connections' TLS handshakes, is left out of the latency, not of the failures."
+    echo "healthz is the admin port's /healthz (plain HTTP, no work): the latency the machine and oha add alone."
     # shellcheck disable=SC2059
     printf "$rate_format\n" case conns offered "req/s" "p50 ms" "p99 ms" "p99.9 ms" failed
     printf '%s\n' "${rate_rows[@]}"
