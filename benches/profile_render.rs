@@ -29,8 +29,8 @@ fn main() {
         } else {
             let request = &v["request"];
             let ns = request["namespace"].as_str().unwrap_or("default");
-            match decide(&config, ns, &request["object"], Want::Patch) {
-                Ok(Decision::Mutated { outcome, .. }) => serde_json::to_vec(&outcome.patch).unwrap_or_default().len(),
+            match decide(&config, ns, &request["object"], Want::Json) {
+                Ok(Decision::Mutated { outcome, .. }) => outcome.patch_json.map_or(0, |p| p.len()),
                 _ => 0,
             }
         };

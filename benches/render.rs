@@ -34,8 +34,9 @@ fn benches(c: &mut Criterion) {
             let v: Value = serde_json::from_slice(black_box(&review)).unwrap_or_default();
             let request = &v["request"];
             let namespace = request["namespace"].as_str().unwrap_or("default");
-            let out = match decide(&config, namespace, &request["object"], Want::Patch) {
-                Ok(Decision::Mutated { outcome, .. }) => serde_json::to_vec(&outcome.patch).unwrap_or_default(),
+            // as the webhook asks for it: the patch written as JSON text while the diff walks
+            let out = match decide(&config, namespace, &request["object"], Want::Json) {
+                Ok(Decision::Mutated { outcome, .. }) => outcome.patch_json.unwrap_or_default(),
                 _ => panic!("the fixture must mutate"),
             };
             black_box(out)

@@ -237,6 +237,54 @@ impl<'a> Object<'a> {
     }
 }
 
+/// Appends `value` as compact JSON, the bytes serde_json writes for it.
+pub fn write_value(out: &mut Vec<u8>, value: &Value) -> serde_json::Result<()> {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => serde_json::to_writer(&mut *out, n)?,
+        Value::String(s) => write_str(out, s)?,
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, v)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k)?;
+                out.push(b':');
+                write_value(out, v)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+/// Appends `s` as a JSON string, the bytes serde_json writes for it. Most strings of a pod
+/// need no escape: they are checked in one pass that has no branch a byte, then copied.
+pub fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    let plain = !s.bytes().fold(false, |escape, b| escape | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !plain {
+        return serde_json::to_writer(out, s);
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+    Ok(())
+}
+
 /// The entries of an object being consumed: borrowed ones stay borrowed, nothing is copied.
 pub enum Entries<'a> {
     Borrowed(serde_json::map::Iter<'a>),
@@ -321,14 +369,14 @@ impl<'r, 'a> Node<'r, 'a> {
     /// without the copy.
     pub fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         match self {
-            Node::Value(v) => serde_json::to_writer(out, v),
+            Node::Value(v) => write_value(out, v),
             Node::Object(entries) => {
                 out.push(b'{');
                 for (i, (k, v)) in entries.iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
-                    serde_json::to_writer(&mut *out, k.as_ref())?;
+                    write_str(out, k)?;
                     out.push(b':');
                     v.node().write_json(out)?;
                 }
@@ -440,6 +488,28 @@ impl<'r, 'a> Node<'r, 'a> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn values_are_written_as_serde_json_writes_them() {
+        let every_control: String = (0u8..0x20).map(char::from).collect();
+        let value = json!({
+            "plain": "quay.io/astronomer/ap-airflow:2.10.5",
+            "escaped": format!("a\"b\\c/d {every_control} \u{7f} é ✓ 𝄞"),
+            "numbers": [0, -1, u64::MAX, i64::MIN, 2.5, 1e300, -0.0, 1.0],
+            "literals": [true, false, null],
+            "empty": [{}, [], ""],
+            "a \"key\"\n": {"nested": [{"x": "y"}]}
+        });
+        let mut out = Vec::new();
+        write_value(&mut out, &value).unwrap_or_else(|e| panic!("{e}"));
+        let expected = serde_json::to_vec(&value).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
+        for s in ["", "x", "\"", "\\", "\u{1f}", "\u{20}", "tab\there", "a\u{0}b"] {
+            let mut out = Vec::new();
+            write_str(&mut out, s).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(out, serde_json::to_vec(s).unwrap_or_default(), "{s:?}");
+        }
+    }
 
     #[test]
     fn opened_parts_read_and_come_back_as_they_were() {

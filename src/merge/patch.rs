@@ -12,7 +12,7 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value};
 
-use super::draft::{Draft, Entries, Node};
+use super::draft::{Draft, Entries, Node, write_str};
 use super::lookup::{self, same_key};
 use super::schema::{Kind, List, field};
 
@@ -95,7 +95,7 @@ impl JsonOps {
         self.text.extend_from_slice(b"{\"op\":\"");
         self.text.extend_from_slice(name.as_bytes());
         self.text.extend_from_slice(b"\",\"path\":");
-        let mut written = serde_json::to_writer(&mut self.text, path);
+        let mut written = write_str(&mut self.text, path);
         if let Some(value) = value {
             self.text.extend_from_slice(b",\"value\":");
             written = written.and_then(|()| value.node().write_json(&mut self.text));
