@@ -245,37 +245,52 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) -> serde_json::Result<()> {
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => serde_json::to_writer(&mut *out, n)?,
         Value::String(s) => write_str(out, s)?,
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(out, v)?;
-            }
-            out.push(b']');
-        }
-        Value::Object(map) => {
-            out.push(b'{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, k)?;
-                out.push(b':');
-                write_value(out, v)?;
-            }
-            out.push(b'}');
-        }
+        Value::Array(items) => write_list(out, items, write_value)?,
+        Value::Object(map) => write_map(out, map.iter().map(|(k, v)| (k.as_str(), v)), write_value)?,
     }
     Ok(())
 }
 
-/// Appends `s` as a JSON string, the bytes serde_json writes for it. Most strings of a pod
-/// need no escape: they are checked in one pass that has no branch a byte, then copied.
+/// Appends `[a,b,…]`, each element written by `write`.
+fn write_list<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut Vec<u8>, T) -> serde_json::Result<()>,
+) -> serde_json::Result<()> {
+    out.push(b'[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item)?;
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// Appends `{"k":v,…}`, each value written by `write`.
+fn write_map<'k, T>(
+    out: &mut Vec<u8>,
+    entries: impl IntoIterator<Item = (&'k str, T)>,
+    mut write: impl FnMut(&mut Vec<u8>, T) -> serde_json::Result<()>,
+) -> serde_json::Result<()> {
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, key)?;
+        out.push(b':');
+        write(out, value)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// Appends `s` as a JSON string, the bytes serde_json writes for it: a string that needs no
+/// escape (most strings of a pod) is copied whole.
 pub fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    let plain = !s.bytes().fold(false, |escape, b| escape | (b < 0x20) | (b == b'"') | (b == b'\\'));
-    if !plain {
+    if needs_escape(s.as_bytes()) {
         return serde_json::to_writer(out, s);
     }
     out.reserve(s.len() + 2);
@@ -283,6 +298,12 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
     out.extend_from_slice(s.as_bytes());
     out.push(b'"');
     Ok(())
+}
+
+/// Whether a byte of `bytes` is a control character, `"` or `\` (what JSON escapes; bytes of
+/// multi-byte UTF-8 characters are not).
+fn needs_escape(bytes: &[u8]) -> bool {
+    bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// The entries of an object being consumed: borrowed ones stay borrowed, nothing is copied.
@@ -371,29 +392,9 @@ impl<'r, 'a> Node<'r, 'a> {
         match self {
             Node::Value(v) => write_value(out, v),
             Node::Object(entries) => {
-                out.push(b'{');
-                for (i, (k, v)) in entries.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write_str(out, k)?;
-                    out.push(b':');
-                    v.node().write_json(out)?;
-                }
-                out.push(b'}');
-                Ok(())
+                write_map(out, entries.iter().map(|(k, v)| (k.as_ref(), v)), |out, v| v.node().write_json(out))
             }
-            Node::Array(items) => {
-                out.push(b'[');
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    v.node().write_json(out)?;
-                }
-                out.push(b']');
-                Ok(())
-            }
+            Node::Array(items) => write_list(out, items, |out, v| v.node().write_json(out)),
         }
     }
 
@@ -509,6 +510,21 @@ mod tests {
             write_str(&mut out, s).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(out, serde_json::to_vec(s).unwrap_or_default(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn the_escape_check_finds_every_byte_json_escapes_at_every_place() {
+        for b in 0u8..0x80 {
+            for at in 0..17 {
+                let mut bytes = vec![b'a'; 17];
+                bytes[at] = b;
+                let expected = b < 0x20 || b == b'"' || b == b'\\';
+                assert_eq!(needs_escape(&bytes), expected, "byte {b:#04x} at {at}");
+                assert_eq!(needs_escape(&bytes[at..]), expected, "byte {b:#04x} first of {}", 17 - at);
+            }
+        }
+        // bytes of multi-byte characters (0x80 and up) need no escape
+        assert!(!needs_escape("é ✓ 𝄞 ÿ€ 0123456789".as_bytes()));
     }
 
     #[test]
