@@ -301,9 +301,10 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
 }
 
 /// Whether a byte of `bytes` is a control character, `"` or `\` (what JSON escapes; bytes of
-/// multi-byte UTF-8 characters are not).
+/// multi-byte UTF-8 characters are not). One pass with no branch a byte, which the compiler
+/// vectorises: fewer instructions than a search that stops at the first (callgrind).
 fn needs_escape(bytes: &[u8]) -> bool {
-    bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    bytes.iter().fold(false, |escape, &b| escape | (b < 0x20) | (b == b'"') | (b == b'\\'))
 }
 
 /// The entries of an object being consumed: borrowed ones stay borrowed, nothing is copied.
