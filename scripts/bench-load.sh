@@ -7,7 +7,7 @@
 #
 # Two cases, each run for a fixed time with wrk (https, HTTP/1.1, no h2):
 #   floor   examples/review.json without the pod's podtailor.dev/override annotation: the
-#           same review, 60 bytes shorter, that does not opt in; the answer is "allowed"
+#           same review, one line shorter, that does not opt in; the answer is "allowed"
 #           without a patch: TLS + HTTP + parsing the review (and the server's per-request
 #           log line), no template work
 #   mutate  examples/review.json: the opted-in worker pod, answered with its JSON patch

@@ -546,16 +546,7 @@ mod tests {
 
     #[test]
     fn equality_is_serde_jsons() {
-        let values = [
-            json!({"a": 1, "b": [1, {"c": 2}]}),
-            json!({"b": [1, {"c": 2}], "a": 1}),
-            json!({"a": 1, "b": [1, {"c": 3}]}),
-            json!({"a": 1}),
-            json!([1, 2]),
-            json!([2, 1]),
-            json!(1),
-            json!("1"),
-        ];
+        let values = crate::merge::lookup::tests::near_values();
         for a in &values {
             for b in &values {
                 let mut opened = Draft::Borrowed(a);

@@ -55,13 +55,13 @@ pub fn eq(a: &Value, b: &Value) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn equality_is_serde_jsons() {
-        let values = [
+    /// Values that are equal, or nearly: key order, one value apart, number types.
+    pub(crate) fn near_values() -> Vec<Value> {
+        vec![
             json!({"a": 1, "b": [1, {"c": 2}]}),
             json!({"b": [1, {"c": 2}], "a": 1}),
             json!({"a": 1, "b": [1, {"c": 3}]}),
@@ -76,7 +76,12 @@ mod tests {
             json!(1.0),
             json!("1"),
             json!(null),
-        ];
+        ]
+    }
+
+    #[test]
+    fn equality_is_serde_jsons() {
+        let values = near_values();
         for a in &values {
             for b in &values {
                 assert_eq!(eq(a, b), a == b, "{a} vs {b}");
