@@ -244,7 +244,7 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) -> serde_json::Result<()> {
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => serde_json::to_writer(&mut *out, n)?,
-        Value::String(s) => write_str(out, s)?,
+        Value::String(s) => write_str(out, s),
         Value::Array(items) => write_list(out, items, write_value)?,
         Value::Object(map) => write_map(out, map.iter().map(|(k, v)| (k.as_str(), v)), write_value)?,
     }
@@ -279,7 +279,7 @@ fn write_map<'k, T>(
         if i > 0 {
             out.push(b',');
         }
-        write_str(out, key)?;
+        write_str(out, key);
         out.push(b':');
         write(out, value)?;
     }
@@ -289,15 +289,44 @@ fn write_map<'k, T>(
 
 /// Appends `s` as a JSON string, the bytes serde_json writes for it: a string that needs no
 /// escape (most strings of a pod) is copied whole.
-pub fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    if needs_escape(s.as_bytes()) {
-        return serde_json::to_writer(out, s);
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    if needs_escape(bytes) {
+        write_escaped(out, bytes);
+    } else {
+        out.extend_from_slice(bytes);
     }
-    out.reserve(s.len() + 2);
     out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
-    out.push(b'"');
-    Ok(())
+}
+
+/// Appends `bytes` (UTF-8) escaped as serde_json escapes them: `"` and `\\` with a backslash,
+/// the control characters with a short escape if JSON has one, else as `\u00xx`.
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            0x00..=0x1f => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.push(b'\\');
+        out.push(short);
+        if short == b'u' {
+            out.extend_from_slice(&[b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
 }
 
 /// Whether a byte of `bytes` is a control character, `"` or `\` (what JSON escapes; bytes of
@@ -508,7 +537,7 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
         for s in ["", "x", "\"", "\\", "\u{1f}", "\u{20}", "tab\there", "a\u{0}b"] {
             let mut out = Vec::new();
-            write_str(&mut out, s).unwrap_or_else(|e| panic!("{e}"));
+            write_str(&mut out, s);
             assert_eq!(out, serde_json::to_vec(s).unwrap_or_default(), "{s:?}");
         }
     }

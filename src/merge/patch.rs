@@ -95,15 +95,14 @@ impl JsonOps {
         self.text.extend_from_slice(b"{\"op\":\"");
         self.text.extend_from_slice(name.as_bytes());
         self.text.extend_from_slice(b"\",\"path\":");
-        let mut written = write_str(&mut self.text, path);
+        write_str(&mut self.text, path);
         if let Some(value) = value {
             self.text.extend_from_slice(b",\"value\":");
-            written = written.and_then(|()| value.node().write_json(&mut self.text));
+            if let Err(e) = value.node().write_json(&mut self.text) {
+                self.error.get_or_insert(e);
+            }
         }
         self.text.extend_from_slice(b"},");
-        if let Err(e) = written {
-            self.error.get_or_insert(e);
-        }
     }
 }
 

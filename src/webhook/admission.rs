@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::merge::Want;
+use crate::merge::write_str;
 use crate::mutate::{Decision, decide};
 use crate::store::Config;
 
@@ -83,45 +83,104 @@ pub struct ResponseOut {
     pub warnings: Vec<String>,
 }
 
-/// A JSON patch as the answer carries it: base64, held as the JSON string it is written as.
-/// Base64 needs no escaping, so the answer is written without scanning the patch again.
-#[derive(Debug)]
-pub struct EncodedPatch(Box<RawValue>);
+/// A JSON patch as the answer carries it: the RFC 6902 text, written base64-encoded. The
+/// answer's writer encodes it straight into the answer's bytes: no copy, and no scan for
+/// characters to escape (base64 has none).
+#[derive(Debug, PartialEq)]
+pub struct EncodedPatch(Vec<u8>);
 
 impl EncodedPatch {
-    /// Encodes `patch` (RFC 6902 JSON).
-    pub fn new(patch: &[u8]) -> Result<EncodedPatch, serde_json::Error> {
-        let mut quoted = String::with_capacity(patch.len().div_ceil(3) * 4 + 2);
-        quoted.push('"');
-        base64_simd::STANDARD.encode_append(patch, &mut quoted);
-        quoted.push('"');
-        RawValue::from_string(quoted).map(EncodedPatch)
+    /// Holds `patch` (RFC 6902 JSON).
+    pub fn new(patch: Vec<u8>) -> EncodedPatch {
+        EncodedPatch(patch)
     }
 
-    /// The base64 text.
-    pub fn as_str(&self) -> &str {
-        let quoted = self.0.get();
-        quoted.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(quoted)
+    /// The patch's JSON text.
+    pub fn json(&self) -> &[u8] {
+        &self.0
     }
-}
 
-impl PartialEq for EncodedPatch {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+    /// The base64 text, as the answer carries it.
+    pub fn base64(&self) -> String {
+        base64_simd::STANDARD.encode_to_string(&self.0)
+    }
+
+    /// The length of the base64 text.
+    fn base64_len(&self) -> usize {
+        self.0.len().div_ceil(3) * 4
     }
 }
 
 impl Serialize for EncodedPatch {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        serializer.serialize_str(&self.base64())
     }
 }
 
 impl<'de> Deserialize<'de> for EncodedPatch {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        let quoted = serde_json::to_string(&text).map_err(serde::de::Error::custom)?;
-        RawValue::from_string(quoted).map(EncodedPatch).map_err(serde::de::Error::custom)
+        base64_simd::STANDARD.decode_to_vec(text).map(EncodedPatch).map_err(serde::de::Error::custom)
+    }
+}
+
+impl ReviewOut {
+    /// The answer as JSON: the bytes serde_json writes for it, written by hand so that the
+    /// patch is base64-encoded straight into them.
+    pub fn to_json(&self) -> Vec<u8> {
+        let r = &self.response;
+        let mut out = Vec::with_capacity(256 + r.patch.as_ref().map_or(0, EncodedPatch::base64_len));
+        out.extend_from_slice(b"{\"apiVersion\":");
+        write_str(&mut out, &self.api_version);
+        out.extend_from_slice(b",\"kind\":");
+        write_str(&mut out, &self.kind);
+        out.extend_from_slice(b",\"response\":{\"uid\":");
+        write_str(&mut out, &r.uid);
+        out.extend_from_slice(if r.allowed { b",\"allowed\":true" } else { b",\"allowed\":false" });
+        if let Some(status) = &r.status {
+            out.extend_from_slice(b",\"status\":{\"status\":");
+            write_str(&mut out, &status.status);
+            out.extend_from_slice(b",\"code\":");
+            out.extend_from_slice(status.code.to_string().as_bytes());
+            out.extend_from_slice(b",\"reason\":");
+            write_str(&mut out, &status.reason);
+            out.extend_from_slice(b",\"message\":");
+            write_str(&mut out, &status.message);
+            out.push(b'}');
+        }
+        if let Some(patch) = &r.patch {
+            out.extend_from_slice(b",\"patch\":\"");
+            base64_simd::STANDARD.encode_append(&patch.0, &mut out);
+            out.push(b'"');
+        }
+        if let Some(patch_type) = &r.patch_type {
+            out.extend_from_slice(b",\"patchType\":");
+            write_str(&mut out, patch_type);
+        }
+        if !r.audit_annotations.is_empty() {
+            out.extend_from_slice(b",\"auditAnnotations\":{");
+            for (i, (key, value)) in r.audit_annotations.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(&mut out, key);
+                out.push(b':');
+                write_str(&mut out, value);
+            }
+            out.push(b'}');
+        }
+        if !r.warnings.is_empty() {
+            out.extend_from_slice(b",\"warnings\":[");
+            for (i, warning) in r.warnings.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(&mut out, warning);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b"}}");
+        out
     }
 }
 
@@ -225,22 +284,13 @@ pub fn review(config: &Config, review: ReviewIn, facts: &mut Facts) -> (Outcome,
             let applied = if overrides.is_empty() { "(template only)".to_owned() } else { overrides.join(",") };
             response.response.audit_annotations.insert("overrides".to_owned(), applied);
             response.response.warnings = outcome.warnings;
-            match outcome.patch_json.as_deref() {
-                None | Some(b"[]") => Outcome::Unchanged,
-                Some(patch) => match EncodedPatch::new(patch) {
-                    Ok(encoded) => {
-                        response.response.patch = Some(encoded);
-                        response.response.patch_type = Some("JSONPatch".to_owned());
-                        Outcome::Patched
-                    }
-                    // base64 is always a valid JSON string: not expected, but never an
-                    // answer without its patch
-                    Err(e) => {
-                        let message = format!("podtailor: the patch could not be encoded: {e}");
-                        response = refused(response.response.uid, 500, "InternalError", message);
-                        Outcome::Denied
-                    }
-                },
+            match outcome.patch_json {
+                Some(patch) if patch != b"[]" => {
+                    response.response.patch = Some(EncodedPatch::new(patch));
+                    response.response.patch_type = Some("JSONPatch".to_owned());
+                    Outcome::Patched
+                }
+                _ => Outcome::Unchanged,
             }
         }
         Err(denial) => {
@@ -309,17 +359,18 @@ mod tests {
     #[test]
     fn an_encoded_patch_is_a_base64_json_string_and_reads_back() {
         let bytes = br#"[{"op":"add","path":"/a","value":1}]"#;
-        let encoded = EncodedPatch::new(bytes).unwrap_or_else(|e| panic!("{e}"));
+        let encoded = EncodedPatch::new(bytes.to_vec());
         let expected = base64::engine::general_purpose::STANDARD.encode(bytes);
-        assert_eq!(encoded.as_str(), expected);
+        assert_eq!(encoded.base64(), expected);
         let written = serde_json::to_string(&encoded).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(written, format!("\"{expected}\""));
         let read: EncodedPatch = serde_json::from_str(&written).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(read, encoded);
+        assert!(serde_json::from_str::<EncodedPatch>("\"not base64!\"").is_err());
         // inside an answer, as the API server reads it
         let mut out = allowed("u".into());
         out.response.patch = Some(encoded);
-        let answer = serde_json::to_value(&out).unwrap_or_else(|e| panic!("{e}"));
+        let answer: Value = serde_json::from_slice(&out.to_json()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(answer["response"]["patch"], json!(expected));
     }
 
@@ -328,12 +379,38 @@ mod tests {
         // SIMD blocks and every remainder, padding included
         let bytes: Vec<u8> = (0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         for len in 0..bytes.len() {
-            let encoded = EncodedPatch::new(&bytes[..len]).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(
-                encoded.as_str(),
-                base64::engine::general_purpose::STANDARD.encode(&bytes[..len]),
-                "length {len}"
-            );
+            let mut out = allowed("u".into());
+            out.response.patch = Some(EncodedPatch::new(bytes[..len].to_vec()));
+            let answer: Value = serde_json::from_slice(&out.to_json()).unwrap_or_else(|e| panic!("{e}"));
+            let expected = base64::engine::general_purpose::STANDARD.encode(&bytes[..len]);
+            assert_eq!(answer["response"]["patch"], json!(expected), "length {len}");
+            assert_eq!(out.response.patch.map(|p| p.base64()), Some(expected), "length {len}");
+        }
+    }
+
+    #[test]
+    fn answers_are_written_as_serde_json_writes_them() {
+        let odd = "quote \" backslash \\ newline \n tab \t bell \u{7} nul \u{0} del \u{7f} é ✓ 🦀";
+        let mut patched = allowed("b7a3c1f0-5d2e-4c8a-9f61-2e4b7d9a1c33".into());
+        patched.response.patch = Some(EncodedPatch::new(br#"[{"op":"add","path":"/x","value":"\u0007"}]"#.to_vec()));
+        patched.response.patch_type = Some("JSONPatch".into());
+        patched.response.audit_annotations.insert("overrides".into(), "a,b".into());
+        patched.response.audit_annotations.insert(odd.into(), odd.into());
+        patched.response.warnings = vec!["one".into(), odd.into()];
+        let answers = [
+            allowed(String::new()),
+            allowed(odd.into()),
+            patched,
+            invalid(String::new(), 400, "the AdmissionReview has no request"),
+            invalid("u".into(), 413, odd),
+            refused("u".into(), 403, "Forbidden", format!("podtailor: {odd}")),
+            ReviewOut { api_version: odd.into(), kind: String::new(), response: ResponseOut::default() },
+        ];
+        for answer in &answers {
+            let expected = serde_json::to_vec(answer).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(String::from_utf8_lossy(&answer.to_json()), String::from_utf8_lossy(&expected), "{answer:?}");
+            let read: ReviewOut = serde_json::from_slice(&answer.to_json()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&read, answer);
         }
     }
 }

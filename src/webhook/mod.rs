@@ -115,19 +115,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 fn reply(status: StatusCode, review: &ReviewOut) -> Response {
-    // sized for the answer, so a patched pod's answer is written without growing the buffer
-    let patch = review.response.patch.as_ref().map_or(0, |p| p.as_str().len());
-    let mut body = Vec::with_capacity(512 + patch);
-    let (status, body) = match serde_json::to_writer(&mut body, review) {
-        Ok(()) => (status, body),
-        // not expected for these types; the API server still gets an answer it can read
-        Err(e) => {
-            tracing::error!(error = %e, "cannot write the answer");
-            let failed = admission::invalid(review.response.uid.clone(), 500, "the answer could not be written");
-            (StatusCode::INTERNAL_SERVER_ERROR, serde_json::to_vec(&failed).unwrap_or_default())
-        }
-    };
-    let mut response = Response::new(Body::from(body));
+    let mut response = Response::new(Body::from(review.to_json()));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
