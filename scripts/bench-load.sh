@@ -2,10 +2,12 @@
 # Load benchmark of `podtailor serve` on this machine's loopback: HTTPS, HTTP/1.1 keep-alive,
 # POST /mutate with the fixture AdmissionReviews, at 1, 16 and 64 connections.
 #
-#   scripts/bench-load.sh [--duration SECONDS] [--connections "1 16 64"] [--threads N]
-#                         [--warmup SECONDS] [--rate N] [--bin PATH] [--keep]
+#   scripts/bench-load.sh [--duration SECONDS] [--connections "1 16 64"] [--rounds N]
+#                         [--threads N] [--warmup SECONDS] [--rate N] [--bin PATH] [--keep]
 #
-# Two cases, each run for a fixed time with wrk (https, HTTP/1.1, no h2):
+# Two cases, each run for a fixed time with wrk (https, HTTP/1.1, no h2), in rounds (3 by
+# default): each round runs every case at every connection count, so the floor and mutate runs
+# of a count are minutes apart at most, and the report gives the median of the rounds:
 #   floor   examples/review.json without the pod's podtailor.dev/override annotation: the
 #           same review, one line shorter, that does not opt in; the answer is "allowed"
 #           without a patch: TLS + HTTP + parsing the review (and the server's per-request
@@ -17,11 +19,13 @@
 # HTTP status >= 400), the server's peak resident memory (VmHWM of /proc/PID/status, reset
 # before each run through /proc/PID/clear_refs; VmRSS is also sampled every 100 ms), the
 # server's CPU time per request, and the CPU shares of the server, wrk and everything else;
-# then the mutate/floor ratios of throughput and of CPU per request.
+# then the mutate/floor ratios of throughput and of CPU per request, each round's and their
+# median.
 # Then, when oha is there (PATH or $OHA), both cases at a fixed rate (--rate, default 2000
-# req/s) over the largest connection count: open-loop latency (p50, p99, p99.9, corrected
-# for coordinated omission, after the first second's TLS handshakes), which closed-loop runs
-# at saturation cannot show, and the same for the admin port's /healthz as a baseline.
+# req/s) over the largest connection count, in as many rounds: open-loop latency (p50, p99,
+# p99.9, corrected for coordinated omission, after the first second's TLS handshakes), which
+# closed-loop runs at saturation cannot show, and the same for the admin port's /healthz as a
+# baseline.
 # The server and wrk share this machine's CPUs: compare figures from one quiet machine only.
 # The server's environment passes through (RUST_LOG, PODTAILOR_*), flags aside.
 # Exit codes: 0 done, 1 a problem (or failed requests, or wrong answers), 2 usage.
@@ -37,21 +41,23 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 usage() {
     cat <<EOF
-usage: $prog [--duration SECONDS] [--connections "1 16 64"] [--threads N]
-                     [--warmup SECONDS] [--rate N] [--bin PATH] [--keep]
+usage: $prog [--duration SECONDS] [--connections "1 16 64"] [--rounds N]
+                     [--threads N] [--warmup SECONDS] [--rate N] [--bin PATH] [--keep]
 
 Builds podtailor (release), makes certs/ if missing, starts podtailor serve on
 $HOST with free ports and the examples, and loads POST /mutate over HTTPS with
-HTTP/1.1 keep-alive (wrk) for the floor (not opted-in) and mutate (opted-in) reviews.
+HTTP/1.1 keep-alive (wrk) for the floor (not opted-in) and mutate (opted-in) reviews,
+in rounds; the report gives each figure's median over the rounds.
 
   --duration S       seconds per run (default: 10)
   --connections L    connection counts, space- or comma-separated (default: "1 16 64")
+  --rounds N         rounds of every run, for medians (default: 3; 1 to 9)
   --threads N        wrk threads, at most one per connection (default: 1)
   --warmup S         an unreported mutate run before the first one (default: 2; 0: none)
   --rate N           then both cases at N requests/s over the largest connection count,
                      with oha (PATH or \$OHA; skipped with a note when absent), for
                      duration + 1 s, the first second left out of the latency; /healthz
-                     too, as a baseline (default: 2000; 0: skip)
+                     too, as a baseline; in as many rounds (default: 2000; 0: skip)
   --bin PATH         serve this binary instead of building target/release/podtailor
   --keep             keep the work directory (server log, wrk outputs)
   -h, --help         this help
@@ -71,6 +77,7 @@ usage_error() {
 
 duration=10
 connections="1 16 64"
+rounds=3
 threads=1
 warmup=2
 rate=2000
@@ -79,11 +86,12 @@ keep=0
 
 while (($# > 0)); do
     case $1 in
-    --duration | --connections | --threads | --warmup | --rate | --bin)
+    --duration | --connections | --rounds | --threads | --warmup | --rate | --bin)
         (($# >= 2)) || usage_error "$1 needs a value"
         case $1 in
         --duration) duration=$2 ;;
         --connections) connections=$2 ;;
+        --rounds) rounds=$2 ;;
         --threads) threads=$2 ;;
         --warmup) warmup=$2 ;;
         --rate) rate=$2 ;;
@@ -106,8 +114,10 @@ in_range() { [[ $1 =~ ^[0-9]{1,6}$ ]] && ((10#$1 >= $2 && 10#$1 <= $3)); }
 in_range "$duration" 1 600 || usage_error "--duration must be a whole number of seconds from 1 to 600"
 in_range "$warmup" 0 60 || usage_error "--warmup must be a whole number of seconds from 0 to 60"
 in_range "$threads" 1 64 || usage_error "--threads must be a number from 1 to 64"
+in_range "$rounds" 1 9 || usage_error "--rounds must be a number from 1 to 9"
 in_range "$rate" 0 100000 || usage_error "--rate must be a number of requests per second from 0 to 100000"
 duration=$((10#$duration)) warmup=$((10#$warmup)) threads=$((10#$threads)) rate=$((10#$rate))
+rounds=$((10#$rounds))
 read -r -a conns <<<"${connections//,/ }"
 ((${#conns[@]} > 0)) || usage_error "--connections needs at least one number"
 for i in "${!conns[@]}"; do
@@ -342,7 +352,7 @@ run_load() {
     local name=$1 c=$2 secs=$3 t=$threads out line kv peak_kib sampled_kib
     local ticks0 ticks1 busy0 busy1 kids0 kids1 wall0 wall1
     ((t <= c)) || t=$c
-    out=$work/wrk-$name-$c-$secs.txt
+    out=$work/wrk-$name-$c-round$round.txt
     peak_reset=0
     if reset_peak; then peak_reset=1; fi
     echo 0 >"$work/rss-max"
@@ -372,8 +382,6 @@ run_load() {
     r_rps=$(awk -v n="${r[requests]}" -v us="${r[duration_us]}" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
     r_p50=$(awk -v us="${r[p50_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
     r_p99=$(awk -v us="${r[p99_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
-    r_cpu=$(awk -v d=$((ticks1 - ticks0)) -v hz="$ticks_per_sec" -v n="${r[requests]}" \
-        'BEGIN { if (n > 0) printf "%.0f", d / hz * 1e6 / n; else print "-" }')
     r_peak=$(mib "$peak_kib")
     # Shares of one CPU over the run: wrk's, and everything's but the server's and wrk's.
     r_wrk=$(awk -v d=$((kids1 - kids0)) -v hz="$ticks_per_sec" -v w0="$wall0" -v w1="$wall1" \
@@ -414,9 +422,10 @@ readonly RATE_SETTLE=1
 # One fixed-rate run: $1 the case (or healthz, the admin port's /healthz: plain HTTP and no work,
 # what the machine and oha give alone), $2 connections, $3 requests/s. oha sends exactly
 # rate x (duration + RATE_SETTLE) requests and writes one CSV line for each answer, so the
-# requests that got none are counted as failed too. Prints one table row.
+# requests that got none are counted as failed too. Prints "req/s p50 p99 p99.9 failed"
+# (milliseconds).
 run_rate() {
-    local name=$1 c=$2 q=$3 out=$work/oha-$1-$2-$3.csv n url
+    local name=$1 c=$2 q=$3 out=$work/oha-$1-$2-$3-round$round.csv n url
     local -a send=()
     n=$((q * (duration + RATE_SETTLE)))
     if [[ $name == healthz ]]; then
@@ -428,9 +437,9 @@ run_rate() {
     timeout --foreground $((duration + RATE_SETTLE + 60)) "$oha" --no-tui --output-format csv --http-version 1.1 \
         -c "$c" -q "$q" --latency-correction -n "$n" "${send[@]}" "$url" >"$out" 2>"$out.err" ||
         { cat "$out.err" >&2; die "oha failed ($name, $q requests/s)"; }
-    python3 - "$out" "$name" "$c" "$q" "$n" "$RATE_SETTLE" "$rate_format" <<'PY' || die "cannot read oha's report $out"
+    python3 - "$out" "$n" "$RATE_SETTLE" <<'PY' || die "cannot read oha's report $out"
 import csv, sys
-path, name, conns, offered, sent, settle, fmt = sys.argv[1:]
+path, sent, settle = sys.argv[1:]
 settle = float(settle)
 with open(path, newline="") as f:
     rows = [(float(r["request-start"]), float(r["request-duration"]), int(r["status"])) for r in csv.DictReader(f)]
@@ -440,9 +449,18 @@ if not kept:
 end = max(start + d for start, d, _ in rows if start >= settle)
 ms = lambda q: f"{kept[min(len(kept) - 1, int(len(kept) * q))] * 1000:.3f}"
 failed = int(sent) - len(rows) + sum(1 for *_, status in rows if status >= 400)
-row = (name, conns, offered, f"{len(kept) / (end - settle):.0f}", ms(0.5), ms(0.99), ms(0.999), failed)
-print(fmt % row)
+print(f"{len(kept) / (end - settle):.0f}", ms(0.5), ms(0.99), ms(0.999), failed)
 PY
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+# $1 a printf format, then numbers: their median (the mean of the middle two for an even count).
+median() {
+    local format=$1
+    shift
+    printf '%s\n' "$@" | sort -g |
+        awk -v f="$format" '{ v[NR] = $1 } END { printf f, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 # ---- main -------------------------------------------------------------------------------------
@@ -451,6 +469,7 @@ echo "$prog: podtailor serve (pid $server_pid) on https://$HOST:$port, admin htt
 for name in "${cases[@]}"; do check_answer "$name"; done
 
 idle_kib=$(status_kib VmRSS)
+round=0
 if ((warmup > 0)); then
     echo "$prog: warm-up: mutate, 16 connections, ${warmup}s (not reported)" >&2
     run_load mutate 16 "$warmup"
@@ -458,48 +477,54 @@ fi
 
 # The outcome the server must give each case; any other outcome counted during a run is wrong.
 declare -A expect=([floor]=unchanged [mutate]=patched)
-declare -A rps=() cpu=()
-rows=()
+# Each figure of each case/connections, one value a round (space-separated), and the rounds'
+# mutate/floor ratios by connections.
+declare -A v_rps=() v_p50=() v_p99=() v_cpu=() v_srv=() v_wrk=() v_other=() v_failed=() v_peak=()
+declare -A ratio_rps=() ratio_cpu=()
 wrong=0
 failed_total=0
 requests_total=0
 metrics_checked=1
 busiest_other=0
-row_format='%-7s %5s %8s %8s %8s %7s %8s | %7s %5s %5s %6s\n'
 log_bytes0=$(stat -c %s "$work/server.log")
-for c in "${conns[@]}"; do
-    for name in "${cases[@]}"; do
-        echo "$prog: $name, $c connection(s), ${duration}s" >&2
-        before=$(outcomes)
-        run_load "$name" "$c" "$duration"
-        after=$(outcomes)
-        if [[ -z $before || -z $after ]]; then
-            metrics_checked=0
-        else
-            # Outcomes other than the expected one that grew during the run.
-            bad=$(awk -v want="${expect[$name]}" 'NR == FNR { b[$1] = $2; next }
-                $1 != want && $2 - b[$1] > 0 { printf "%s%s +%d", sep, $1, $2 - b[$1]; sep = ", " }' \
-                <(printf '%s\n' "$before") <(printf '%s\n' "$after"))
-            if [[ -n $bad ]]; then
-                echo "$prog: $name at $c connections: the server answered outcomes other than ${expect[$name]}: $bad" >&2
-                wrong=1
+for ((round = 1; round <= rounds; round++)); do
+    for c in "${conns[@]}"; do
+        declare -A round_rps=() round_cpu=()
+        for name in "${cases[@]}"; do
+            echo "$prog: round $round/$rounds: $name, $c connection(s), ${duration}s" >&2
+            before=$(outcomes)
+            run_load "$name" "$c" "$duration"
+            after=$(outcomes)
+            if [[ -z $before || -z $after ]]; then
+                metrics_checked=0
+            else
+                # Outcomes other than the expected one that grew during the run.
+                bad=$(awk -v want="${expect[$name]}" 'NR == FNR { b[$1] = $2; next }
+                    $1 != want && $2 - b[$1] > 0 { printf "%s%s +%d", sep, $1, $2 - b[$1]; sep = ", " }' \
+                    <(printf '%s\n' "$before") <(printf '%s\n' "$after"))
+                if [[ -n $bad ]]; then
+                    echo "$prog: $name at $c connections: the server answered outcomes other than ${expect[$name]}: $bad" >&2
+                    wrong=1
+                fi
             fi
-        fi
-        rps[$name/$c]=$r_rps
-        cpu[$name/$c]=$r_cpu_raw
-        failed_total=$((failed_total + r_failed))
-        requests_total=$((requests_total + r_requests))
-        ((r_other <= busiest_other)) || busiest_other=$r_other
-        # shellcheck disable=SC2059 # the format is ours
-        rows+=("$(printf "$row_format" "$name" "$c" "$r_rps" "$r_p50" "$r_p99" "$r_failed" "$r_peak" \
-            "$r_cpu" "$r_srv" "$r_wrk" "$r_other")")
+            key=$name/$c
+            v_rps[$key]+=" $r_rps" v_p50[$key]+=" $r_p50" v_p99[$key]+=" $r_p99" v_cpu[$key]+=" $r_cpu_raw"
+            v_srv[$key]+=" $r_srv" v_wrk[$key]+=" $r_wrk" v_other[$key]+=" $r_other"
+            v_failed[$key]=$((${v_failed[$key]:-0} + r_failed))
+            v_peak[$key]=$(awk -v a="${v_peak[$key]:-0}" -v b="$r_peak" 'BEGIN { print (a + 0 > b + 0) ? a : b }')
+            round_rps[$name]=$r_rps round_cpu[$name]=$r_cpu_raw
+            failed_total=$((failed_total + r_failed))
+            requests_total=$((requests_total + r_requests))
+            ((r_other <= busiest_other)) || busiest_other=$r_other
+        done
+        ratio_rps[$c]+=" $(ratio "${round_rps[mutate]}" "${round_rps[floor]}")"
+        ratio_cpu[$c]+=" $(ratio "${round_cpu[mutate]}" "${round_cpu[floor]}")"
     done
 done
 log_bytes1=$(stat -c %s "$work/server.log")
 
 # The fixed-rate runs, over the largest connection count.
-rate_format='%-7s %5s %8s %8s %8s %8s %9s %7s'
-rate_rows=()
+declare -A v_rate=()
 rate_note=
 max_c=0
 for c in "${conns[@]}"; do ((c <= max_c)) || max_c=$c; done
@@ -508,30 +533,53 @@ if ((rate == 0)); then
 elif [[ -z $oha ]]; then
     rate_note="fixed rate: not run: oha not found (cargo install oha --locked, about 18 minutes on 2 cores; or OHA=PATH)"
 else
-    for name in healthz "${cases[@]}"; do
-        echo "$prog: $name, $max_c connections, $rate requests/s (oha), $((duration + RATE_SETTLE))s" >&2
-        rate_rows+=("$(run_rate "$name" "$max_c" "$rate")") || exit 1
-        [[ ${rate_rows[-1]##* } == 0 ]] || failed_total=$((failed_total + ${rate_rows[-1]##* }))
+    for ((round = 1; round <= rounds; round++)); do
+        for name in healthz "${cases[@]}"; do
+            echo "$prog: round $round/$rounds: $name, $max_c connections, $rate requests/s (oha), $((duration + RATE_SETTLE))s" >&2
+            result=$(run_rate "$name" "$max_c" "$rate") || exit 1
+            v_rate[$name]+="$result"$'\n'
+            failed_total=$((failed_total + ${result##* }))
+        done
     done
 fi
 sleep 2
 after_kib=$(status_kib VmRSS)
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 echo
 echo "podtailor serve: POST /mutate, HTTPS, HTTP/1.1 keep-alive; wrk -t $threads, ${duration} s a run, on $HOST"
 echo "$("$bin" --version 2>/dev/null || echo podtailor); $(nproc) CPUs shared by the server and wrk; RUST_LOG ${RUST_LOG-unset}"
+echo "medians of $rounds round(s); failed: the sum; peak MiB: the largest"
 echo
-# shellcheck disable=SC2059
+row_format='%-7s %5s %8s %8s %8s %7s %8s | %7s %5s %5s %6s\n'
+# shellcheck disable=SC2059 # the format is ours
 printf "$row_format" case conns "req/s" "p50 ms" "p99 ms" failed "peak MiB" "us/req" "srv%" "wrk%" "other%"
-printf '%s\n' "${rows[@]}"
+for c in "${conns[@]}"; do
+    for name in "${cases[@]}"; do
+        key=$name/$c
+        # shellcheck disable=SC2059,SC2086 # the format is ours; the lists split on purpose
+        printf "$row_format" "$name" "$c" "$(median %.0f ${v_rps[$key]})" "$(median %.3f ${v_p50[$key]})" \
+            "$(median %.3f ${v_p99[$key]})" "${v_failed[$key]}" "${v_peak[$key]}" "$(median %.0f ${v_cpu[$key]})" \
+            "$(median %.0f ${v_srv[$key]})" "$(median %.0f ${v_wrk[$key]})" "$(median %.0f ${v_other[$key]})"
+    done
+done
 echo
 line="mutate/floor: throughput"
-for c in "${conns[@]}"; do line+=" $(ratio "${rps[mutate/$c]}" "${rps[floor/$c]}") ($c)"; done
+# shellcheck disable=SC2086
+for c in "${conns[@]}"; do line+=" $(median %.2f ${ratio_rps[$c]}) ($c)"; done
 line+="; server CPU per request"
-for c in "${conns[@]}"; do line+=" $(ratio "${cpu[mutate/$c]}" "${cpu[floor/$c]}") ($c)"; done
+# shellcheck disable=SC2086
+for c in "${conns[@]}"; do line+=" $(median %.2f ${ratio_cpu[$c]}) ($c)"; done
 echo "$line"
+if ((rounds > 1)); then
+    line="mutate/floor throughput in each round:"
+    sep=
+    for c in "${conns[@]}"; do
+        line+="$sep${ratio_rps[$c]} ($c)"
+        sep=";"
+    done
+    echo "$line"
+fi
 echo
 echo "failed    socket errors + timeouts (5 s) + HTTP status >= 400, as wrk counts them"
 if ((peak_reset)); then
@@ -551,14 +599,20 @@ elif ((!wrong)); then
     echo "answers: every run's outcomes on /metrics were the expected ones (floor unchanged, mutate patched)"
 fi
 echo
-if ((${#rate_rows[@]} > 0)); then
+if ((${#v_rate[@]} > 0)); then
     echo "At a fixed rate: $rate requests/s offered over $max_c connections (oha, open loop; latency from when"
     echo "each request was due, so a stall counts for every request it delays). A run lasts $((duration + RATE_SETTLE)) s;"
     echo "the first ${RATE_SETTLE} s, the connections' TLS handshakes, is left out of the latency, not of the failures."
     echo "healthz is the admin port's /healthz (plain HTTP, no work): the latency the machine and oha add alone."
+    rate_format='%-7s %5s %8s %8s %8s %8s %9s %7s\n'
     # shellcheck disable=SC2059
-    printf "$rate_format\n" case conns offered "req/s" "p50 ms" "p99 ms" "p99.9 ms" failed
-    printf '%s\n' "${rate_rows[@]}"
+    printf "$rate_format" case conns offered "req/s" "p50 ms" "p99 ms" "p99.9 ms" failed
+    for name in healthz "${cases[@]}"; do
+        # shellcheck disable=SC2059,SC2046 # the format is ours; a column of the rounds' results
+        printf "$rate_format" "$name" "$max_c" "$rate" "$(median %.0f $(cut -d' ' -f1 <<<"${v_rate[$name]}"))" \
+            "$(median %.3f $(cut -d' ' -f2 <<<"${v_rate[$name]}"))" "$(median %.3f $(cut -d' ' -f3 <<<"${v_rate[$name]}"))" \
+            "$(median %.3f $(cut -d' ' -f4 <<<"${v_rate[$name]}"))" "$(awk '{ s += $5 } END { print s + 0 }' <<<"${v_rate[$name]}")"
+    done
 else
     echo "$rate_note"
 fi
