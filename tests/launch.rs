@@ -61,6 +61,10 @@ struct State {
     step_delay: Duration,
     /// Watches answered with a 500 before the script goes on.
     failing_watches: usize,
+    /// Creates that make the pod but answer 504 (the answer lost), before the others.
+    lost_answers: usize,
+    /// name → the labels it was created with
+    labels: HashMap<String, Value>,
     /// name → (namespace, step)
     pods: HashMap<String, (String, usize)>,
     deleted: Vec<String>,
@@ -101,6 +105,14 @@ fn selected(query: &str) -> Option<String> {
     Some(query[at..].split('&').next().unwrap_or_default().to_owned())
 }
 
+/// The `key=value` of a `labelSelector` in a query, decoded.
+fn label_selected(query: &str) -> Option<(String, String)> {
+    let at = query.find("labelSelector=")? + "labelSelector=".len();
+    let selector = query[at..].split('&').next().unwrap_or_default().replace("%2F", "/").replace("%3D", "=");
+    let (k, v) = selector.split_once('=')?;
+    Some((k.to_owned(), v.to_owned()))
+}
+
 /// `None`: never answer (a watch with nothing more to say).
 async fn serve(state: Shared, method: Method, path: String, query: Option<String>, body: Vec<u8>) -> Option<Reply> {
     let q = query.clone().unwrap_or_default();
@@ -122,6 +134,12 @@ async fn serve(state: Shared, method: Method, path: String, query: Option<String
             s.pods.insert(name.clone(), (ns.clone(), 0));
             s.active += 1;
             s.max_active = s.max_active.max(s.active);
+            s.labels.insert(name.clone(), body.pointer("/metadata/labels").cloned().unwrap_or(Value::Null));
+            if s.lost_answers > 0 {
+                s.lost_answers -= 1;
+                let lost = status(504, "Timeout", "Timeout: request did not complete within requested timeout");
+                return Some(json_reply(lost.0, &lost.1));
+            }
             let first = s.script.first().cloned().unwrap_or_else(pending);
             Some(json_reply(201, &pod_json(&name, &ns, 0, &first)))
         }
@@ -147,9 +165,21 @@ async fn serve(state: Shared, method: Method, path: String, query: Option<String
         }
         (Method::GET, ["api", "v1", "namespaces", _, "pods"]) => {
             let s = lock(&state);
-            let items: Vec<Value> = match selected(&q).and_then(|n| s.pods.get(&n).map(|p| (n, p.1))) {
-                Some((name, step)) => vec![pod_json(&name, &ns, step, &s.script[step.min(s.script.len() - 1)])],
-                None => vec![],
+            let at = |name: &str, step: usize| pod_json(name, &ns, step, &s.script[step.min(s.script.len() - 1)]);
+            let items: Vec<Value> = if let Some((key, value)) = label_selected(&q) {
+                let mut names: Vec<&String> = s
+                    .labels
+                    .iter()
+                    .filter(|(n, l)| l.get(&key).and_then(Value::as_str) == Some(&value) && s.pods.contains_key(*n))
+                    .map(|(n, _)| n)
+                    .collect();
+                names.sort();
+                names.into_iter().map(|n| at(n, s.pods[n].1)).collect()
+            } else {
+                match selected(&q).and_then(|n| s.pods.get(&n).map(|p| (n, p.1))) {
+                    Some((name, step)) => vec![at(&name, step)],
+                    None => vec![],
+                }
             };
             Some(json_reply(
                 200,
@@ -292,8 +322,17 @@ async fn posts_exactly_the_bare_pod_and_follows_it_to_success() {
         let (path, query, body) = &s.posts[0];
         assert_eq!(path, "/api/v1/namespaces/jobs/pods");
         assert_eq!(query.as_deref().unwrap_or(""), "");
+        // the one label the launcher adds: a random id, to find the pod if an answer is lost
+        let mut body = body.clone();
+        let id = body
+            .pointer_mut("/metadata/labels")
+            .and_then(Value::as_object_mut)
+            .and_then(|l| l.shift_remove("podtailor.dev/launch-id"))
+            .unwrap_or_else(|| panic!("no podtailor.dev/launch-id label in {body}"));
+        let id = id.as_str().unwrap_or_default();
+        assert!(id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()), "launch id {id:?}");
         assert_eq!(
-            body,
+            &body,
             &json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {
@@ -422,6 +461,49 @@ async fn transient_errors_are_retried_with_backoff_then_succeed() {
             retries[0].contains("429 TooManyRequests: slow down; retrying in 0.0s (attempt 2 of 4)"),
             "{retries:?}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_found_not_made_twice() {
+    within(async {
+        let mut st = script(vec![pending(), ended("Succeeded", 0)], "");
+        st.lost_answers = 1;
+        let (client, state) = mock(st);
+        let report = Recorder::default();
+        let outcome =
+            ok(run_one(&client, &task("t", &["true"]), &opts("default"), &report, std::future::pending()).await);
+        assert_eq!(posts(&state), 1, "the pod was created once");
+        assert_eq!(outcome.pod.as_deref(), Some("t-00001"));
+        assert_eq!(outcome.exit_code(), 0);
+        let notes = report.starting("note ");
+        assert!(notes[0].contains("504 Timeout") && notes[0].contains("retrying"), "{notes:?}");
+        assert_eq!(notes[1], "pod default/t-00001 was created by an earlier try whose answer was lost: following it");
+        let s = lock(&state);
+        let lists: Vec<&String> = s.requests.iter().filter(|r| r.contains("labelSelector=")).collect();
+        assert_eq!(lists.len(), 1, "{:?}", s.requests);
+        assert_eq!(s.deleted, ["t-00001"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_launch_id_finds_only_its_own_pod() {
+    within(async {
+        // two launches whose first creates both lose their answers: each follows its own pod
+        let mut st = script(vec![pending(), ended("Succeeded", 0)], "");
+        st.lost_answers = 2;
+        let (client, state) = mock(st);
+        let (a, b) = (Recorder::default(), Recorder::default());
+        let (ta, tb, o) = (task("a", &["true"]), task("b", &["true"]), opts("default"));
+        let (ra, rb) = tokio::join!(
+            run_one(&client, &ta, &o, &a, std::future::pending()),
+            run_one(&client, &tb, &o, &b, std::future::pending()),
+        );
+        let (pa, pb) = (ok(ra).pod.unwrap_or_default(), ok(rb).pod.unwrap_or_default());
+        assert!(pa.starts_with("a-") && pb.starts_with("b-"), "a followed {pa}, b followed {pb}");
+        assert_eq!(posts(&state), 2);
     })
     .await;
 }

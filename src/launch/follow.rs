@@ -1,13 +1,16 @@
-//! One task: create its bare pod (retrying what is transient), follow it to its end (phase
-//! changes, the `base` container's log), and clean up after it.
+//! One task: create its bare pod (retrying what is transient, and never twice), follow it to
+//! its end (phase changes, the `base` container's log), and clean up after it.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use kube::api::{Api, DeleteParams, LogParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use serde_json::Value;
@@ -289,6 +292,57 @@ where
     }
 }
 
+/// The label by which the launcher finds the pod of a create whose answer was lost: one
+/// random value for each pod it creates.
+pub const LAUNCH_ID_LABEL: &str = "podtailor.dev/launch-id";
+
+/// A value for [`LAUNCH_ID_LABEL`]: 16 hexadecimal digits, from this process's random hash
+/// keys, a counter, the time and the process id (unique, not secret).
+fn launch_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// `body` (a bare pod) with `labels[key] = value`.
+fn with_label(mut body: Value, key: &str, value: &str) -> Value {
+    if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+        let labels = meta.entry("labels").or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert(key.to_owned(), Value::String(value.to_owned()));
+        }
+    }
+    body
+}
+
+/// Creates the pod `body`, whose [`LAUNCH_ID_LABEL`] is `id`. On a try after the first, the
+/// pod is looked for first: a create whose answer was lost (a timeout, a broken connection)
+/// may have made it, and the task must not run twice.
+async fn create_once(
+    client: &kube::Client,
+    namespace: &str,
+    body: &Value,
+    id: &str,
+    again: bool,
+    report: &dyn Report,
+) -> Result<Pod, kube::Error> {
+    if again {
+        let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let found = api.list(&ListParams::default().labels(&format!("{LAUNCH_ID_LABEL}={id}"))).await?;
+        if let Some(pod) = found.items.into_iter().next() {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            report.note(&format!(
+                "pod {namespace}/{name} was created by an earlier try whose answer was lost: following it"
+            ));
+            return Ok(pod);
+        }
+    }
+    create(client, namespace, body).await
+}
+
 /// POSTs `body` exactly as given.
 async fn create(client: &kube::Client, namespace: &str, body: &Value) -> Result<Pod, kube::Error> {
     let bytes = serde_json::to_vec(body).map_err(kube::Error::SerdeError)?;
@@ -318,9 +372,15 @@ pub async fn run_one(
         ending,
         elapsed: start.elapsed(),
     };
-    let body = task.pod();
+    let id = launch_id();
+    let body = with_label(task.pod(), LAUNCH_ID_LABEL, &id);
     let what = format!("creating the pod in namespace {ns:?}");
-    let created = match retrying(&what, opts.retry, report, &mut stop, || create(client, ns, &body)).await {
+    let tries = Cell::new(0u32);
+    let create = || {
+        let again = tries.replace(tries.get() + 1) > 0;
+        create_once(client, ns, &body, &id, again, report)
+    };
+    let created = match retrying(&what, opts.retry, report, &mut stop, create).await {
         Ok(pod) => pod,
         Err(Failure::Halt(halt)) => {
             report.note(&halted_before_creation(halt, opts));

@@ -53,6 +53,10 @@ Exit codes:
   124  --timeout expired: the pod was deleted
   130  interrupted (Ctrl-C or SIGTERM): the pod was deleted (a second one exits at once)
 
+Retries: 429, 500, 502, 503, 504 and broken connections, 6 tries with backoff. The pod
+carries the label podtailor.dev/launch-id (random): before it tries a create again, the
+launcher looks for the pod by it, so a create whose answer was lost does not run the task twice.
+
 Kubeconfig: KUBECONFIG, else ~/.kube/config (its current context, or --context), else the
 in-cluster service account. The namespace is -n, else the context's, else `default`.
 --dry-run contacts nothing and reads no kubeconfig (its namespace: -n, else `default`).";
