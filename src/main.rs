@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use podtailor::launch::{self, LaunchArgs};
 use podtailor::render::{self, RenderArgs};
@@ -66,12 +66,23 @@ fn main() -> ExitCode {
             }
         },
         Command::Launch(args) => ExitCode::from(launch::run(args)),
-        Command::Serve(args) => match serve::run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("podtailor serve: {e:#}");
-                ExitCode::from(1)
+        Command::Serve(args) => {
+            if let Some((kind, message)) = args.usage_error() {
+                let mut command = Cli::command();
+                let serve = command.find_subcommand_mut("serve").map(std::mem::take).unwrap_or_default();
+                serve.bin_name("podtailor serve").error(kind, message).exit();
             }
-        },
+            serve_main(args)
+        }
+    }
+}
+
+fn serve_main(args: ServeArgs) -> ExitCode {
+    match serve::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podtailor serve: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -28,13 +28,9 @@ pub struct ServeArgs {
     pub template: PathBuf,
     /// A directory of PodOverride files (*.yaml, *.yml, *.json); reloaded when it changes.
     /// Files mode; not with --cluster.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "PODTAILOR_OVERRIDES",
-        required_unless_present = "cluster",
-        conflicts_with = "cluster"
-    )]
+    // Required unless --cluster, and not with it: checked by `usage_error`, because clap counts
+    // PODTAILOR_CLUSTER=false as --cluster being present.
+    #[arg(long, value_name = "DIR", env = "PODTAILOR_OVERRIDES")]
     pub overrides: Option<PathBuf>,
     /// Cluster mode: the PodOverride objects of every namespace, watched through the API
     /// server (in a pod: its service account; elsewhere KUBECONFIG or ~/.kube/config). An
@@ -72,6 +68,25 @@ pub struct ServeArgs {
     /// On SIGTERM or SIGINT, in-flight requests get this long to finish.
     #[arg(long, value_name = "SECONDS", env = "PODTAILOR_SHUTDOWN_GRACE", default_value_t = 10.0)]
     pub shutdown_grace: f64,
+}
+
+impl ServeArgs {
+    /// What is wrong with the arguments that clap cannot check: exactly one source of
+    /// overrides, `--overrides` or `--cluster` (clap would count PODTAILOR_CLUSTER=false as
+    /// `--cluster` given).
+    pub fn usage_error(&self) -> Option<(clap::error::ErrorKind, &'static str)> {
+        use clap::error::ErrorKind;
+        match (self.cluster, &self.overrides) {
+            (true, Some(_)) => {
+                Some((ErrorKind::ArgumentConflict, "the argument '--overrides <DIR>' cannot be used with '--cluster'"))
+            }
+            (false, None) => Some((
+                ErrorKind::MissingRequiredArgument,
+                "the following required arguments were not provided:\n  --overrides <DIR> (or --cluster)",
+            )),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

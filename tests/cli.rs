@@ -249,18 +249,24 @@ fn usage_errors_exit_2() {
 /// a cluster: a clear error before anything is served.
 #[test]
 fn serve_needs_exactly_one_source_of_overrides_and_a_reachable_configuration() {
-    let serve = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_podtailor"))
+    let serve_with = |cluster_env: Option<&str>, args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_podtailor"));
+        command
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["serve", "--template", "examples/template.yaml", "--tls-cert", "x.crt", "--tls-key", "x.key"])
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBERNETES_SERVICE_PORT")
-            .env("KUBECONFIG", "/nonexistent/kubeconfig")
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"))
+            .env_remove("PODTAILOR_OVERRIDES")
+            .env("KUBECONFIG", "/nonexistent/kubeconfig");
+        match cluster_env {
+            Some(v) => command.env("PODTAILOR_CLUSTER", v),
+            None => command.env_remove("PODTAILOR_CLUSTER"),
+        };
+        command.output().unwrap_or_else(|e| panic!("{e}"))
     };
+    let serve = |args: &[&str]| serve_with(None, args);
     let neither = serve(&[]);
     assert_eq!(neither.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&neither.stderr).contains("--overrides <DIR>"));
@@ -272,4 +278,19 @@ fn serve_needs_exactly_one_source_of_overrides_and_a_reachable_configuration() {
     assert!(stderr.starts_with("podtailor serve: --cluster: cannot configure a Kubernetes client"), "{stderr}");
     assert!(stderr.contains("/nonexistent/kubeconfig"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // PODTAILOR_CLUSTER=false is files mode, as if it were not set (a Deployment may set it so)
+    let files = serve_with(Some("false"), &["--overrides", "examples/overrides"]);
+    let stderr = String::from_utf8_lossy(&files.stderr);
+    assert_eq!(files.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("podtailor serve: ") && stderr.contains("x.crt"), "past the arguments: {stderr}");
+    let neither = serve_with(Some("false"), &[]);
+    assert_eq!(neither.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&neither.stderr).contains("--overrides <DIR>"));
+    let cluster = serve_with(Some("true"), &[]);
+    let stderr = String::from_utf8_lossy(&cluster.stderr);
+    assert!(stderr.starts_with("podtailor serve: --cluster: cannot configure a Kubernetes client"), "{stderr}");
+    let both = serve_with(Some("true"), &["--overrides", "examples/overrides"]);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with '--cluster'"));
 }
