@@ -6,7 +6,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, header};
-use podtailor::serve::{LogFormat, subscriber};
+use podtailor::serve::{DEFAULT_LOG_FILTER, LogFormat, subscriber};
 use podtailor::store::files;
 use podtailor::webhook::{self, AppState, Shared};
 use serde_json::{Value, json};
@@ -57,7 +57,7 @@ impl Captured {
 async fn each_review_logs_one_json_line_with_its_span_fields() {
     let sink = Captured::default();
     let writer = sink.clone();
-    let filter = tracing_subscriber::EnvFilter::new("info");
+    let filter = tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER);
     tracing::subscriber::set_global_default(subscriber(LogFormat::Json, filter, move || writer.clone(), false))
         .unwrap_or_else(|e| panic!("{e}"));
     let state = state();
@@ -95,4 +95,12 @@ async fn each_review_logs_one_json_line_with_its_span_fields() {
     assert_eq!(invalid["message"], "admission review rejected", "the reason must not replace the message");
     assert_eq!(invalid["span"]["outcome"], "invalid");
     assert!(invalid["reason"].as_str().is_some_and(|r| r.contains("not an AdmissionReview")), "{invalid}");
+
+    // by default, rustls's warning about a client's hello is dropped (one a connection for a
+    // client that sends an IP address as its server name); its errors and other warnings stay
+    tracing::warn!(target: "rustls::msgs::handshake", "Illegal SNI extension: ignoring IP address");
+    tracing::error!(target: "rustls::msgs::handshake", "a handshake error");
+    tracing::warn!(target: "rustls::server::hs", "another warning");
+    let messages: Vec<Value> = sink.lines()[3..].iter().map(|l| l["message"].clone()).collect();
+    assert_eq!(messages, [json!("a handshake error"), json!("another warning")]);
 }
