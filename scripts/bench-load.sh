@@ -390,7 +390,7 @@ run_load() {
         -v w0="$wall0" -v w1="$wall1" 'BEGIN { v = d / hz / (w1 - w0) * 100; printf "%.0f", v < 0 ? 0 : v }')
     r_srv=$(awk -v d=$((ticks1 - ticks0)) -v hz="$ticks_per_sec" -v w0="$wall0" -v w1="$wall1" \
         'BEGIN { printf "%.0f", d / hz / (w1 - w0) * 100 }')
-    r_cpu_raw=$(awk -v d=$((ticks1 - ticks0)) -v hz="$ticks_per_sec" -v n="${r[requests]}" \
+    r_cpu=$(awk -v d=$((ticks1 - ticks0)) -v hz="$ticks_per_sec" -v n="${r[requests]}" \
         'BEGIN { if (n > 0) printf "%.6f", d / hz * 1e6 / n; else print 0 }')
 }
 
@@ -508,11 +508,11 @@ for ((round = 1; round <= rounds; round++)); do
                 fi
             fi
             key=$name/$c
-            v_rps[$key]+=" $r_rps" v_p50[$key]+=" $r_p50" v_p99[$key]+=" $r_p99" v_cpu[$key]+=" $r_cpu_raw"
+            v_rps[$key]+=" $r_rps" v_p50[$key]+=" $r_p50" v_p99[$key]+=" $r_p99" v_cpu[$key]+=" $r_cpu"
             v_srv[$key]+=" $r_srv" v_wrk[$key]+=" $r_wrk" v_other[$key]+=" $r_other"
             v_failed[$key]=$((${v_failed[$key]:-0} + r_failed))
             v_peak[$key]=$(awk -v a="${v_peak[$key]:-0}" -v b="$r_peak" 'BEGIN { print (a + 0 > b + 0) ? a : b }')
-            round_rps[$name]=$r_rps round_cpu[$name]=$r_cpu_raw
+            round_rps[$name]=$r_rps round_cpu[$name]=$r_cpu
             failed_total=$((failed_total + r_failed))
             requests_total=$((requests_total + r_requests))
             ((r_other <= busiest_other)) || busiest_other=$r_other
@@ -607,11 +607,14 @@ if ((${#v_rate[@]} > 0)); then
     rate_format='%-7s %5s %8s %8s %8s %8s %9s %7s\n'
     # shellcheck disable=SC2059
     printf "$rate_format" case conns offered "req/s" "p50 ms" "p99 ms" "p99.9 ms" failed
+    # $1 case, $2 a column of its results (one line a round), $3 a format: the rounds' median.
+    # shellcheck disable=SC2046 # the column splits into its numbers on purpose
+    rate_median() { median "$3" $(cut -d' ' -f"$2" <<<"${v_rate[$1]}"); }
     for name in healthz "${cases[@]}"; do
-        # shellcheck disable=SC2059,SC2046 # the format is ours; a column of the rounds' results
-        printf "$rate_format" "$name" "$max_c" "$rate" "$(median %.0f $(cut -d' ' -f1 <<<"${v_rate[$name]}"))" \
-            "$(median %.3f $(cut -d' ' -f2 <<<"${v_rate[$name]}"))" "$(median %.3f $(cut -d' ' -f3 <<<"${v_rate[$name]}"))" \
-            "$(median %.3f $(cut -d' ' -f4 <<<"${v_rate[$name]}"))" "$(awk '{ s += $5 } END { print s + 0 }' <<<"${v_rate[$name]}")"
+        # shellcheck disable=SC2059 # the format is ours
+        printf "$rate_format" "$name" "$max_c" "$rate" "$(rate_median "$name" 1 %.0f)" "$(rate_median "$name" 2 %.3f)" \
+            "$(rate_median "$name" 3 %.3f)" "$(rate_median "$name" 4 %.3f)" \
+            "$(awk '{ s += $5 } END { print s + 0 }' <<<"${v_rate[$name]}")"
     done
 else
     echo "$rate_note"

@@ -72,17 +72,13 @@ fn main() -> ExitCode {
                 let serve = command.find_subcommand_mut("serve").map(std::mem::take).unwrap_or_default();
                 serve.bin_name("podtailor serve").error(kind, message).exit();
             }
-            serve_main(args)
-        }
-    }
-}
-
-fn serve_main(args: ServeArgs) -> ExitCode {
-    match serve::run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("podtailor serve: {e:#}");
-            ExitCode::from(1)
+            match serve::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("podtailor serve: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

@@ -1,11 +1,9 @@
 //! One task: create its bare pod (retrying what is transient, and never twice), follow it to
 //! its end (phase changes, the `base` container's log), and clean up after it.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{AsyncBufReadExt, StreamExt};
@@ -296,26 +294,13 @@ where
 /// random value for each pod it creates.
 pub const LAUNCH_ID_LABEL: &str = "podtailor.dev/launch-id";
 
-/// A value for [`LAUNCH_ID_LABEL`]: 16 hexadecimal digits, from this process's random hash
-/// keys, a counter, the time and the process id (unique, not secret).
+/// A value for [`LAUNCH_ID_LABEL`]: 16 hexadecimal digits from the standard library's
+/// random hash keys, which differ at each call (random for each thread, then counted), and
+/// the time (unique, not secret).
 fn launch_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
     format!("{:016x}", h.finish())
-}
-
-/// `body` (a bare pod) with `labels[key] = value`.
-fn with_label(mut body: Value, key: &str, value: &str) -> Value {
-    if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
-        let labels = meta.entry("labels").or_insert_with(|| Value::Object(serde_json::Map::new()));
-        if let Some(labels) = labels.as_object_mut() {
-            labels.insert(key.to_owned(), Value::String(value.to_owned()));
-        }
-    }
-    body
 }
 
 /// Creates the pod `body`, whose [`LAUNCH_ID_LABEL`] is `id`. On a try after the first, the
@@ -373,12 +358,14 @@ pub async fn run_one(
         elapsed: start.elapsed(),
     };
     let id = launch_id();
-    let body = with_label(task.pod(), LAUNCH_ID_LABEL, &id);
+    let mut labelled = task.clone();
+    labelled.labels.push((LAUNCH_ID_LABEL.to_owned(), id.clone()));
+    let body = labelled.pod();
     let what = format!("creating the pod in namespace {ns:?}");
-    let tries = Cell::new(0u32);
+    let mut tries = 0;
     let create = || {
-        let again = tries.replace(tries.get() + 1) > 0;
-        create_once(client, ns, &body, &id, again, report)
+        tries += 1;
+        create_once(client, ns, &body, &id, tries > 1, report)
     };
     let created = match retrying(&what, opts.retry, report, &mut stop, create).await {
         Ok(pod) => pod,

@@ -252,11 +252,11 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) -> serde_json::Result<()> {
 }
 
 /// Appends `[a,b,…]`, each element written by `write`.
-fn write_list<T>(
+pub(crate) fn write_list<T, E>(
     out: &mut Vec<u8>,
     items: impl IntoIterator<Item = T>,
-    mut write: impl FnMut(&mut Vec<u8>, T) -> serde_json::Result<()>,
-) -> serde_json::Result<()> {
+    mut write: impl FnMut(&mut Vec<u8>, T) -> Result<(), E>,
+) -> Result<(), E> {
     out.push(b'[');
     for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
@@ -269,11 +269,11 @@ fn write_list<T>(
 }
 
 /// Appends `{"k":v,…}`, each value written by `write`.
-fn write_map<'k, T>(
+pub(crate) fn write_map<'k, T, E>(
     out: &mut Vec<u8>,
     entries: impl IntoIterator<Item = (&'k str, T)>,
-    mut write: impl FnMut(&mut Vec<u8>, T) -> serde_json::Result<()>,
-) -> serde_json::Result<()> {
+    mut write: impl FnMut(&mut Vec<u8>, T) -> Result<(), E>,
+) -> Result<(), E> {
     out.push(b'{');
     for (i, (key, value)) in entries.into_iter().enumerate() {
         if i > 0 {

@@ -6,12 +6,13 @@
 //! array of numbers instead, kube-rs issue 1781).
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::merge::Want;
-use crate::merge::write_str;
+use crate::merge::{write_list, write_map, write_str};
 use crate::mutate::{Decision, decide};
 use crate::store::Config;
 
@@ -157,27 +158,18 @@ impl ReviewOut {
             out.extend_from_slice(b",\"patchType\":");
             write_str(&mut out, patch_type);
         }
+        // strings cannot fail to be written
+        let string = |out: &mut Vec<u8>, s: &String| -> Result<(), Infallible> {
+            write_str(out, s);
+            Ok(())
+        };
         if !r.audit_annotations.is_empty() {
-            out.extend_from_slice(b",\"auditAnnotations\":{");
-            for (i, (key, value)) in r.audit_annotations.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(&mut out, key);
-                out.push(b':');
-                write_str(&mut out, value);
-            }
-            out.push(b'}');
+            out.extend_from_slice(b",\"auditAnnotations\":");
+            let Ok(()) = write_map(&mut out, r.audit_annotations.iter().map(|(k, v)| (k.as_str(), v)), string);
         }
         if !r.warnings.is_empty() {
-            out.extend_from_slice(b",\"warnings\":[");
-            for (i, warning) in r.warnings.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(&mut out, warning);
-            }
-            out.push(b']');
+            out.extend_from_slice(b",\"warnings\":");
+            let Ok(()) = write_list(&mut out, &r.warnings, string);
         }
         out.extend_from_slice(b"}}");
         out
