@@ -63,6 +63,8 @@ struct State {
     failing_watches: usize,
     /// Creates that make the pod but answer 504 (the answer lost), before the others.
     lost_answers: usize,
+    /// Answers to lists by label selector before they are answered for real.
+    list_replies: VecDeque<(u16, Value)>,
     /// name → the labels it was created with
     labels: HashMap<String, Value>,
     /// name → (namespace, step)
@@ -164,7 +166,12 @@ async fn serve(state: Shared, method: Method, path: String, query: Option<String
             Some(reply(200, format!("{event}\n").into_bytes()))
         }
         (Method::GET, ["api", "v1", "namespaces", _, "pods"]) => {
-            let s = lock(&state);
+            let mut s = lock(&state);
+            if label_selected(&q).is_some()
+                && let Some((code, v)) = s.list_replies.pop_front()
+            {
+                return Some(json_reply(code, &v));
+            }
             let at = |name: &str, step: usize| pod_json(name, &ns, step, &s.script[step.min(s.script.len() - 1)]);
             let items: Vec<Value> = if let Some((key, value)) = label_selected(&q) {
                 let mut names: Vec<&String> = s
@@ -484,6 +491,39 @@ async fn a_create_whose_answer_was_lost_is_found_not_made_twice() {
         let lists: Vec<&String> = s.requests.iter().filter(|r| r.contains("labelSelector=")).collect();
         assert_eq!(lists.len(), 1, "{:?}", s.requests);
         assert_eq!(s.deleted, ["t-00001"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_look_for_the_pod_is_retried_or_reported_and_never_creates_a_second() {
+    within(async {
+        // the look fails once (transient): it is retried like the create, and finds the pod
+        let mut st = script(vec![pending(), ended("Succeeded", 0)], "");
+        st.lost_answers = 1;
+        st.list_replies.push_back(status(500, "InternalError", "etcd is having a moment"));
+        let (client, state) = mock(st);
+        let report = Recorder::default();
+        let outcome =
+            ok(run_one(&client, &task("t", &["true"]), &opts("default"), &report, std::future::pending()).await);
+        assert_eq!((posts(&state), outcome.pod.as_deref()), (1, Some("t-00001")));
+        let notes = report.starting("note ");
+        assert!(notes[1].contains("500 InternalError: etcd is having a moment; retrying"), "{notes:?}");
+
+        // the look is forbidden: reported as the create's error, and no second pod
+        let mut st = script(vec![pending()], "");
+        st.lost_answers = 1;
+        st.list_replies.push_back(status(403, "Forbidden", "pods is forbidden: cannot list"));
+        let (client, state) = mock(st);
+        let err =
+            run_one(&client, &task("t", &["true"]), &opts("default"), &Recorder::default(), std::future::pending())
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("a forbidden look should fail the task"));
+        assert_eq!(posts(&state), 1);
+        let message = err.to_string();
+        assert!(message.starts_with("creating the pod in namespace \"default\": "), "{message}");
+        assert!(message.contains("pods is forbidden: cannot list"), "{message}");
     })
     .await;
 }
