@@ -241,6 +241,12 @@ fn script(steps: Vec<Value>, log: &str) -> State {
     State { script: steps, log: log.into(), ..State::default() }
 }
 
+/// A pod that succeeds, the answers to its first `lost` creates lost (the pods made), and
+/// `lists`: the answers to the first looks for it by label.
+fn lost_answers(lost: usize, lists: Vec<(u16, Value)>) -> State {
+    State { lost_answers: lost, list_replies: lists.into(), ..script(vec![pending(), ended("Succeeded", 0)], "") }
+}
+
 // ---------------------------------------------------------------- reports and tasks
 
 #[derive(Default)]
@@ -475,9 +481,7 @@ async fn transient_errors_are_retried_with_backoff_then_succeed() {
 #[tokio::test]
 async fn a_create_whose_answer_was_lost_is_found_not_made_twice() {
     within(async {
-        let mut st = script(vec![pending(), ended("Succeeded", 0)], "");
-        st.lost_answers = 1;
-        let (client, state) = mock(st);
+        let (client, state) = mock(lost_answers(1, vec![]));
         let report = Recorder::default();
         let outcome =
             ok(run_one(&client, &task("t", &["true"]), &opts("default"), &report, std::future::pending()).await);
@@ -499,10 +503,7 @@ async fn a_create_whose_answer_was_lost_is_found_not_made_twice() {
 async fn a_failed_look_for_the_pod_is_retried_or_reported_and_never_creates_a_second() {
     within(async {
         // the look fails once (transient): it is retried like the create, and finds the pod
-        let mut st = script(vec![pending(), ended("Succeeded", 0)], "");
-        st.lost_answers = 1;
-        st.list_replies.push_back(status(500, "InternalError", "etcd is having a moment"));
-        let (client, state) = mock(st);
+        let (client, state) = mock(lost_answers(1, vec![status(500, "InternalError", "etcd is having a moment")]));
         let report = Recorder::default();
         let outcome =
             ok(run_one(&client, &task("t", &["true"]), &opts("default"), &report, std::future::pending()).await);
@@ -511,10 +512,7 @@ async fn a_failed_look_for_the_pod_is_retried_or_reported_and_never_creates_a_se
         assert!(notes[1].contains("500 InternalError: etcd is having a moment; retrying"), "{notes:?}");
 
         // the look is forbidden: reported as the create's error, and no second pod
-        let mut st = script(vec![pending()], "");
-        st.lost_answers = 1;
-        st.list_replies.push_back(status(403, "Forbidden", "pods is forbidden: cannot list"));
-        let (client, state) = mock(st);
+        let (client, state) = mock(lost_answers(1, vec![status(403, "Forbidden", "pods is forbidden: cannot list")]));
         let err =
             run_one(&client, &task("t", &["true"]), &opts("default"), &Recorder::default(), std::future::pending())
                 .await
@@ -532,9 +530,7 @@ async fn a_failed_look_for_the_pod_is_retried_or_reported_and_never_creates_a_se
 async fn a_launch_id_finds_only_its_own_pod() {
     within(async {
         // two launches whose first creates both lose their answers: each follows its own pod
-        let mut st = script(vec![pending(), ended("Succeeded", 0)], "");
-        st.lost_answers = 2;
-        let (client, state) = mock(st);
+        let (client, state) = mock(lost_answers(2, vec![]));
         let (a, b) = (Recorder::default(), Recorder::default());
         let (ta, tb, o) = (task("a", &["true"]), task("b", &["true"]), opts("default"));
         let (ra, rb) = tokio::join!(
