@@ -509,9 +509,15 @@ async fn a_failed_look_for_the_pod_is_retried_or_reported_and_never_creates_a_se
             ok(run_one(&client, &task("t", &["true"]), &opts("default"), &report, std::future::pending()).await);
         assert_eq!((posts(&state), outcome.pod.as_deref()), (1, Some("t-00001")));
         let notes = report.starting("note ");
-        assert!(notes[1].contains("500 InternalError: etcd is having a moment; retrying"), "{notes:?}");
+        assert!(
+            notes[1].contains(
+                "500 InternalError: looking for a pod an earlier try may have made (podtailor.dev/launch-id="
+            ) && notes[1].contains("): etcd is having a moment; retrying"),
+            "{notes:?}"
+        );
 
-        // the look is forbidden: reported as the create's error, and no second pod
+        // the look is forbidden: reported as the create's error, saying it was the look, and
+        // no second pod
         let (client, state) = mock(lost_answers(1, vec![status(403, "Forbidden", "pods is forbidden: cannot list")]));
         let err =
             run_one(&client, &task("t", &["true"]), &opts("default"), &Recorder::default(), std::future::pending())
@@ -521,7 +527,11 @@ async fn a_failed_look_for_the_pod_is_retried_or_reported_and_never_creates_a_se
         assert_eq!(posts(&state), 1);
         let message = err.to_string();
         assert!(message.starts_with("creating the pod in namespace \"default\": "), "{message}");
-        assert!(message.contains("pods is forbidden: cannot list"), "{message}");
+        assert!(
+            message.contains("403 Forbidden: looking for a pod an earlier try may have made (podtailor.dev/launch-id=")
+                && message.ends_with("): pods is forbidden: cannot list"),
+            "{message}"
+        );
     })
     .await;
 }

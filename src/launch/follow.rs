@@ -316,7 +316,15 @@ async fn create_once(
 ) -> Result<Pod, kube::Error> {
     if again {
         let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-        let found = api.list(&ListParams::default().labels(&format!("{LAUNCH_ID_LABEL}={id}"))).await?;
+        let selector = format!("{LAUNCH_ID_LABEL}={id}");
+        // an API error keeps its code (so whether it is retried), and says it was the look
+        let found = api.list(&ListParams::default().labels(&selector)).await.map_err(|e| match e {
+            kube::Error::Api(mut s) => {
+                s.message = format!("looking for a pod an earlier try may have made ({selector}): {}", s.message);
+                kube::Error::Api(s)
+            }
+            other => other,
+        })?;
         if let Some(pod) = found.items.into_iter().next() {
             let name = pod.metadata.name.as_deref().unwrap_or_default();
             report.note(&format!(
