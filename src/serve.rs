@@ -182,6 +182,8 @@ impl Server {
     /// Loads the configuration and the certificate and binds both ports; any problem here is
     /// an error, before anything is served.
     pub async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
+        // before the Kubernetes client, whose TLS needs it too (bind_with installs it for
+        // callers that come with their own client)
         tls::install_crypto_provider();
         let client = if args.cluster {
             // kube's error already carries its causes in its message: one line, not a chain
