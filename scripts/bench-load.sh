@@ -3,7 +3,7 @@
 # POST /mutate with the fixture AdmissionReviews, at 1, 16 and 64 connections.
 #
 #   scripts/bench-load.sh [--duration SECONDS] [--connections "1 16 64"] [--rounds N]
-#                         [--threads N] [--warmup SECONDS] [--rate N] [--bin PATH] [--keep]
+#                         [--threads N] [--warmup SECONDS] [--rate "2000 6000"] [--bin PATH] [--keep]
 #
 # Two cases, each run for a fixed time with wrk (https, HTTP/1.1, no h2), in rounds (3 by
 # default): each round runs every case at every connection count, so the floor and mutate runs
@@ -21,11 +21,11 @@
 # server's CPU time per request, and the CPU shares of the server, wrk and everything else;
 # then the mutate/floor ratios of throughput and of CPU per request, each round's and their
 # median.
-# Then, when oha is there (PATH or $OHA), both cases at a fixed rate (--rate, default 2000
-# req/s) over the largest connection count, in as many rounds: open-loop latency (p50, p99,
-# p99.9, corrected for coordinated omission, after the first second's TLS handshakes), which
-# closed-loop runs at saturation cannot show, and the same for the admin port's /healthz as a
-# baseline.
+# Then, when oha is there (PATH or $OHA), both cases at fixed rates (--rate, default 2000 and
+# 6000 req/s) over the largest connection count, in as many rounds: open-loop latency (p50,
+# p99, p99.9, corrected for coordinated omission, after the first second's TLS handshakes),
+# which closed-loop runs at saturation cannot show, and the same for the admin port's /healthz
+# as a baseline.
 # The server and wrk share this machine's CPUs: compare figures from one quiet machine only.
 # The server's environment passes through (RUST_LOG, PODTAILOR_*), flags aside.
 # Exit codes: 0 done, 1 a problem (or failed requests, or wrong answers), 2 usage.
@@ -42,7 +42,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 usage() {
     cat <<EOF
 usage: $prog [--duration SECONDS] [--connections "1 16 64"] [--rounds N]
-                     [--threads N] [--warmup SECONDS] [--rate N] [--bin PATH] [--keep]
+                     [--threads N] [--warmup SECONDS] [--rate "2000 6000"] [--bin PATH] [--keep]
 
 Builds podtailor (release), makes certs/ if missing, starts podtailor serve on
 $HOST with free ports and the examples, and loads POST /mutate over HTTPS with
@@ -54,10 +54,11 @@ in rounds; the report gives each figure's median over the rounds.
   --rounds N         rounds of every run, for medians (default: 3; 1 to 9)
   --threads N        wrk threads, at most one per connection (default: 1)
   --warmup S         an unreported mutate run before the first one (default: 2; 0: none)
-  --rate N           then both cases at N requests/s over the largest connection count,
-                     with oha (PATH or \$OHA; skipped with a note when absent), for
-                     duration + 1 s, the first second left out of the latency; /healthz
-                     too, as a baseline; in as many rounds (default: 2000; 0: skip)
+  --rate L           then both cases at each of these rates (requests/s, space- or
+                     comma-separated) over the largest connection count, with oha (PATH
+                     or \$OHA; skipped with a note when absent), for duration + 1 s, the
+                     first second left out of the latency; /healthz too, as a baseline;
+                     in as many rounds (default: "2000 6000"; 0: skip)
   --bin PATH         serve this binary instead of building target/release/podtailor
   --keep             keep the work directory (server log, wrk outputs)
   -h, --help         this help
@@ -80,7 +81,7 @@ connections="1 16 64"
 rounds=3
 threads=1
 warmup=2
-rate=2000
+rate_list="2000 6000"
 bin=
 keep=0
 
@@ -94,7 +95,7 @@ while (($# > 0)); do
         --rounds) rounds=$2 ;;
         --threads) threads=$2 ;;
         --warmup) warmup=$2 ;;
-        --rate) rate=$2 ;;
+        --rate) rate_list=$2 ;;
         --bin) bin=$2 ;;
         esac
         shift
@@ -115,14 +116,24 @@ in_range "$duration" 1 600 || usage_error "--duration must be a whole number of 
 in_range "$warmup" 0 60 || usage_error "--warmup must be a whole number of seconds from 0 to 60"
 in_range "$threads" 1 64 || usage_error "--threads must be a number from 1 to 64"
 in_range "$rounds" 1 9 || usage_error "--rounds must be a number from 1 to 9"
-in_range "$rate" 0 100000 || usage_error "--rate must be a number of requests per second from 0 to 100000"
-duration=$((10#$duration)) warmup=$((10#$warmup)) threads=$((10#$threads)) rate=$((10#$rate))
+duration=$((10#$duration)) warmup=$((10#$warmup)) threads=$((10#$threads))
 rounds=$((10#$rounds))
 read -r -a conns <<<"${connections//,/ }"
 ((${#conns[@]} > 0)) || usage_error "--connections needs at least one number"
 for i in "${!conns[@]}"; do
     in_range "${conns[i]}" 1 1024 || usage_error "--connections: '${conns[i]}' is not a number from 1 to 1024"
     conns[i]=$((10#${conns[i]}))
+done
+
+# the fixed rates; none for "0"
+read -r -a rates <<<"${rate_list//,/ }"
+((${#rates[@]} > 0)) || usage_error "--rate needs at least one number (0: no fixed-rate runs)"
+if [[ ${#rates[@]} == 1 && ${rates[0]} =~ ^0+$ ]]; then
+    rates=()
+fi
+for i in "${!rates[@]}"; do
+    in_range "${rates[i]}" 1 100000 || usage_error "--rate: '${rates[i]}' is not a number of requests per second from 1 to 100000"
+    rates[i]=$((10#${rates[i]}))
 done
 
 [[ -z $bin || $bin == /* ]] || bin=$PWD/$bin
@@ -137,7 +148,7 @@ need curl "apt-get install curl"
 need openssl "apt-get install openssl"
 [[ -r /proc/self/status ]] || die "/proc is required (Linux) to read the server's memory"
 oha=
-if ((rate > 0)); then
+if ((${#rates[@]} > 0)); then
     oha=${OHA:-$(command -v oha || true)}
     if [[ -n $oha ]]; then
         [[ -x $oha ]] || die "OHA=$oha is not an executable"
@@ -523,22 +534,24 @@ for ((round = 1; round <= rounds; round++)); do
 done
 log_bytes1=$(stat -c %s "$work/server.log")
 
-# The fixed-rate runs, over the largest connection count.
+# The fixed-rate runs, over the largest connection count: one line a round for each case/rate.
 declare -A v_rate=()
 rate_note=
 max_c=0
 for c in "${conns[@]}"; do ((c <= max_c)) || max_c=$c; done
-if ((rate == 0)); then
+if ((${#rates[@]} == 0)); then
     rate_note="fixed rate: not run (--rate 0)"
 elif [[ -z $oha ]]; then
     rate_note="fixed rate: not run: oha not found (cargo install oha --locked, about 18 minutes on 2 cores; or OHA=PATH)"
 else
     for ((round = 1; round <= rounds; round++)); do
-        for name in healthz "${cases[@]}"; do
-            echo "$prog: round $round/$rounds: $name, $max_c connections, $rate requests/s (oha), $((duration + RATE_SETTLE))s" >&2
-            result=$(run_rate "$name" "$max_c" "$rate") || exit 1
-            v_rate[$name]+="$result"$'\n'
-            failed_total=$((failed_total + ${result##* }))
+        for rate in "${rates[@]}"; do
+            for name in healthz "${cases[@]}"; do
+                echo "$prog: round $round/$rounds: $name, $max_c connections, $rate requests/s (oha), $((duration + RATE_SETTLE))s" >&2
+                result=$(run_rate "$name" "$max_c" "$rate") || exit 1
+                v_rate[$name/$rate]+="$result"$'\n'
+                failed_total=$((failed_total + ${result##* }))
+            done
         done
     done
 fi
@@ -600,21 +613,24 @@ elif ((!wrong)); then
 fi
 echo
 if ((${#v_rate[@]} > 0)); then
-    echo "At a fixed rate: $rate requests/s offered over $max_c connections (oha, open loop; latency from when"
+    echo "At fixed rates: ${rates[*]} requests/s offered over $max_c connections (oha, open loop; latency from when"
     echo "each request was due, so a stall counts for every request it delays). A run lasts $((duration + RATE_SETTLE)) s;"
     echo "the first ${RATE_SETTLE} s, the connections' TLS handshakes, is left out of the latency, not of the failures."
     echo "healthz is the admin port's /healthz (plain HTTP, no work): the latency the machine and oha add alone."
     rate_format='%-7s %5s %8s %8s %8s %8s %9s %7s\n'
     # shellcheck disable=SC2059
     printf "$rate_format" case conns offered "req/s" "p50 ms" "p99 ms" "p99.9 ms" failed
-    # $1 case, $2 a column of its results (one line a round), $3 a format: the rounds' median.
+    # $1 case/rate, $2 a column of its results (one line a round), $3 a format: the rounds' median.
     # shellcheck disable=SC2046 # the column splits into its numbers on purpose
     rate_median() { median "$3" $(cut -d' ' -f"$2" <<<"${v_rate[$1]}"); }
-    for name in healthz "${cases[@]}"; do
-        # shellcheck disable=SC2059 # the format is ours
-        printf "$rate_format" "$name" "$max_c" "$rate" "$(rate_median "$name" 1 %.0f)" "$(rate_median "$name" 2 %.3f)" \
-            "$(rate_median "$name" 3 %.3f)" "$(rate_median "$name" 4 %.3f)" \
-            "$(awk '{ s += $5 } END { print s + 0 }' <<<"${v_rate[$name]}")"
+    for rate in "${rates[@]}"; do
+        for name in healthz "${cases[@]}"; do
+            key=$name/$rate
+            # shellcheck disable=SC2059 # the format is ours
+            printf "$rate_format" "$name" "$max_c" "$rate" "$(rate_median "$key" 1 %.0f)" "$(rate_median "$key" 2 %.3f)" \
+                "$(rate_median "$key" 3 %.3f)" "$(rate_median "$key" 4 %.3f)" \
+                "$(awk '{ s += $5 } END { print s + 0 }' <<<"${v_rate[$key]}")"
+        done
     done
 else
     echo "$rate_note"
