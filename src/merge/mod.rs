@@ -12,6 +12,7 @@ pub mod patch;
 pub mod schema;
 mod secrets;
 pub mod strategic;
+mod texts;
 mod warnings;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use crate::crd::PodOverrideSpec;
 use draft::{Draft, Node};
 use schema::Kind;
 use strategic::{Nulls, merge_draft};
+use texts::{Known, Texts};
 
 pub(crate) use draft::{write_list, write_map, write_str};
 pub use secrets::secret_volume_name;
@@ -34,11 +36,14 @@ pub const OVERRIDE_ANNOTATION: &str = "podtailor.dev/override";
 /// The annotation recording what was applied: override names and a content hash.
 pub const APPLIED_ANNOTATION: &str = "podtailor.dev/applied";
 
-/// The platform's default pod, ready to be a base layer.
-#[derive(Clone, Debug)]
+/// The platform's default pod, ready to be a base layer. Nothing changes it once made (the
+/// texts of its values depend on it).
+#[derive(Debug)]
 pub struct Template {
     pod: Value,
     hash: [u8; 32],
+    /// The JSON text of its objects and lists, for the patches.
+    texts: Texts,
     /// The applied-markers made so far, by the hashes of the overrides applied (a clone has
     /// the same content, so it shares them).
     markers: Arc<Mutex<Markers>>,
@@ -94,7 +99,10 @@ impl Template {
         }
         strategic::drop_zeroes(&mut pod, Kind::Pod, Nulls::Keep);
         let hash = Sha256::digest(pod.to_string().as_bytes()).into();
-        Template { pod, hash, markers: Arc::default() }
+        // the pod itself moves into the template: what is inside it stays where it is
+        let mut texts = Texts::default();
+        texts.index(&pod, false);
+        Template { pod, hash, markers: Arc::default(), texts }
     }
 
     pub fn pod(&self) -> &Value {
@@ -119,16 +127,19 @@ impl Template {
     }
 }
 
-/// A PodOverride ready to apply: its name and its validated spec.
-#[derive(Clone, Debug)]
+/// A PodOverride ready to apply: its name and its validated spec. Nothing changes it once
+/// made (the texts of its values depend on it).
+#[derive(Debug)]
 pub struct Override {
     pub name: String,
-    pub spec: PodOverrideSpec,
+    spec: PodOverrideSpec,
     /// `spec.resources` as JSON, made once.
     resources: Option<Value>,
     /// What `spec.secrets` add, made once.
     secrets: Vec<secrets::Prepared>,
     hash: [u8; 32],
+    /// The JSON text of the objects and lists it adds, for the patches.
+    texts: Texts,
 }
 
 impl Override {
@@ -143,7 +154,23 @@ impl Override {
         h.update(serde_json::to_vec(&spec).unwrap_or_default());
         let resources = spec.resources.as_ref().and_then(|r| serde_json::to_value(r).ok());
         let secrets = secrets::prepare(&spec.secrets);
-        Override { name, spec, resources, secrets, hash: h.finalize().into() }
+        // the roots of the pod fragment and of the resources move into the override; the
+        // prepared secrets are in a list, which does not move
+        let mut texts = Texts::default();
+        for value in spec.pod.iter().chain(&resources) {
+            texts.index(value, false);
+        }
+        for s in &secrets {
+            for value in s.values() {
+                texts.index(value, true);
+            }
+        }
+        Override { name, spec, resources, secrets, hash: h.finalize().into(), texts }
+    }
+
+    /// The spec it was made from.
+    pub fn spec(&self) -> &PodOverrideSpec {
+        &self.spec
     }
 }
 
@@ -220,7 +247,7 @@ pub fn apply(template: &Template, pod: &Value, overrides: &[&Override], want: Wa
         }
         Want::Patch => Outcome { patch: patch::diff_draft(pod, desired), desired: None, patch_json: None, warnings },
         Want::Json => {
-            let json = patch::diff_draft_json(pod, desired)
+            let json = patch::diff_draft_json(pod, desired, Known::new(template, overrides))
                 .map_err(|e| MergeError { r#override: None, reason: format!("the patch cannot be written: {e}") })?;
             Outcome { patch: json_patch::Patch(Vec::new()), desired: None, patch_json: Some(json), warnings }
         }

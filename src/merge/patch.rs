@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use super::draft::{Draft, Entries, Node, write_str};
 use super::lookup::{self, same_key};
 use super::schema::{Kind, List, field};
+use super::texts::Known;
 
 /// The patch that turns `from` into `to`, both pods.
 pub fn diff(from: &Value, to: &Value) -> Patch {
@@ -32,8 +33,9 @@ pub(crate) fn diff_draft(from: &Value, to: Draft<'_>) -> Patch {
 
 /// The same patch as [`diff_draft`], as its RFC 6902 JSON text (the bytes `Patch` serialises
 /// to), written while the diff walks: no value is copied into an operation, no path parsed.
-pub(crate) fn diff_draft_json(from: &Value, to: Draft<'_>) -> serde_json::Result<Vec<u8>> {
-    let mut json = JsonOps { text: Vec::with_capacity(4096), error: None };
+/// The values of the configuration are copied from their texts in `known`.
+pub(crate) fn diff_draft_json(from: &Value, to: Draft<'_>, known: Known) -> serde_json::Result<Vec<u8>> {
+    let mut json = JsonOps { text: Vec::with_capacity(4096), error: None, known };
     json.text.push(b'[');
     Diff { ops: &mut json, path: String::with_capacity(128) }.value(from, to, Kind::Pod, List::Atomic);
     if let Some(e) = json.error {
@@ -85,12 +87,13 @@ impl<'a> Sink<'a> for Vec<PatchOperation> {
 
 /// The operations as JSON text, each followed by a comma; the first error writing a value is
 /// kept (there is none for JSON values and strings, but it is not dropped).
-struct JsonOps {
+struct JsonOps<'k> {
     text: Vec<u8>,
     error: Option<serde_json::Error>,
+    known: Known<'k>,
 }
 
-impl JsonOps {
+impl JsonOps<'_> {
     fn op(&mut self, name: &str, path: &str, value: Option<Draft<'_>>) {
         self.text.extend_from_slice(b"{\"op\":\"");
         self.text.extend_from_slice(name.as_bytes());
@@ -98,7 +101,7 @@ impl JsonOps {
         write_str(&mut self.text, path);
         if let Some(value) = value {
             self.text.extend_from_slice(b",\"value\":");
-            if let Err(e) = value.node().write_json(&mut self.text) {
+            if let Err(e) = value.node().write_json(&mut self.text, &self.known) {
                 self.error.get_or_insert(e);
             }
         }
@@ -106,13 +109,13 @@ impl JsonOps {
     }
 }
 
-impl<'a> Sink<'a> for JsonOps {
+impl<'a> Sink<'a> for JsonOps<'_> {
     fn mark(&self) -> usize {
         self.text.len()
     }
 
     fn split_off(&mut self, at: usize) -> Self {
-        JsonOps { text: self.text.split_off(at), error: None }
+        JsonOps { text: self.text.split_off(at), error: None, known: self.known }
     }
 
     fn append(&mut self, mut tail: Self) {
@@ -382,8 +385,8 @@ mod tests {
         let copied = diff(&from, &to);
         let taken = diff_draft(&from, Draft::owned(to.clone()));
         assert_eq!(copied, taken, "copying and taking give different patches");
-        same_text(&copied, diff_draft_json(&from, Draft::Borrowed(&to)));
-        same_text(&copied, diff_draft_json(&from, Draft::owned(to.clone())));
+        same_text(&copied, diff_draft_json(&from, Draft::Borrowed(&to), Known::default()));
+        same_text(&copied, diff_draft_json(&from, Draft::owned(to.clone()), Known::default()));
         serde_json::to_value(copied).unwrap_or_default()
     }
 
@@ -416,13 +419,13 @@ mod tests {
         let value = to.clone().into_value();
         let patch = diff(&from, &value);
         assert_eq!(patch.0.len(), 4, "{patch:?}");
-        same_text(&patch, diff_draft_json(&from, to));
+        same_text(&patch, diff_draft_json(&from, to, Known::default()));
     }
 
     #[test]
     fn nothing_to_do_is_an_empty_list() {
         let pod = json!({"a": {"b": [1]}});
-        assert_eq!(diff_draft_json(&pod, Draft::Borrowed(&pod)).ok(), Some(b"[]".to_vec()));
+        assert_eq!(diff_draft_json(&pod, Draft::Borrowed(&pod), Known::default()).ok(), Some(b"[]".to_vec()));
     }
 
     #[rstest]

@@ -205,7 +205,7 @@ mod tests {
 
     fn limit_of(overrides: &Overrides, namespace: &str, name: &str) -> Option<String> {
         let o = overrides.get(namespace, name)?;
-        let limits = o.spec.resources.as_ref()?.limits.as_ref()?;
+        let limits = o.spec().resources.as_ref()?.limits.as_ref()?;
         Some(limits.get("cpu")?.0.clone())
     }
 

@@ -228,7 +228,7 @@ mod tests {
             "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: o}\nspec: {resources: {limits: {cpu: 1, memory: 0.5}}}\n",
         );
         let limits =
-            loaded.ok().and_then(|l| l.r#override.spec.resources.clone()).and_then(|r| r.limits).unwrap_or_default();
+            loaded.ok().and_then(|l| l.r#override.spec().resources.clone()).and_then(|r| r.limits).unwrap_or_default();
         assert_eq!(limits.get("cpu").map(|q| q.0.as_str()), Some("1"));
         assert_eq!(limits.get("memory").map(|q| q.0.as_str()), Some("0.5"));
     }
