@@ -499,6 +499,9 @@ async fn a_create_whose_answer_was_lost_is_found_not_made_twice() {
     .await;
 }
 
+/// How an error of the look before a retried create begins, after its code.
+const LOOK_ERROR: &str = "looking for a pod an earlier try may have made (podtailor.dev/launch-id=";
+
 #[tokio::test]
 async fn a_failed_look_for_the_pod_is_retried_or_reported_and_never_creates_a_second() {
     within(async {
@@ -510,9 +513,8 @@ async fn a_failed_look_for_the_pod_is_retried_or_reported_and_never_creates_a_se
         assert_eq!((posts(&state), outcome.pod.as_deref()), (1, Some("t-00001")));
         let notes = report.starting("note ");
         assert!(
-            notes[1].contains(
-                "500 InternalError: looking for a pod an earlier try may have made (podtailor.dev/launch-id="
-            ) && notes[1].contains("): etcd is having a moment; retrying"),
+            notes[1].contains(&format!("500 InternalError: {LOOK_ERROR}"))
+                && notes[1].contains("): etcd is having a moment; retrying"),
             "{notes:?}"
         );
 
@@ -528,7 +530,7 @@ async fn a_failed_look_for_the_pod_is_retried_or_reported_and_never_creates_a_se
         let message = err.to_string();
         assert!(message.starts_with("creating the pod in namespace \"default\": "), "{message}");
         assert!(
-            message.contains("403 Forbidden: looking for a pod an earlier try may have made (podtailor.dev/launch-id=")
+            message.contains(&format!("403 Forbidden: {LOOK_ERROR}"))
                 && message.ends_with("): pods is forbidden: cannot list"),
             "{message}"
         );

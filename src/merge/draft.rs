@@ -428,8 +428,8 @@ impl<'r, 'a> Node<'r, 'a> {
     }
 
     /// Appends this value as compact JSON: the bytes its [`Draft::into_value`] serialises to,
-    /// without the copy.
-    /// A value of the configuration whose text is `known` is copied, not written.
+    /// without the copy. A value of the configuration whose text is `known` is copied, not
+    /// written.
     pub fn write_json(self, out: &mut Vec<u8>, known: &Known) -> serde_json::Result<()> {
         match self {
             Node::Value(v) => match known.get(v) {

@@ -17,7 +17,7 @@ mod warnings;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -44,9 +44,8 @@ pub struct Template {
     hash: [u8; 32],
     /// The JSON text of its objects and lists, for the patches.
     texts: Texts,
-    /// The applied-markers made so far, by the hashes of the overrides applied (a clone has
-    /// the same content, so it shares them).
-    markers: Arc<Mutex<Markers>>,
+    /// The applied-markers made so far, by the hashes of the overrides applied.
+    markers: Mutex<Markers>,
 }
 
 /// Applied-markers by the hashes of the overrides applied.
@@ -102,7 +101,7 @@ impl Template {
         // the pod itself moves into the template: what is inside it stays where it is
         let mut texts = Texts::default();
         texts.index(&pod, false);
-        Template { pod, hash, markers: Arc::default(), texts }
+        Template { pod, hash, markers: Mutex::default(), texts }
     }
 
     pub fn pod(&self) -> &Value {

@@ -32,27 +32,24 @@ impl Texts {
     /// Indexes the objects and lists inside `root`; `root` itself too when `with_root` (only
     /// for a value that does not move: boxed, or an element of a list that is not changed).
     pub fn index(&mut self, root: &Value, with_root: bool) {
-        let mut text = Vec::new();
-        if with_root {
-            self.add(root, &mut text);
-        }
-        let children: Box<dyn Iterator<Item = &Value>> = match root {
-            Value::Object(map) => Box::new(map.values()),
-            Value::Array(items) => Box::new(items.iter()),
-            _ => return,
-        };
-        for child in children {
-            self.index(child, true);
-        }
+        self.walk(root, with_root, &mut Vec::new());
     }
 
-    fn add(&mut self, value: &Value, text: &mut Vec<u8>) {
+    /// Indexes `value` (if `this_too`) and what is inside it, writing each text in `text`.
+    fn walk(&mut self, value: &Value, this_too: bool, text: &mut Vec<u8>) {
         if !matches!(value, Value::Object(_) | Value::Array(_)) {
             return;
         }
-        text.clear();
-        if write_value(text, value).is_ok() && text.len() >= SHORTEST {
-            self.0.insert(address(value), text.as_slice().into());
+        if this_too {
+            text.clear();
+            if write_value(text, value).is_ok() && text.len() >= SHORTEST {
+                self.0.insert(address(value), text.as_slice().into());
+            }
+        }
+        match value {
+            Value::Object(map) => map.values().for_each(|child| self.walk(child, true, text)),
+            Value::Array(items) => items.iter().for_each(|child| self.walk(child, true, text)),
+            _ => {}
         }
     }
 
