@@ -1,6 +1,10 @@
 //! Reading pods, templates and PodOverrides from text: JSON or YAML, one or more documents.
 
-use serde_json::Value;
+use std::cell::Cell;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 /// Parses `text` as JSON when it looks like JSON, else as (multi-document) YAML, into the
 /// documents it holds (empty documents left out).
@@ -10,13 +14,131 @@ pub fn documents(text: &str) -> Result<Vec<Value>, String> {
         return Ok(vec![v]);
     }
     let mut out = Vec::new();
+    let budget = Cell::new(yaml_budget(text));
     for doc in serde_yaml_ng::Deserializer::from_str(text) {
-        let v: Value = serde::Deserialize::deserialize(doc).map_err(|e| format!("invalid YAML: {e}"))?;
+        let v = Budgeted(&budget).deserialize(doc).map_err(|e| format!("invalid YAML: {e}"))?;
         if !v.is_null() {
             out.push(v);
         }
     }
     Ok(out)
+}
+
+/// What the values of a YAML text may add up to: each value counts one, and a string its
+/// length too. Without aliases a text holds no more than about its length; an alias repeats
+/// the value it names, which may be large (the library bounds the number of aliases followed,
+/// not what they repeat), so a small file could expand to gigabytes. Four times the length
+/// and a mebibyte leave room for the aliases configurations use.
+fn yaml_budget(text: &str) -> usize {
+    text.len().saturating_mul(4).saturating_add(1 << 20)
+}
+
+/// Reads a value as serde_json's `Value` does, counting what it builds against a budget and
+/// failing when it runs out, before the value is built.
+#[derive(Clone, Copy)]
+struct Budgeted<'b>(&'b Cell<usize>);
+
+impl Budgeted<'_> {
+    fn spend<E: de::Error>(self, cost: usize) -> Result<(), E> {
+        match self.0.get().checked_sub(cost) {
+            Some(left) => {
+                self.0.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(
+                "the document expands to far more than its text (YAML aliases repeating large values?): refused",
+            )),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Budgeted<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Budgeted<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        self.spend(1)?;
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        self.spend(1)?;
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        self.spend(1)?;
+        Ok(Value::from(v))
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
+        self.spend(1)?;
+        Number::deserialize(de::value::I128Deserializer::new(v)).map(Value::Number)
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
+        self.spend(1)?;
+        Number::deserialize(de::value::U128Deserializer::new(v)).map(Value::Number)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        self.spend(1)?;
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        self.spend(1 + v.len())?;
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        self.spend(1 + v.len())?;
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        self.spend(1)?;
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.spend(1)?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.spend(1)?;
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            self.spend(key.len())?;
+            let value = map.next_value_seed(self)?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// Parses `text` as exactly one document.
@@ -79,6 +201,27 @@ mod tests {
         assert!(document("a: [1\n").is_err_and(|e| e.starts_with("invalid YAML")));
         assert!(document("{\"a\": ").is_err_and(|e| e.starts_with("invalid JSON")));
         assert!(document("").is_err_and(|e| e == "is empty"));
+    }
+
+    #[test]
+    fn a_yaml_file_that_expands_hugely_is_refused() {
+        // a list of 1 000 strings, named once and repeated 10 000 times: 60 KB of text for
+        // 10 million strings
+        let mut text = String::from("a: &a [");
+        text.push_str(&vec!["xxxxx"; 1000].join(", "));
+        text.push_str("]\nb: [");
+        text.push_str(&vec!["*a"; 10_000].join(", "));
+        text.push_str("]\n");
+        let refused = documents(&text).map(|d| d.len());
+        assert!(refused.as_ref().is_err_and(|e| e.contains("expands to far more than its text")), "{refused:?}");
+        // aliases as configurations use them read as serde_json would read them
+        let text = "x: &r {cpu: 1, memory: 1Gi, big: 12345678901234567890, f: 1.5, n: ~}\ny: *r\nz: [*r, *r]\n";
+        let read = documents(text).unwrap_or_else(|e| panic!("{e}"));
+        let expected: Vec<Value> = serde_yaml_ng::Deserializer::from_str(text)
+            .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        assert_eq!(read, expected);
+        assert_eq!(read[0]["z"][1]["memory"], "1Gi");
     }
 
     #[test]

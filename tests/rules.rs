@@ -341,3 +341,43 @@ fn an_override_replacing_a_value_the_pod_set_warns() {
         outcome.warnings
     );
 }
+
+/// A pod's lists and maps may hold tens of thousands of entries (a 3 MiB review holds 30 000
+/// env vars): they merge and diff by their keys, not by comparing every entry with every
+/// other. With the table the diff once built, this pod needed 30 000 × 30 000 cells (7 GB)
+/// for each of its lists; here it takes seconds, in a debug build.
+#[test]
+fn lists_and_maps_of_thirty_thousand_entries_merge_and_their_patch_applies() {
+    const N: usize = 30_000;
+    let env: Vec<Value> = (0..N).map(|i| json!({"name": format!("VAR_{i}"), "value": "pod"})).collect();
+    let mounts: Vec<Value> = (0..N).map(|i| json!({"name": "logs", "mountPath": format!("/m/{i}")})).collect();
+    let mut p = pod("big", base(json!({"env": env, "volumeMounts": mounts})));
+    p["metadata"]["labels"] = (0..N).map(|i| (format!("l{i}"), json!("pod"))).collect::<serde_json::Map<_, _>>().into();
+    p["metadata"]["finalizers"] = (0..N).map(|i| json!(format!("podtailor.dev/f{i}"))).collect();
+    // an override as large as a list index is built for: some entries the pod has, some new
+    let spec = json!({"pod": {
+        "metadata": {"labels": (0..40).map(|i| (format!("l{}", i * 700), json!(if i % 2 == 0 { json!("override") } else { Value::Null })))
+                                       .chain((0..20).map(|i| (format!("new{i}"), json!("override"))))
+                                       .collect::<serde_json::Map<_, _>>(),
+                     "finalizers": (0..40).map(|i| json!(format!("podtailor.dev/f{}", i * 700 + 50_000 * (i % 2)))).collect::<Vec<_>>()},
+        "spec": {"containers": [{"name": "base",
+            "env": (0..40).map(|i| json!({"name": format!("VAR_{}", i * 700 + 50_000 * (i % 2)), "value": "override"})).collect::<Vec<_>>(),
+            "volumeMounts": (0..40).map(|i| json!({"name": "config", "mountPath": format!("/m/{}", i * 700 + 50_000 * (i % 2))})).collect::<Vec<_>>()}]}}});
+    let desired = run(template(), p, &[(None, "big", spec)]);
+    let container = &desired["spec"]["containers"][0];
+    let env = container["env"].as_array().map_or(&[][..], Vec::as_slice);
+    // the template's one, the pod's, and the override's 20 new ones
+    assert_eq!(env.len(), 1 + N + 20);
+    assert_eq!(env[1 + 1400], json!({"name": "VAR_1400", "value": "override"}));
+    assert_eq!(env[1 + 1401], json!({"name": "VAR_1401", "value": "pod"}));
+    assert_eq!(env[1 + N]["name"], "VAR_50700");
+    let mounts = container["volumeMounts"].as_array().map_or(&[][..], Vec::as_slice);
+    assert_eq!(mounts.len(), 1 + N + 20);
+    assert_eq!(mounts[1 + 1400], json!({"name": "config", "mountPath": "/m/1400"}));
+    let labels = desired["metadata"]["labels"].as_object().map_or(0, |l| l.len());
+    // the template's two, the pod's less the 20 the override deletes, and 20 new ones
+    assert_eq!(labels, 2 + N - 20 + 20);
+    assert_eq!(desired["metadata"]["labels"]["l1400"], "override");
+    assert_eq!(desired["metadata"]["labels"].get("l700"), None);
+    assert_eq!(desired["metadata"]["finalizers"].as_array().map_or(0, Vec::len), N + 20);
+}

@@ -4,6 +4,7 @@
 //! `desired = apiDefaults(template ⊲ withoutApiDefaults(pod) ⊲ overrides)`.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Number, Value, json};
 
@@ -64,6 +65,8 @@ pub struct ApiDefaults<'a> {
     token_volume: Option<String>,
     /// (list, container, "requests"/"limits", resource, value), in annotation order.
     limit_ranger: Vec<(&'static str, String, &'static str, String, Draft<'a>)>,
+    /// The positions in `limit_ranger` of each container's values, by (list, container).
+    limit_ranger_of: HashMap<(&'static str, String), Vec<usize>>,
     limit_ranger_annotation: Option<String>,
 }
 
@@ -177,7 +180,11 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
         .and_then(|vs| vs.node().items())
         .and_then(|mut vs| vs.find(|v| is_token_volume(*v)))
         .and_then(|v| v.field("name")?.as_str().map(str::to_owned));
-    let set_by_limit_ranger = limit_ranger.as_deref().map(parse_limit_ranger).unwrap_or_default();
+    // what LimitRanger set, by container: (kind, container) to (field, resource)
+    let mut set_by_limit_ranger: HashMap<(&str, String), Vec<(&str, String)>> = HashMap::new();
+    for (kind, container, field, resource) in limit_ranger.as_deref().map(parse_limit_ranger).unwrap_or_default() {
+        set_by_limit_ranger.entry((kind, container)).or_default().push((field, resource));
+    }
     for (list, label) in CONTAINER_LISTS {
         for c in spec.get_mut(list).and_then(Draft::array_mut).into_iter().flatten() {
             let node = c.node();
@@ -210,21 +217,29 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
                 continue;
             }
             let cname = c.get("name").and_then(|n| n.node().as_str()).unwrap_or_default().to_owned();
-            for (kind, container, field, resource) in &set_by_limit_ranger {
-                if *kind != label || *container != cname {
+            let key = (label, cname);
+            let Some(set) = set_by_limit_ranger.get(&key) else { continue };
+            for field in ["requests", "limits"] {
+                let names: HashSet<&str> = set.iter().filter(|(f, _)| *f == field).map(|(_, r)| r.as_str()).collect();
+                if names.is_empty() {
                     continue;
                 }
-                let Some(values) = c
-                    .get_mut("resources")
-                    .and_then(Draft::object_mut)
-                    .and_then(|r| r.get_mut(field))
-                    .and_then(Draft::object_mut)
-                else {
-                    continue;
-                };
-                if let Some(v) = values.remove(resource) {
-                    found.limit_ranger.push((list, cname.clone(), field, resource.clone(), v));
-                }
+                let values = c.get_mut("resources").and_then(Draft::object_mut).and_then(|r| r.get_mut(field));
+                let Some(values) = values.and_then(Draft::object_mut) else { continue };
+                values.retain(|resource, v| {
+                    if !names.contains(resource) {
+                        return true;
+                    }
+                    found.limit_ranger_of.entry((list, key.1.clone())).or_default().push(found.limit_ranger.len());
+                    found.limit_ranger.push((
+                        list,
+                        key.1.clone(),
+                        field,
+                        resource.to_owned(),
+                        std::mem::replace(v, NULL),
+                    ));
+                    false
+                });
             }
         }
     }
@@ -323,8 +338,15 @@ fn restore_spec<'a>(
     if !found.tolerations.is_empty() {
         let list = spec.entry("tolerations", || Draft::owned(json!([])));
         if list.node().is_array() {
+            // the keys looked at so far: a toleration of one is added at most once, so the
+            // list is read once for each key, not for each of the pod's copies
+            let mut seen: Vec<&str> = Vec::with_capacity(DEFAULT_TOLERATION_KEYS.len());
             for t in &found.tolerations {
                 let key = t.node().field("key").and_then(Node::as_str).unwrap_or_default();
+                if seen.contains(&key) {
+                    continue;
+                }
+                seen.push(key);
                 if !tolerates(list.node(), key)
                     && let Some(list) = list.array_mut()
                 {
@@ -399,16 +421,19 @@ fn restore_limit_ranger<'a>(
     kept: &mut Vec<(&'static str, String, &'static str, String)>,
 ) {
     let cname = c.get("name").and_then(|n| n.node().as_str()).unwrap_or_default().to_owned();
-    for (l, container, field, resource, value) in &found.limit_ranger {
-        if *l != list || *container != cname {
-            continue;
-        }
+    let Some(mine) = found.limit_ranger_of.get(&(list, cname)) else { return };
+    for field in ["requests", "limits"] {
+        let mut taken = mine.iter().filter_map(|&i| found.limit_ranger.get(i)).filter(|(_, _, f, ..)| *f == field);
+        let Some(first) = taken.next() else { continue };
         let resources = c.entry("resources", Draft::empty_object);
-        if let Some(resources) = resources.object_mut() {
-            let values = resources.entry(field, Draft::empty_object);
-            if let Some(values) = values.object_mut()
-                && !values.contains(resource)
-            {
+        let Some(values) =
+            resources.object_mut().map(|r| r.entry(field, Draft::empty_object)).and_then(Draft::object_mut)
+        else {
+            continue;
+        };
+        let mut present: HashSet<String> = values.keys().map(str::to_owned).collect();
+        for (l, container, field, resource, value) in std::iter::once(first).chain(taken) {
+            if present.insert(resource.clone()) {
                 values.push(Cow::Owned(resource.clone()), value.clone());
                 kept.push((l, container.clone(), field, resource.clone()));
             }
@@ -420,20 +445,25 @@ fn restore_limit_ranger<'a>(
 fn limit_ranger_text(kept: &[(&'static str, String, &'static str, String)]) -> Option<String> {
     let mut parts = Vec::new();
     for (list, label) in CONTAINER_LISTS {
-        let mut names: Vec<&String> = kept.iter().filter(|k| k.0 == list).map(|k| &k.1).collect();
-        names.dedup();
+        // each container's resources by field, the containers in order
+        let mut names: Vec<&str> = Vec::new();
+        let mut of: HashMap<&str, [Vec<&str>; 2]> = HashMap::new();
+        for (_, name, field, resource) in kept.iter().filter(|k| k.0 == list) {
+            let fields = of.entry(name).or_insert_with(|| {
+                names.push(name);
+                Default::default()
+            });
+            fields[usize::from(*field == "limits")].push(resource);
+        }
         for name in names {
-            let of = |field: &str| {
-                let mut r: Vec<&str> =
-                    kept.iter().filter(|k| k.0 == list && &k.1 == name && k.2 == field).map(|k| k.3.as_str()).collect();
-                r.sort_unstable();
-                r.join(", ")
-            };
-            let segments: Vec<String> = [("requests", "request"), ("limits", "limit")]
-                .into_iter()
-                .filter_map(|(field, word)| {
-                    let r = of(field);
-                    (!r.is_empty()).then(|| format!("{r} {word} for {label} {name}"))
+            let Some(fields) = of.get_mut(name) else { continue };
+            let segments: Vec<String> = fields
+                .iter_mut()
+                .zip(["request", "limit"])
+                .filter(|(r, _)| !r.is_empty())
+                .map(|(r, word)| {
+                    r.sort_unstable();
+                    format!("{} {word} for {label} {name}", r.join(", "))
                 })
                 .collect();
             parts.push(segments.join("; "));

@@ -13,6 +13,7 @@
 //! are small.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
@@ -188,9 +189,19 @@ impl<'a> Object<'a> {
         self.0.iter_mut().find(|(k, _)| same_key(k, key)).map(|(_, v)| v)
     }
 
-    /// `get_mut` among the first `n` entries only.
-    pub fn get_mut_in_first(&mut self, n: usize, key: &str) -> Option<&mut Draft<'a>> {
-        self.0[..n].iter_mut().find(|(k, _)| same_key(k, key)).map(|(_, v)| v)
+    /// The position of `key` among the first `n` entries.
+    pub fn position_in_first(&self, n: usize, key: &str) -> Option<usize> {
+        self.0[..n].iter().position(|(k, _)| same_key(k, key))
+    }
+
+    /// The key at position `at` (`""` past the end).
+    pub fn key(&self, at: usize) -> &str {
+        self.0.get(at).map_or("", |(k, _)| k.as_ref())
+    }
+
+    /// The value at position `at`, which is one.
+    pub fn at_mut(&mut self, at: usize) -> &mut Draft<'a> {
+        &mut self.0[at].1
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
@@ -364,6 +375,14 @@ impl<'a> Iterator for Entries<'a> {
             Entries::Opened(it) => it.next(),
         }
     }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Entries::Borrowed(it) => it.size_hint(),
+            Entries::Owned(it) => it.size_hint(),
+            Entries::Opened(it) => it.size_hint(),
+        }
+    }
 }
 
 /// The elements of a list being consumed: borrowed ones stay borrowed, nothing is copied.
@@ -381,6 +400,14 @@ impl<'a> Iterator for Items<'a> {
             Items::Borrowed(it) => it.next().map(Draft::Borrowed),
             Items::Owned(it) => it.next().map(Draft::owned),
             Items::Opened(it) => it.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Items::Borrowed(it) => it.size_hint(),
+            Items::Owned(it) => it.size_hint(),
+            Items::Opened(it) => it.size_hint(),
         }
     }
 }
@@ -503,12 +530,16 @@ impl<'r, 'a> Node<'r, 'a> {
             for (i, ((ka, va), (kb, vb))) in a.zip(b).enumerate() {
                 if ka != kb {
                     // out of order from here on: the rest of `self` by look-up in `other`
-                    return self
-                        .entries()
-                        .into_iter()
-                        .flatten()
-                        .skip(i)
-                        .all(|(k, v)| other.field(k).is_some_and(|w| v.eq(w)));
+                    // (hashed in a large value; a large opened object is indexed first)
+                    let mut rest = self.entries().into_iter().flatten().skip(i);
+                    return match other {
+                        Node::Object(entries) if entries.len() > lookup::SCAN => {
+                            let by_key: HashMap<&str, Node> =
+                                entries.iter().map(|(k, v)| (k.as_ref(), v.node())).collect();
+                            rest.all(|(k, v)| by_key.get(k).is_some_and(|w| v.eq(*w)))
+                        }
+                        _ => rest.all(|(k, v)| other.field(k).is_some_and(|w| v.eq(w))),
+                    };
                 }
                 if !va.eq(vb) {
                     return false;
@@ -594,9 +625,11 @@ mod tests {
         assert_eq!(d.into_value(), value);
     }
 
+    /// Also: equal values have equal digests (and these near ones, different ones).
     #[test]
     fn equality_is_serde_jsons() {
         let values = crate::merge::lookup::tests::near_values();
+        let digests = crate::merge::hash::Digests::default();
         for a in &values {
             for b in &values {
                 let mut opened = Draft::Borrowed(a);
@@ -604,6 +637,7 @@ mod tests {
                 opened.array_mut();
                 assert_eq!(opened.node().eq(Node::Value(b)), a == b, "{a} vs {b}");
                 assert_eq!(Node::Value(b).eq(opened.node()), a == b, "{b} vs {a}");
+                assert_eq!(digests.of(opened.node()) == digests.of(Node::Value(b)), a == b, "digests of {a} vs {b}");
             }
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod defaults;
 mod draft;
+mod hash;
 mod lookup;
 pub mod patch;
 pub mod schema;
@@ -349,13 +350,14 @@ pub fn parse_override_names(text: &str) -> Result<Vec<String>, String> {
         return Ok(Vec::new());
     }
     let mut names: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for name in text.split(',').map(str::trim) {
         if let Err(why) = crate::validate::dns_subdomain(name) {
             return Err(format!(
                 "annotation {OVERRIDE_ANNOTATION}={text:?}: {name:?} is not a valid PodOverride name: {why}"
             ));
         }
-        if names.iter().any(|n| n == name) {
+        if !seen.insert(name) {
             return Err(format!("annotation {OVERRIDE_ANNOTATION}={text:?}: {name:?} is listed twice"));
         }
         names.push(name.to_owned());

@@ -6,13 +6,14 @@
 //! so keys with `/` or `~` are escaped; an added subtree is one `add`, so parents always
 //! exist before their children.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value};
 
 use super::draft::{Draft, Entries, Node, write_str};
+use super::hash::Digests;
 use super::lookup::{self, same_key};
 use super::schema::{Kind, List, field};
 use super::texts::Known;
@@ -209,7 +210,10 @@ impl<'a, S: Sink<'a>> Diff<'_, S> {
             // the same key at the same place is the usual case: no look-up
             let old = match same_place.next() {
                 Some((i, (k, v))) if same_key(k, &key) => {
-                    met |= 1 << i;
+                    // (only a tracked object's keys are marked: a larger one has more than 64)
+                    if tracked {
+                        met |= 1 << i;
+                    }
                     Some(v)
                 }
                 _ if tracked => from.iter().enumerate().find(|(_, (k, _))| same_key(k, &key)).map(|(i, (_, v))| {
@@ -261,8 +265,25 @@ impl<'a, S: Sink<'a>> Diff<'_, S> {
             (Some(x), Some(y)) => y.eq(Node::Value(x)),
             _ => to[j].node().eq(Node::Value(&from[i])),
         };
-        let pairs = align(from.len(), to.len(), same);
-        let kept: Vec<bool> = (0..from.len()).map(|i| pairs.iter().any(|&(f, _)| f == i)).collect();
+        let pairs = if from.len().saturating_mul(to.len()) <= TABLE {
+            align(from.len(), to.len(), same)
+        } else {
+            let digests = Digests::default();
+            let identity = |key: Option<Node>, whole: Node| match key {
+                Some(key) => digests.of(key),
+                None => !digests.of(whole),
+            };
+            let from_ids = from
+                .iter()
+                .enumerate()
+                .map(|(i, a)| identity(from_keys.get(i).copied().flatten().map(Node::Value), Node::Value(a)));
+            let to_ids = to.iter().enumerate().map(|(j, b)| identity(to_keys.get(j).copied().flatten(), b.node()));
+            align_by_digest(from_ids.collect(), to_ids.collect(), same)
+        };
+        let mut kept = vec![false; from.len()];
+        for &(i, _) in &pairs {
+            kept[i] = true;
+        }
         for i in (0..from.len()).rev().filter(|&i| !kept[i]) {
             let len = self.push_index(i);
             self.ops.remove(&self.path);
@@ -339,6 +360,10 @@ fn pointer(path: &str) -> PointerBuf {
     }
 }
 
+/// Up to this many cells (the lengths multiplied), two lists are aligned by the table of
+/// [`align`]; longer ones by [`align_by_digest`], whose cost grows as n log n.
+const TABLE: usize = 4096;
+
 /// The longest common subsequence of lists of lengths `n` and `m` under `same(i, j)`, as
 /// index pairs in order.
 fn align(n: usize, m: usize, same: impl Fn(usize, usize) -> bool) -> Vec<(usize, usize)> {
@@ -371,6 +396,49 @@ fn align(n: usize, m: usize, same: impl Fn(usize, usize) -> bool) -> Vec<(usize,
         }
     }
     pairs
+}
+
+/// The two lists aligned without a table, as index pairs in order: each element of `to` is
+/// paired with the first element of `from` not yet taken that has its identity (its digest,
+/// then checked with `same`), and of those pairs the longest run in order in both lists is
+/// kept (the longest increasing subsequence, by patience sorting). For elements whose
+/// identities are unique, as merge keys are, that is the longest common subsequence.
+fn align_by_digest(from: Vec<u64>, to: Vec<u64>, same: impl Fn(usize, usize) -> bool) -> Vec<(usize, usize)> {
+    // the positions in `from` of each identity, in order, and how many are taken
+    let mut positions: HashMap<u64, (usize, Vec<usize>)> = HashMap::with_capacity(from.len());
+    for (i, id) in from.into_iter().enumerate() {
+        positions.entry(id).or_default().1.push(i);
+    }
+    let mut matched = Vec::with_capacity(to.len());
+    for (j, id) in to.into_iter().enumerate() {
+        if let Some((taken, at)) = positions.get_mut(&id)
+            && let Some(&i) = at.get(*taken)
+            && same(i, j)
+        {
+            *taken += 1;
+            matched.push((i, j));
+        }
+    }
+    // tails[k]: the index in `matched` of the smallest last `from` index of a run of k + 1
+    let mut tails: Vec<usize> = Vec::new();
+    let mut before: Vec<Option<usize>> = vec![None; matched.len()];
+    for (p, &(i, _)) in matched.iter().enumerate() {
+        let k = tails.partition_point(|&t| matched[t].0 < i);
+        before[p] = k.checked_sub(1).map(|k| tails[k]);
+        if k == tails.len() {
+            tails.push(p);
+        } else {
+            tails[k] = p;
+        }
+    }
+    let mut run = Vec::with_capacity(tails.len());
+    let mut at = tails.last().copied();
+    while let Some(p) = at {
+        run.push(matched[p]);
+        at = before[p];
+    }
+    run.reverse();
+    run
 }
 
 #[cfg(test)]
@@ -465,5 +533,73 @@ mod tests {
         let mut doc = from.clone();
         json_patch::patch(&mut doc, &diff(&from, &to)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(doc, to);
+    }
+
+    /// Pseudo-random numbers below `n`, the same every run.
+    fn numbers(seed: u64) -> impl FnMut(usize) -> usize {
+        let mut state = seed;
+        move |n| {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as usize % n.max(1)
+        }
+    }
+
+    /// A list of `least` to `n` different numbers below `n + 20`, in a random order.
+    fn unique(next: &mut impl FnMut(usize) -> usize, least: usize, n: usize) -> Vec<usize> {
+        let mut all: Vec<usize> = (0..n + 20).collect();
+        for i in (1..all.len()).rev() {
+            all.swap(i, next(i + 1));
+        }
+        all.truncate(least + next(n + 1 - least));
+        all
+    }
+
+    #[test]
+    fn the_alignment_by_digest_is_as_long_as_the_tables_for_unique_keys() {
+        let mut next = numbers(7);
+        for _ in 0..300 {
+            let (from, to) = (unique(&mut next, 0, 40), unique(&mut next, 0, 40));
+            let same = |i: usize, j: usize| from[i] == to[j];
+            let by_table = align(from.len(), to.len(), same);
+            let ids = |list: &[usize]| list.iter().map(|&x| x as u64).collect();
+            let by_digest = align_by_digest(ids(&from), ids(&to), same);
+            assert_eq!(by_digest.len(), by_table.len(), "{from:?} {to:?}");
+            assert!(by_digest.iter().all(|&(i, j)| same(i, j)), "{by_digest:?}");
+            assert!(by_digest.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1), "{by_digest:?}");
+        }
+    }
+
+    #[test]
+    fn long_lists_are_aligned_without_a_table_and_the_patch_gives_the_target() {
+        // lists past TABLE cells: moved, removed, added, changed and duplicated elements, some
+        // without a merge key, in a keyed list and in a set
+        let mut next = numbers(11);
+        for _ in 0..5 {
+            let element = |k: usize, v: usize| {
+                if k.is_multiple_of(7) { json!({"x": k}) } else { json!({"name": format!("v{k}"), "n": v}) }
+            };
+            let from: Vec<Value> = unique(&mut next, 100, 150).into_iter().map(|k| element(k, 0)).collect();
+            let to: Vec<Value> = unique(&mut next, 100, 150).into_iter().map(|k| element(k % 120, next(2))).collect();
+            let finalizers = |list: &[Value]| list.iter().map(|v| json!(v.to_string())).collect::<Vec<_>>();
+            assert!(from.len() * to.len() > TABLE);
+            let from = json!({"metadata": {"finalizers": finalizers(&from)}, "spec": {"volumes": from}});
+            let to = json!({"metadata": {"finalizers": finalizers(&to)}, "spec": {"volumes": to}});
+            let patch = diff(&from, &to);
+            let mut doc = from.clone();
+            json_patch::patch(&mut doc, &patch).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(doc, to);
+            assert_eq!(ops(from.clone(), to.clone()), serde_json::to_value(&patch).unwrap_or_default());
+        }
+        // the same long list, one element changed: one operation, in place
+        let list: Vec<Value> = (0..5000).map(|i| json!({"name": format!("v{i}"), "n": 0})).collect();
+        let mut changed = list.clone();
+        changed.insert(0, json!({"name": "new"}));
+        changed[2500]["n"] = json!(1);
+        let patch = diff(&json!({"spec": {"volumes": list}}), &json!({"spec": {"volumes": changed}}));
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap_or_default(),
+            json!([{"op": "add", "path": "/spec/volumes/0", "value": {"name": "new"}},
+                   {"op": "replace", "path": "/spec/volumes/2500/n", "value": 1}])
+        );
     }
 }

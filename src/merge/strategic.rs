@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::draft::{Draft, Entries, Items, Object};
+use super::hash::{Digests, Firsts, SCAN};
 use super::schema::{Element, Kind, List, field, omitted_when_zero};
 
 /// What a `null` in a layer means.
@@ -37,15 +38,28 @@ pub(crate) fn merge_draft<'a>(base: &mut Draft<'a>, layer: Draft<'a>, kind: Kind
 }
 
 fn merge_object<'a>(base: &mut Object<'a>, layer: Entries<'a>, kind: Kind, nulls: Nulls) {
-    // a layer's keys are unique, so a key can only meet an entry the base had before it
+    // a layer's keys are unique, so a key can only meet an entry the base had before it, and
+    // an entry it deletes is taken out at the end (positions stay as they are meanwhile)
     let before = base.len();
+    let index = (before > SCAN && layer.size_hint().0 > SCAN).then(|| {
+        let digests = Digests::default();
+        let mut firsts = Firsts::default();
+        base.keys().enumerate().for_each(|(i, k)| firsts.insert(digests.of_str(k), i));
+        (digests, firsts)
+    });
+    let position = |base: &Object<'a>, key: &str| match &index {
+        Some((digests, firsts)) => firsts.find(digests.of_str(key), before, |i| base.key(i) == key),
+        None => base.position_in_first(before, key),
+    };
+    let mut deleted = Vec::new();
     for (key, value) in layer {
+        let at = position(base, &key);
         if value.node().is_null() && nulls == Nulls::Delete {
-            base.remove(&key);
+            deleted.extend(at);
             continue;
         }
         let f = field(kind, &key);
-        let Some(existing) = base.get_mut_in_first(before.min(base.len()), &key) else {
+        let Some(existing) = at.map(|at| base.at_mut(at)) else {
             base.push(key, cleaned(value, nulls));
             continue;
         };
@@ -58,18 +72,41 @@ fn merge_object<'a>(base: &mut Object<'a>, layer: Entries<'a>, kind: Kind, nulls
             let (Some(existing), Ok(value)) = (existing.array_mut(), value.into_items()) else { continue };
             match f.list {
                 List::Keyed { key, element } => merge_keyed(existing, value, key, element, f.kind, nulls),
-                // a set: union, in order
-                _ => {
-                    for item in value {
-                        if !existing.iter().any(|e| e.node().eq(item.node())) {
-                            existing.push(item);
-                        }
-                    }
-                }
+                _ => merge_set(existing, value),
             }
         } else {
             // an atomic list, a scalar, or values of different types: the layer's replaces it
             *existing = cleaned(value, nulls);
+        }
+    }
+    if !deleted.is_empty() {
+        deleted.sort_unstable();
+        let mut at = 0;
+        base.retain(|_, _| {
+            at += 1;
+            deleted.binary_search(&(at - 1)).is_err()
+        });
+    }
+}
+
+/// A set: the union, in order (a value already there is not added again).
+fn merge_set<'a>(base: &mut Vec<Draft<'a>>, layer: Items<'a>) {
+    if layer.size_hint().0 <= SCAN {
+        for item in layer {
+            if !base.iter().any(|e| e.node().eq(item.node())) {
+                base.push(item);
+            }
+        }
+        return;
+    }
+    let digests = Digests::default();
+    let mut firsts = Firsts::default();
+    base.iter().enumerate().for_each(|(i, e)| firsts.insert(digests.of(e.node()), i));
+    for item in layer {
+        let digest = digests.of(item.node());
+        if firsts.find(digest, base.len(), |i| base[i].node().eq(item.node())).is_none() {
+            firsts.insert(digest, base.len());
+            base.push(item);
         }
     }
 }
@@ -79,11 +116,24 @@ fn merge_object<'a>(base: &mut Object<'a>, layer: Entries<'a>, kind: Kind, nulls
 /// this layer, so a layer's own list is never collapsed.
 fn merge_keyed<'a>(base: &mut Vec<Draft<'a>>, layer: Items<'a>, key: &str, element: Element, kind: Kind, nulls: Nulls) {
     let before = base.len();
+    let index = (before > SCAN && layer.size_hint().0 > SCAN).then(|| {
+        let digests = Digests::default();
+        let mut firsts = Firsts::default();
+        for (i, b) in base.iter().enumerate() {
+            if let Some(k) = b.node().field(key) {
+                firsts.insert(digests.of(k), i);
+            }
+        }
+        (digests, firsts)
+    });
     for item in layer {
-        let found = item
-            .node()
-            .field(key)
-            .and_then(|k| base[..before].iter().position(|b| b.node().field(key).is_some_and(|b| b.eq(k))));
+        let found = item.node().field(key).and_then(|k| {
+            let is = |i: usize| base[i].node().field(key).is_some_and(|b| b.eq(k));
+            match &index {
+                Some((digests, firsts)) => firsts.find(digests.of(k), before, is),
+                None => (0..before).find(|&i| is(i)),
+            }
+        });
         let Some(at) = found else {
             base.push(cleaned(item, nulls));
             continue;

@@ -24,6 +24,12 @@ use super::{Override, Template};
 /// as much.
 const SHORTEST: usize = 24;
 
+/// How many levels down from a root objects and lists get a text. The texts of one level add
+/// up to the size of the root's at most, so all of them to this many times it (without a
+/// limit, a configuration nested 100 deep would keep 100 times its size). The values a patch
+/// takes whole sit higher: an env var's `secretKeyRef` is 7 levels down in a pod.
+const DEEPEST: usize = 8;
+
 /// The texts of the objects and lists inside some values, by address.
 #[derive(Debug, Default)]
 pub struct Texts(HashMap<usize, Box<[u8]>, BuildHasherDefault<AddressHasher>>);
@@ -32,12 +38,13 @@ impl Texts {
     /// Indexes the objects and lists inside `root`; `root` itself too when `with_root` (only
     /// for a value that does not move: boxed, or an element of a list that is not changed).
     pub fn index(&mut self, root: &Value, with_root: bool) {
-        self.walk(root, with_root, &mut Vec::new());
+        self.walk(root, with_root, &mut Vec::new(), DEEPEST);
     }
 
-    /// Indexes `value` (if `this_too`) and what is inside it, writing each text in `text`.
-    fn walk(&mut self, value: &Value, this_too: bool, text: &mut Vec<u8>) {
-        if !matches!(value, Value::Object(_) | Value::Array(_)) {
+    /// Indexes `value` (if `this_too`) and what is inside it down to `depth` more levels,
+    /// writing each text in `text`.
+    fn walk(&mut self, value: &Value, this_too: bool, text: &mut Vec<u8>, depth: usize) {
+        if !matches!(value, Value::Object(_) | Value::Array(_)) || depth == 0 {
             return;
         }
         if this_too {
@@ -47,8 +54,8 @@ impl Texts {
             }
         }
         match value {
-            Value::Object(map) => map.values().for_each(|child| self.walk(child, true, text)),
-            Value::Array(items) => items.iter().for_each(|child| self.walk(child, true, text)),
+            Value::Object(map) => map.values().for_each(|child| self.walk(child, true, text, depth - 1)),
+            Value::Array(items) => items.iter().for_each(|child| self.walk(child, true, text, depth - 1)),
             _ => {}
         }
     }
