@@ -104,10 +104,12 @@ oracle: venv
 	PODTAILOR_BIN=$(BIN) $(VENV)/bin/pytest -q tests/oracle
 
 ## Criterion: render of the fixture review versus its floor (parse and re-serialise), in
-## alternating fresh processes, 5 rounds; prints the medians and the ratio.
+## alternating fresh processes, 5 rounds; prints the medians and the ratio. Then the largest
+## reviews by shape (benches/bounds.rs): median time and peak memory against their targets.
 bench:
-	$(CARGO) bench --locked --bench render --no-run
+	$(CARGO) bench --locked --bench render --bench bounds --no-run
 	@$(PYTHON) benches/ratio.py 5
+	$(CARGO) bench --locked --bench bounds
 
 ## Load on `serve` over HTTP/1.1 keep-alive at 1, 16 and 64 connections (see the README).
 bench-load:
