@@ -363,7 +363,13 @@ fn lists_and_maps_of_thirty_thousand_entries_merge_and_their_patch_applies() {
         "spec": {"containers": [{"name": "base",
             "env": (0..40).map(|i| json!({"name": format!("VAR_{}", i * 700 + 50_000 * (i % 2)), "value": "override"})).collect::<Vec<_>>(),
             "volumeMounts": (0..40).map(|i| json!({"name": "config", "mountPath": format!("/m/{}", i * 700 + 50_000 * (i % 2))})).collect::<Vec<_>>()}]}}});
-    let desired = run(template(), p, &[(None, "big", spec)]);
+    let overrides = [(None, "big", spec)];
+    let config = common::config(template(), &overrides);
+    let Ok(Decision::Mutated { outcome, .. }) = decide(&config, NS, &p, Get::Patch) else { panic!("no mutation") };
+    // each value of the pod the override replaces, found in the long lists by key
+    let count = |part: &str| outcome.warnings.iter().filter(|w| w.contains(part)).count();
+    assert_eq!((count(".env[name="), count(".volumeMounts[mountPath="), count("metadata.labels.")), (20, 20, 40));
+    let desired = run(template(), p, &overrides);
     let container = &desired["spec"]["containers"][0];
     let env = container["env"].as_array().map_or(&[][..], Vec::as_slice);
     // the template's one, the pod's, and the override's 20 new ones

@@ -473,6 +473,25 @@ impl<'r, 'a> Node<'r, 'a> {
         }
     }
 
+    /// Element `i` of a list (`None` for anything else).
+    pub fn item(self, i: usize) -> Option<Node<'r, 'a>> {
+        match self {
+            Node::Value(Value::Array(items)) => items.get(i).map(Node::Value),
+            Node::Array(items) => items.get(i).map(Draft::node),
+            _ => None,
+        }
+    }
+
+    /// Where the value is: two values that live at the same time have different addresses
+    /// (an empty list aside).
+    pub fn address(self) -> usize {
+        match self {
+            Node::Value(v) => std::ptr::from_ref(v) as usize,
+            Node::Object(entries) => entries.as_ptr() as usize,
+            Node::Array(items) => items.as_ptr() as usize,
+        }
+    }
+
     /// The number of entries of an object or elements of a list (0 for anything else).
     pub fn len(self) -> usize {
         match self {

@@ -4,9 +4,12 @@
 //! be), and a value counts as the pod's when the incoming pod holds it and the merge so far
 //! still does — so a value the API server defaulted and the template replaced never warns.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use super::draft::Node;
+use super::hash::{Digests, Firsts, SCAN};
 use super::schema::{Element, Kind, List, field};
 
 enum Step {
@@ -39,16 +42,17 @@ pub struct Watch<'p> {
 impl<'p> Watch<'p> {
     /// The places `layer` names where `merged` still holds the incoming `pod`'s own value.
     pub fn before(layer: Node, pod: &'p Value, merged: Node) -> Watch<'p> {
-        let mut places = Vec::new();
+        let mut found = Found { places: Vec::new(), lists: Lists::default() };
         let mut steps = Vec::with_capacity(8);
-        collect(layer, Kind::Pod, List::Atomic, None, &mut steps, (Node::Value(pod), merged), &mut places);
-        Watch { places }
+        collect(layer, Kind::Pod, List::Atomic, None, &mut steps, (Node::Value(pod), merged), &mut found);
+        Watch { places: found.places }
     }
 
     /// Adds a warning for each watched value that override `name` changed in `merged`.
     pub fn after(self, merged: Node, name: &str, out: &mut Vec<String>) {
+        let mut lists = Lists::default();
         for (steps, value) in self.places {
-            let now = lookup(merged, &steps);
+            let now = lookup(merged, &steps, &mut lists);
             if !now.is_some_and(|now| now.eq(value)) {
                 let now = now.map_or_else(|| "removed".to_owned(), |a| format!("now {}", short(&a.to_value())));
                 let path = display(&steps);
@@ -73,7 +77,7 @@ fn collect<'l, 'a, 'p>(
     merge_key: Option<&str>,
     steps: &mut Vec<StepRef<'l, 'a>>,
     at: (Node<'p, 'p>, Node),
-    out: &mut Vec<(Vec<Step>, Node<'p, 'p>)>,
+    out: &mut Found<'p>,
 ) {
     if let Some(entries) = v.entries()
         && v.len() > 0
@@ -95,7 +99,9 @@ fn collect<'l, 'a, 'p>(
     {
         for item in items {
             let Some(k) = item.field(key) else { continue };
-            let (Some(pod), Some(merged)) = (keyed(at.0, key, k), keyed(at.1, key, k)) else { continue };
+            let (Some(pod), Some(merged)) = (out.lists.keyed(at.0, key, k), out.lists.keyed(at.1, key, k)) else {
+                continue;
+            };
             steps.push(StepRef::Keyed(key, k));
             match element {
                 Element::Merge => {
@@ -103,13 +109,13 @@ fn collect<'l, 'a, 'p>(
                     collect(item, kind, List::Atomic, plain.then_some(key), steps, (pod, merged), out);
                 }
                 // the element is replaced whole (or down to its keys): watch it whole
-                Element::Replace | Element::RetainKeys => watch(steps, (pod, merged), out),
+                Element::Replace | Element::RetainKeys => watch(steps, (pod, merged), &mut out.places),
             }
             steps.pop();
         }
         return;
     }
-    watch(steps, at, out);
+    watch(steps, at, &mut out.places);
 }
 
 /// Watches the place `steps` when the merge so far still holds the pod's own value there.
@@ -119,9 +125,42 @@ fn watch<'p>(steps: &[StepRef], (pod, merged): (Node<'p, 'p>, Node), out: &mut V
     }
 }
 
-/// The element of the list `v` whose merge key `key` is `k`.
-fn keyed<'r, 'a>(v: Node<'r, 'a>, key: &str, k: Node) -> Option<Node<'r, 'a>> {
-    v.items()?.find(|x| x.field(key).is_some_and(|x| x.eq(k)))
+/// What [`collect`] finds: the places to watch, and the lists it looked in.
+struct Found<'p> {
+    places: Vec<(Vec<Step>, Node<'p, 'p>)>,
+    lists: Lists,
+}
+
+/// The elements of long keyed lists by merge key, indexed the first time an element of one
+/// is looked for: a layer may name many elements of a long list, and finding each by a scan
+/// would cost the list's length each time. A list is known by its address, so the index
+/// serves one tree while it does not change (one walk).
+#[derive(Default)]
+struct Lists {
+    digests: Digests,
+    indexes: HashMap<(usize, &'static str), Firsts>,
+}
+
+impl Lists {
+    /// The element of the list `v` whose merge key `key` is `k`.
+    fn keyed<'r, 'a>(&mut self, v: Node<'r, 'a>, key: &'static str, k: Node) -> Option<Node<'r, 'a>> {
+        let is = |x: Node| x.field(key).is_some_and(|x| x.eq(k));
+        if v.len() <= SCAN {
+            return v.items()?.find(|x| is(*x));
+        }
+        let digests = &self.digests;
+        let firsts = self.indexes.entry((v.address(), key)).or_insert_with(|| {
+            let mut firsts = Firsts::default();
+            for (i, x) in v.items().into_iter().flatten().enumerate() {
+                if let Some(k) = x.field(key) {
+                    firsts.insert(digests.of(k), i);
+                }
+            }
+            firsts
+        });
+        let at = firsts.find(digests.of(k), v.len(), |i| v.item(i).is_some_and(is))?;
+        v.item(at)
+    }
 }
 
 fn display(steps: &[Step]) -> String {
@@ -140,11 +179,11 @@ fn display(steps: &[Step]) -> String {
     out
 }
 
-fn lookup<'r, 'a>(mut v: Node<'r, 'a>, steps: &[Step]) -> Option<Node<'r, 'a>> {
+fn lookup<'r, 'a>(mut v: Node<'r, 'a>, steps: &[Step], lists: &mut Lists) -> Option<Node<'r, 'a>> {
     for step in steps {
         v = match step {
             Step::Key(k) => v.field(k)?,
-            Step::Keyed(key, k) => keyed(v, key, Node::Value(k))?,
+            Step::Keyed(key, k) => lists.keyed(v, key, Node::Value(k))?,
         };
     }
     Some(v)
