@@ -387,3 +387,21 @@ fn lists_and_maps_of_thirty_thousand_entries_merge_and_their_patch_applies() {
     assert_eq!(desired["metadata"]["labels"].get("l700"), None);
     assert_eq!(desired["metadata"]["finalizers"].as_array().map_or(0, Vec::len), N + 20);
 }
+
+/// Nesting is bounded by the parser (serde_json and serde_yaml_ng stop at 128 levels), and
+/// each of the engine's walks visits a value once: a pod as deep as a review can carry merges
+/// with a template as deep, and its patch applies.
+#[test]
+fn a_pod_nested_as_deep_as_a_review_can_carry_merges() {
+    let nested = |depth: usize, leaf: &str| (0..depth).fold(json!({"leaf": leaf}), |inner, _| json!({"a": inner, "b": 1}));
+    let mut t = template();
+    t["spec"]["containers"][0]["securityContext"] = json!({"deep": nested(110, "template"), "runAsNonRoot": true});
+    let p = pod("", base(json!({"securityContext": {"deep": nested(110, "pod")}})));
+    // the review around the pod must still parse: 128 levels at most
+    let review = json!({"request": {"object": p.clone()}});
+    assert!(serde_json::from_str::<Value>(&review.to_string()).is_ok());
+    let desired = run(t, p, &[]);
+    let leaf = (0..110).fold(&desired["spec"]["containers"][0]["securityContext"]["deep"], |v, _| &v["a"]);
+    assert_eq!(leaf["leaf"], "pod");
+    assert_eq!(desired["spec"]["containers"][0]["securityContext"]["runAsNonRoot"], true);
+}
