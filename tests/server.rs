@@ -268,7 +268,7 @@ async fn template_overrides_and_certificate_reload_by_symlink_swap_with_no_faile
     assert!(s.done.await.is_ok_and(|r| r.is_ok()));
 }
 
-fn tls_client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+fn tls_client_config(ca_pem: &str, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     podtailor::tls::install_crypto_provider();
@@ -277,12 +277,21 @@ fn tls_client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
         let _ = roots.add(cert);
     }
     let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Arc::new(config)
 }
 
+/// A TLS connection offering HTTP/1.1 only.
 async fn tls_connect(addr: std::net::SocketAddr, ca_pem: &str) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
-    let connector = tokio_rustls::TlsConnector::from(tls_client_config(ca_pem));
+    tls_connect_alpn(addr, ca_pem, b"http/1.1").await
+}
+
+async fn tls_connect_alpn(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    alpn: &[u8],
+) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+    let connector = tokio_rustls::TlsConnector::from(tls_client_config(ca_pem, alpn));
     let tcp = TcpStream::connect(addr).await.ok()?;
     let name = rustls_pki_types::ServerName::try_from("localhost").ok()?;
     connector.connect(name, tcp).await.ok()
@@ -353,4 +362,135 @@ async fn shutdown_finishes_the_request_in_flight_and_takes_no_new_connection() {
     assert!(answer.contains("\"uid\":\"in-flight\""), "{answer}");
     let finished = tokio::time::timeout(Duration::from_secs(5), s.done).await;
     assert!(finished.is_ok_and(|r| r.is_ok_and(|r| r.is_ok())), "the server did not stop");
+}
+
+/// One HTTP/1.1 exchange on an open connection: (status, head, body).
+async fn exchange_http1(
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    content_type: &str,
+    body: &[u8],
+) -> Option<(u16, String, Vec<u8>)> {
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.ok()?;
+    // the server may answer before the body is all sent, and close
+    let _ = tls.write_all(body).await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let length: usize = head.lines().find_map(|l| l.strip_prefix("content-length: "))?.trim().parse().ok()?;
+    let mut answer = got[end..].to_vec();
+    while answer.len() < length {
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    Some((status, head, answer))
+}
+
+type H2Body = http_body_util::combinators::BoxBody<hyper::body::Bytes, std::io::Error>;
+
+/// An HTTP/2 connection (ALPN h2) to the server, driven by hyper's client.
+async fn connect_http2(s: &Running) -> hyper::client::conn::http2::SendRequest<H2Body> {
+    let tls = tls_connect_alpn(s.addr, &s.pki.ca_pem, b"h2").await.unwrap_or_else(|| panic!("TLS connect"));
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let (sender, connection) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+        .await
+        .unwrap_or_else(|e| panic!("HTTP/2 handshake: {e}"));
+    tokio::spawn(connection);
+    sender
+}
+
+fn h2_request(content_type: &str, body: H2Body) -> http::Request<H2Body> {
+    http::Request::post("https://localhost/mutate")
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(body)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn full(bytes: Vec<u8>) -> H2Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(hyper::body::Bytes::from(bytes)).map_err(|never| match never {}).boxed()
+}
+
+async fn h2_answer(response: http::Response<hyper::body::Incoming>) -> (u16, Value) {
+    use http_body_util::BodyExt;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap_or_else(|e| panic!("{e}")).to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {bytes:?}")))
+}
+
+fn panicking_review(uid: &str) -> Value {
+    review(uid, &format!("base-cpu,{}", podtailor::mutate::PANIC_OVERRIDE))
+}
+
+fn assert_internal_error(answer: &Value, uid: &str) {
+    assert_eq!(answer["response"]["uid"], uid, "{answer}");
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert_eq!(answer["response"]["status"]["code"], 500, "{answer}");
+    let message = answer["response"]["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("podtailor: internal error"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_review_is_answered_and_its_connection_goes_on_serving() {
+    let s = start().await;
+    // HTTP/1.1: one connection, a panicking review, then a good one on the same connection
+    let mut tls = tls_connect(s.addr, &s.pki.ca_pem).await.unwrap_or_else(|| panic!("TLS connect"));
+    let body = panicking_review("h1-panic").to_string();
+    let (status, _, answer) = exchange_http1(&mut tls, "application/json", body.as_bytes())
+        .await
+        .unwrap_or_else(|| panic!("no answer to the panicking review over HTTP/1.1"));
+    let answer: Value = serde_json::from_slice(&answer).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200);
+    assert_internal_error(&answer, "h1-panic");
+    let body = review("h1-after", "base-cpu").to_string();
+    let (status, _, answer) = exchange_http1(&mut tls, "application/json", body.as_bytes())
+        .await
+        .unwrap_or_else(|| panic!("the connection did not serve the review after the panic"));
+    let answer: Value = serde_json::from_slice(&answer).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (status, &answer["response"]["uid"], &answer["response"]["allowed"]),
+        (200, &json!("h1-after"), &json!(true))
+    );
+
+    // HTTP/2: the same on one connection
+    let mut h2 = connect_http2(&s).await;
+    let response = h2
+        .send_request(h2_request("application/json", full(panicking_review("h2-panic").to_string().into_bytes())))
+        .await
+        .unwrap_or_else(|e| panic!("no answer to the panicking review over HTTP/2: {e}"));
+    let (status, answer) = h2_answer(response).await;
+    assert_eq!(status, 200);
+    assert_internal_error(&answer, "h2-panic");
+    h2.ready().await.unwrap_or_else(|e| panic!("the HTTP/2 connection is gone: {e}"));
+    let response = h2
+        .send_request(h2_request("application/json", full(review("h2-after", "base-cpu").to_string().into_bytes())))
+        .await
+        .unwrap_or_else(|e| panic!("the HTTP/2 connection did not serve the review after the panic: {e}"));
+    let (status, answer) = h2_answer(response).await;
+    assert_eq!(
+        (status, &answer["response"]["uid"], &answer["response"]["allowed"]),
+        (200, &json!("h2-after"), &json!(true))
+    );
+    assert!(
+        metrics(&s.admin).await.contains("podtailor_admission_requests_total{webhook=\"mutate\",outcome=\"error\"} 2")
+    );
+    s.stop.cancel();
+    assert!(s.done.await.is_ok_and(|r| r.is_ok()));
 }

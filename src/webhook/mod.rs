@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod metrics;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -16,7 +17,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tracing::{Instrument, debug, field, info, info_span, warn};
+use futures::FutureExt;
+use tracing::{Instrument, debug, error, field, info, info_span, warn};
 
 use crate::store::Config;
 use admission::{Facts, Outcome, ReviewIn, ReviewOut};
@@ -114,8 +116,8 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
-fn reply(status: StatusCode, review: &ReviewOut) -> Response {
-    let mut response = Response::new(Body::from(review.to_json()));
+fn reply(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
@@ -151,26 +153,47 @@ async fn handle(state: Shared, request: Request, hook: Hook) -> Response {
     async move {
         let start = Instant::now();
         let mut facts = Facts::default();
-        let (status, outcome, review) = answer(&state, request, hook, &mut facts).await;
+        // Whatever panics while the review is read, decided or written, the API server gets an
+        // answer and the connection goes on serving: the uid is in `facts` once the review is
+        // read. The catch is a call at each poll of this future (two or three a review).
+        let answered = AssertUnwindSafe(async {
+            let (status, outcome, review) = answer(&state, request, hook, &mut facts).await;
+            let body = review.to_json();
+            (status, outcome, review, body)
+        })
+        .catch_unwind()
+        .await;
+        let (status, outcome, review, body) = answered.unwrap_or_else(|_| failed(&facts));
         let elapsed = start.elapsed();
         state.metrics.request(hook, outcome, elapsed.as_secs_f64());
         let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         record(&tracing::Span::current(), &facts, outcome, duration_us);
+        let reason = review.response.status.as_ref().map_or("", |s| s.message.as_str());
         match outcome {
-            Outcome::Invalid => {
-                let message = review.response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
-                warn!(reason = %message, "admission review rejected");
-            }
-            Outcome::Denied => {
-                let message = review.response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
-                info!(reason = %message, "denied");
-            }
+            Outcome::Invalid => warn!(reason = %reason, "admission review rejected"),
+            Outcome::Denied => info!(reason = %reason, "denied"),
+            Outcome::Failed => error!(reason = %reason, "admission review failed"),
             _ => info!(warnings = review.response.warnings.len(), "admission review answered"),
         }
-        reply(status, &review)
+        reply(status, body)
     }
     .instrument(span)
     .await
+}
+
+/// The answer when answering panicked: not allowed, with the uid if the review was read. It is
+/// written by serde_json, not by [`ReviewOut::to_json`], which may be what panicked. The
+/// message says what happened, not the panic's: that is for the log (the panic hook of
+/// `serve` logs it).
+fn failed(facts: &Facts) -> (StatusCode, Outcome, ReviewOut, Vec<u8>) {
+    let review = admission::invalid(
+        facts.uid.clone(),
+        500,
+        "internal error while answering this review (a bug in podtailor; its log has the details under this review's uid)",
+    );
+    let body = serde_json::to_vec(&review).unwrap_or_default();
+    // 200: the API server reads the answer (and its message) only from a 200
+    (StatusCode::OK, Outcome::Failed, review, body)
 }
 
 /// Records what is known about a review on its span, all fields at once: a subscriber may
