@@ -3,6 +3,7 @@
 //! [`admission::review`] decides.
 
 pub mod admission;
+mod drain;
 pub mod metrics;
 
 use std::panic::AssertUnwindSafe;
@@ -79,7 +80,11 @@ impl AppState {
 
 /// The TLS port's routes.
 pub fn router(state: Shared) -> Router {
-    Router::new().route("/mutate", post(mutate)).route("/validate", post(validate)).with_state(state)
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .layer(axum::middleware::from_fn(drain::unread_bodies))
+        .with_state(state)
 }
 
 /// The admin port's routes (plain HTTP, for probes and Prometheus).
@@ -114,6 +119,11 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The body's length as its Content-Length header gives it.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())
 }
 
 fn reply(status: StatusCode, body: Vec<u8>) -> Response {
@@ -234,8 +244,7 @@ async fn answer(state: &AppState, request: Request, hook: Hook, facts: &mut Fact
     if !is_json(request.headers()) {
         return bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, String::new(), "the content type must be application/json");
     }
-    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
+    if declared_length(request.headers()).is_some_and(|n| n > MAX_BODY) {
         return bad(StatusCode::PAYLOAD_TOO_LARGE, String::new(), "the body is over 4 MiB");
     }
     let body: Bytes = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
