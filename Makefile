@@ -87,7 +87,8 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
 
-unit:
+# tests/server.rs runs httpx from the venv
+unit: venv
 	$(CARGO) test --locked
 
 $(VENV)/.installed: tests/oracle/requirements.txt

@@ -42,8 +42,31 @@ enum Command {
     Crd,
 }
 
+/// A panic in a command ends it like any other failure: one line on standard error, naming the
+/// command, and exit code 1; not Rust's panic message with its backtrace note. The hook exits
+/// at once, whichever thread panicked (the launcher's tasks run on tokio's), so a panic never
+/// leaves a command running on.
+fn exit_on_panic(command: &'static str) {
+    std::panic::set_hook(Box::new(move |info| {
+        use std::io::Write;
+        let message = info.payload_as_str().unwrap_or("no message");
+        let place = info.location().map(|l| format!(", at {}:{}", l.file(), l.line())).unwrap_or_default();
+        // a closed standard error must not make a second panic
+        let _closed =
+            writeln!(std::io::stderr(), "podtailor {command}: internal error (a bug in podtailor{place}): {message}");
+        std::process::exit(1);
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Render(_) => exit_on_panic("render"),
+        Command::Launch(_) => exit_on_panic("launch"),
+        Command::Crd => exit_on_panic("crd"),
+        // the server answers a review whose handler panicked and logs the panic (serve::run)
+        Command::Serve(_) => {}
+    }
     match cli.command {
         Command::Render(args) => match render::run(&args) {
             Ok(text) => {

@@ -22,6 +22,12 @@ pub struct Denial {
     pub message: String,
 }
 
+/// With the `fault-injection` feature (test builds only: the package's own dev-dependency turns
+/// it on, so `cargo build` and the image never have it), a pod that names this override makes
+/// [`decide`] panic: how the tests reach the code that catches a panic.
+#[cfg(feature = "fault-injection")]
+pub const PANIC_OVERRIDE: &str = "podtailor-test-panic";
+
 /// Decides for `pod` in `namespace` with the template and overrides of `config`; `want` says
 /// whether the outcome carries the desired pod or only the patch.
 pub fn decide(config: &Config, namespace: &str, pod: &Value, want: Want) -> Result<Decision, Denial> {
@@ -30,6 +36,10 @@ pub fn decide(config: &Config, namespace: &str, pod: &Value, want: Want) -> Resu
         return Ok(Decision::NotOptedIn);
     };
     let names = names.map_err(|why| deny(format!("namespace {namespace:?}: {why}")))?;
+    #[cfg(feature = "fault-injection")]
+    if names.iter().any(|n| n == PANIC_OVERRIDE) {
+        panic!("fault injection: the pod names {PANIC_OVERRIDE:?}");
+    }
     let mut overrides = Vec::with_capacity(names.len());
     for name in &names {
         match config.overrides.get(namespace, name) {

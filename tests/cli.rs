@@ -294,3 +294,11 @@ fn serve_needs_exactly_one_source_of_overrides_and_a_reachable_configuration() {
     assert_eq!(both.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with '--cluster'"));
 }
+
+#[test]
+fn a_panic_ends_render_with_one_line_and_exit_code_1() {
+    let pod = POD.replace("override: o", &format!("override: {}", podtailor::mutate::PANIC_OVERRIDE));
+    let out = render(&examples(&["-o", "json", "-"]).iter().map(String::as_str).collect::<Vec<_>>(), Some(&pod));
+    common::assert_internal_error(&out, "render");
+    assert!(out.stdout.is_empty());
+}

@@ -855,6 +855,23 @@ spec:
 }
 
 #[test]
+fn a_panic_ends_launch_with_one_line_and_exit_code_1() {
+    let out = launch(&[
+        "--dry-run",
+        "--template",
+        "examples/template.yaml",
+        "--overrides",
+        "examples/overrides",
+        "--override",
+        podtailor::mutate::PANIC_OVERRIDE,
+        "--",
+        "true",
+    ]);
+    common::assert_internal_error(&out, "launch");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn dry_run_with_the_template_shows_what_the_webhook_would_make() {
     let out = launch(&[
         "--dry-run",

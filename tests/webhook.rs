@@ -280,3 +280,40 @@ async fn the_validating_webhook_lets_other_kinds_and_deletes_through() {
     let (_, answer) = validate(&state, &review).await;
     assert_eq!(answer["response"]["allowed"], true);
 }
+
+async fn metrics_text(state: &Shared) -> String {
+    let request = Request::get("/metrics").body(Body::empty()).unwrap_or_else(|e| panic!("{e}"));
+    let response = webhook::admin_router(state.clone()).oneshot(request).await.unwrap_or_else(|e| match e {});
+    let text = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+#[tokio::test]
+async fn a_panic_in_the_decision_is_answered_with_the_uid_and_counted() {
+    let state = state();
+    let mut review = review();
+    review["request"]["uid"] = json!("u-panic");
+    review["request"]["object"]["metadata"]["annotations"]["podtailor.dev/override"] =
+        json!(format!("resource-requirements,{}", podtailor::mutate::PANIC_OVERRIDE));
+    let (status, answer) = post(&state, &review).await;
+    // 200: the API server reads an answer's message only from a 200
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(answer["response"]["uid"], "u-panic");
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(answer["response"]["status"]["code"], 500);
+    assert_eq!(answer["response"]["status"]["reason"], "InternalError");
+    let message = answer["response"]["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("podtailor: internal error"), "{message}");
+    assert!(!message.contains("fault injection"), "the panic's own text must stay in the log: {message}");
+    assert_eq!(answer["response"].get("patch"), None);
+    let text = metrics_text(&state).await;
+    assert!(text.contains("podtailor_admission_requests_total{webhook=\"mutate\",outcome=\"error\"} 1"), "{text}");
+    // the same state goes on answering
+    let (status, answer) = post(&state, &self::review()).await;
+    assert_eq!((status, &answer["response"]["allowed"]), (StatusCode::OK, &json!(true)), "{answer}");
+    let text = metrics_text(&state).await;
+    assert!(text.contains("podtailor_admission_requests_total{webhook=\"mutate\",outcome=\"patched\"} 1"), "{text}");
+    assert!(text.contains("podtailor_admission_requests_total{webhook=\"validate\",outcome=\"error\"} 0"), "{text}");
+}

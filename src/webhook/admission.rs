@@ -197,6 +197,8 @@ pub enum Outcome {
     Denied,
     /// A request that cannot be read.
     Invalid,
+    /// The webhook failed while answering (a panic, caught): not allowed.
+    Failed,
 }
 
 impl Outcome {
@@ -206,6 +208,7 @@ impl Outcome {
             Outcome::Unchanged => "unchanged",
             Outcome::Denied => "denied",
             Outcome::Invalid => "invalid",
+            Outcome::Failed => "error",
         }
     }
 }

@@ -16,6 +16,7 @@ enum OutcomeLabel {
     unchanged,
     denied,
     invalid,
+    error,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -87,10 +88,17 @@ impl Default for Metrics {
             invalid.clone(),
         );
         // every outcome shows from the start, at zero
-        for outcome in [OutcomeLabel::patched, OutcomeLabel::unchanged, OutcomeLabel::denied, OutcomeLabel::invalid] {
+        let all = [
+            OutcomeLabel::patched,
+            OutcomeLabel::unchanged,
+            OutcomeLabel::denied,
+            OutcomeLabel::invalid,
+            OutcomeLabel::error,
+        ];
+        for outcome in all {
             let _zero = requests.get_or_create(&RequestLabels { webhook: WebhookLabel::mutate, outcome });
         }
-        for outcome in [OutcomeLabel::unchanged, OutcomeLabel::denied, OutcomeLabel::invalid] {
+        for outcome in [OutcomeLabel::unchanged, OutcomeLabel::denied, OutcomeLabel::invalid, OutcomeLabel::error] {
             let _zero = requests.get_or_create(&RequestLabels { webhook: WebhookLabel::validate, outcome });
         }
         Metrics { registry, requests, duration, reloads, overrides, invalid }
@@ -108,6 +116,7 @@ impl Metrics {
             Outcome::Unchanged => OutcomeLabel::unchanged,
             Outcome::Denied => OutcomeLabel::denied,
             Outcome::Invalid => OutcomeLabel::invalid,
+            Outcome::Failed => OutcomeLabel::error,
         };
         self.requests.get_or_create(&RequestLabels { webhook, outcome }).inc();
         self.duration.observe(seconds);

@@ -3,8 +3,10 @@
 //! [`admission::review`] decides.
 
 pub mod admission;
+mod drain;
 pub mod metrics;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -16,7 +18,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tracing::{Instrument, debug, field, info, info_span, warn};
+use futures::FutureExt;
+use tracing::{Instrument, debug, error, field, info, info_span, warn};
 
 use crate::store::Config;
 use admission::{Facts, Outcome, ReviewIn, ReviewOut};
@@ -77,7 +80,11 @@ impl AppState {
 
 /// The TLS port's routes.
 pub fn router(state: Shared) -> Router {
-    Router::new().route("/mutate", post(mutate)).route("/validate", post(validate)).with_state(state)
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .layer(axum::middleware::from_fn(drain::unread_bodies))
+        .with_state(state)
 }
 
 /// The admin port's routes (plain HTTP, for probes and Prometheus).
@@ -114,8 +121,13 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
-fn reply(status: StatusCode, review: &ReviewOut) -> Response {
-    let mut response = Response::new(Body::from(review.to_json()));
+/// The body's length as its Content-Length header gives it.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
+fn reply(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
@@ -151,26 +163,47 @@ async fn handle(state: Shared, request: Request, hook: Hook) -> Response {
     async move {
         let start = Instant::now();
         let mut facts = Facts::default();
-        let (status, outcome, review) = answer(&state, request, hook, &mut facts).await;
+        // Whatever panics while the review is read, decided or written, the API server gets an
+        // answer and the connection goes on serving: the uid is in `facts` once the review is
+        // read. The catch is a call at each poll of this future (two or three a review).
+        let answered = AssertUnwindSafe(async {
+            let (status, outcome, review) = answer(&state, request, hook, &mut facts).await;
+            let body = review.to_json();
+            (status, outcome, review, body)
+        })
+        .catch_unwind()
+        .await;
+        let (status, outcome, review, body) = answered.unwrap_or_else(|_| failed(&facts));
         let elapsed = start.elapsed();
         state.metrics.request(hook, outcome, elapsed.as_secs_f64());
         let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         record(&tracing::Span::current(), &facts, outcome, duration_us);
+        let reason = review.response.status.as_ref().map_or("", |s| s.message.as_str());
         match outcome {
-            Outcome::Invalid => {
-                let message = review.response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
-                warn!(reason = %message, "admission review rejected");
-            }
-            Outcome::Denied => {
-                let message = review.response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
-                info!(reason = %message, "denied");
-            }
+            Outcome::Invalid => warn!(reason = %reason, "admission review rejected"),
+            Outcome::Denied => info!(reason = %reason, "denied"),
+            Outcome::Failed => error!(reason = %reason, "admission review failed"),
             _ => info!(warnings = review.response.warnings.len(), "admission review answered"),
         }
-        reply(status, &review)
+        reply(status, body)
     }
     .instrument(span)
     .await
+}
+
+/// The answer when answering panicked: not allowed, with the uid if the review was read. It is
+/// written by serde_json, not by [`ReviewOut::to_json`], which may be what panicked. The
+/// message says what happened, not the panic's: that is for the log (the panic hook of
+/// `serve` logs it).
+fn failed(facts: &Facts) -> (StatusCode, Outcome, ReviewOut, Vec<u8>) {
+    let review = admission::invalid(
+        facts.uid.clone(),
+        500,
+        "internal error while answering this review (a bug in podtailor; its log has the details under this review's uid)",
+    );
+    let body = serde_json::to_vec(&review).unwrap_or_default();
+    // 200: the API server reads the answer (and its message) only from a 200
+    (StatusCode::OK, Outcome::Failed, review, body)
 }
 
 /// Records what is known about a review on its span, all fields at once: a subscriber may
@@ -211,8 +244,7 @@ async fn answer(state: &AppState, request: Request, hook: Hook, facts: &mut Fact
     if !is_json(request.headers()) {
         return bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, String::new(), "the content type must be application/json");
     }
-    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
+    if declared_length(request.headers()).is_some_and(|n| n > MAX_BODY) {
         return bad(StatusCode::PAYLOAD_TOO_LARGE, String::new(), "the body is over 4 MiB");
     }
     let body: Bytes = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {

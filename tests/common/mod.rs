@@ -85,3 +85,18 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut c
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// What a panic must end as: exit code 1 and one line naming the command, with none of Rust's
+/// panic text (the fault-injection build makes the decision panic on a pod naming
+/// [`podtailor::mutate::PANIC_OVERRIDE`]).
+pub fn assert_internal_error(out: &std::process::Output, command: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    assert!(
+        stderr.starts_with(&format!("podtailor {command}: internal error (a bug in podtailor, at src/")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fault injection"), "the panic's message is missing: {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
+}
