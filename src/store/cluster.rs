@@ -240,6 +240,10 @@ mod tests {
         assert!(deleted.get("a", "o").is_none());
         assert_eq!(limit_of(&deleted, "b", "o").as_deref(), Some("3"), "only the deleted object goes");
         assert_eq!(deleted.len(), 1);
+        assert!(!deleted.is_empty());
+        let none = served(&mut f, &Event::Delete(object("b", "o", "6", cpu("3"))));
+        assert!(none.is_empty(), "{none:?}");
+        assert_eq!(none.len(), 0);
     }
 
     #[test]
