@@ -257,7 +257,7 @@ async fn scenario() {
     // 6. after the backoff the relist succeeds: "small" was deleted during the outage
     let relist = expect(&mut api, false).await;
     relist.send_response(list("20", &[podoverride("airflow", "big", "12", cpu("3"))]));
-    let _watch2 = expect(&mut api, true).await;
+    let watch2 = expect(&mut api, true).await;
     eventually("the override deleted during the outage is gone", || async {
         cluster.admit("airflow", "small").await.is_err()
     })
@@ -266,6 +266,17 @@ async fn scenario() {
     assert_eq!(gone, "podtailor: PodOverride \"small\" not found in namespace \"airflow\"");
     assert_eq!(cluster.cpu_limit("airflow", "big").await.as_deref(), Ok("3"));
     assert!(cluster.metrics().await.contains("podtailor_overrides_invalid 0"));
+
+    // 7. a watch event deletes "big": a pod naming it is denied from then on
+    let metrics = cluster.metrics().await;
+    assert!(metrics.contains("podtailor_overrides_loaded 1"), "{metrics}");
+    watch2.send_response(watch(&[json!({"type": "DELETED", "object": podoverride("airflow", "big", "21", cpu("3"))})]));
+    eventually("the deleted override is gone", || async { cluster.admit("airflow", "big").await.is_err() }).await;
+    let deleted = cluster.admit("airflow", "big").await.err().unwrap_or_default();
+    assert_eq!(deleted, "podtailor: PodOverride \"big\" not found in namespace \"airflow\"");
+    let metrics = cluster.metrics().await;
+    assert!(metrics.contains("podtailor_overrides_loaded 0"), "{metrics}");
+    assert_eq!(cluster.ready().await, StatusCode::OK);
 
     stop.cancel();
     done.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e:#}"));

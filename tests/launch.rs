@@ -1207,13 +1207,14 @@ async fn the_binary_runs_the_example_batch() {
     .await;
 }
 
-/// On a terminal (a pty from util-linux `script`): spinners, and the same results. Skipped
-/// when `script` is not installed.
+/// On a terminal (a pty from util-linux `script`): spinners, and the same results. Fails when
+/// `script` is not installed: a test that passes without running guards nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_terminal_spinners_show_the_progress() {
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: no `script` to make a terminal");
-        return;
+    if let Err(e) = Command::new("script").arg("--version").output() {
+        panic!(
+            "`script` cannot run ({e}): it makes the terminal this test needs; install util-linux (Debian: bsdutils)"
+        );
     }
     within(async {
         let mut st = script(vec![pending(), running(), ended("Succeeded", 0)], "hi\n");

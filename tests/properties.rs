@@ -1,4 +1,5 @@
-//! Properties over generated pods: a second pass over the result finds nothing to do, the
+//! Properties over generated pods: a pod is denied exactly when it must be (it names an
+//! override whose container it lacks), a second pass over the result finds nothing to do, the
 //! patch turns the pod into the desired pod, and nothing of the pod that no layer names is
 //! lost — unknown fields included — nor touched by any patch operation.
 
@@ -176,13 +177,37 @@ fn mutate(config: &podtailor::store::Config, pod: &Value) -> Result<Outcome, Tes
             let desired = outcome.desired.ok_or_else(|| TestCaseError::fail("no desired pod"))?;
             Ok(Outcome { desired, patch: outcome.patch })
         }
-        (Err(d), ..) => Err(TestCaseError::reject(d.message)),
+        (Err(d), ..) => match expected_denial(pod) {
+            // the only pods that must be denied: a case, but not one these properties are about
+            Some(expected) if d.message.contains(expected) => Err(TestCaseError::reject(d.message)),
+            Some(expected) => Err(TestCaseError::fail(format!("denied with {:?}, expected {expected:?}", d.message))),
+            None => Err(TestCaseError::fail(format!("a pod that must be allowed was denied: {}", d.message))),
+        },
         _ => Err(TestCaseError::fail("not opted in, or the three answers differ")),
     }
 }
 
+/// Why `pod` must be denied, if it must: it names `tool-target` and has no container `tool`.
+/// Every other generated pod must be allowed.
+fn expected_denial(pod: &Value) -> Option<&'static str> {
+    let names = pod["metadata"]["annotations"]["podtailor.dev/override"].as_str().unwrap_or_default();
+    let has_tool = pod["spec"]["containers"].as_array().into_iter().flatten().any(|c| c["name"] == "tool");
+    (names.split(',').any(|n| n == "tool-target") && !has_tool)
+        .then_some("PodOverride \"tool-target\" in namespace \"airflow\" cannot apply: container \"tool\" not found")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_pod_is_denied_exactly_when_it_must_be(pod in pod()) {
+        match (decide(&config(), NS, &pod, Want::Json), expected_denial(&pod)) {
+            (Ok(Decision::Mutated { .. }), None) => {}
+            (Err(d), Some(expected)) => prop_assert!(d.message.contains(expected), "{}", d.message),
+            (Err(d), None) => prop_assert!(false, "a pod that must be allowed was denied: {}", d.message),
+            (Ok(d), expected) => prop_assert!(false, "expected a denial ({expected:?}), got {d:?}"),
+        }
+    }
 
     #[test]
     fn rendering_a_rendered_pod_gives_an_empty_patch(pod in pod()) {

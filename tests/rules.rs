@@ -131,7 +131,7 @@ fn check(desired: &Value, want: &Expect) {
 #[case::a_mount_appears_once("o", base(json!({"volumeMounts": [{"name": "config", "mountPath": "/logs"}]})), vec![
     (None, "o", json!({"secrets": [{"deployType": "volume", "deployTarget": "/logs", "secret": "creds"}]})),
 ], vec![
-    ("/spec/containers/0/volumeMounts", Some(json!([{"name": podtailor::merge::secret_volume_name("creds", None), "mountPath": "/logs", "readOnly": true}]))),
+    ("/spec/containers/0/volumeMounts", Some(json!([{"name": "secret-creds-ac51fa35", "mountPath": "/logs", "readOnly": true}]))),
 ])]
 #[case::limits_only_override_keeps_the_templates_requests("o", base(json!({})), vec![
     (None, "o", json!({"resources": {"limits": {"cpu": "2", "memory": "4Gi"}}})),
@@ -167,7 +167,7 @@ fn check(desired: &Value, want: &Expect) {
     (None, "o", json!({"secrets": [{"deployType": "volume", "deployTarget": "/etc/creds", "secret": "creds"}]})),
     (None, "p", json!({"secrets": [{"deployType": "volume", "deployTarget": "/etc/creds", "secret": "creds"}]})),
 ], vec![
-    ("/spec/volumes/2", Some(json!({"name": podtailor::merge::secret_volume_name("creds", None), "secret": {"secretName": "creds"}}))),
+    ("/spec/volumes/2", Some(json!({"name": "secret-creds-ac51fa35", "secret": {"secretName": "creds"}}))),
     ("/spec/volumes/3", None),
     ("/spec/containers/0/volumeMounts/1/mountPath", Some(json!("/etc/creds"))),
     ("/spec/containers/0/volumeMounts/2", None),
@@ -299,6 +299,61 @@ fn without_base_the_first_container_is_the_target() {
     let o = [(None, "o", json!({"secrets": [{"deployType": "env", "deployTarget": "X", "secret": "s", "key": "k"}]}))];
     let desired = run(template, pod("o", spec), &o);
     check(&desired, &vec![("/spec/containers/0/env/0/name", Some(json!("X"))), ("/spec/containers/1/env", None)]);
+}
+
+#[test]
+fn base_is_the_target_even_when_it_is_not_the_first_container() {
+    let template = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": {"restartPolicy": "Never"}});
+    let spec = json!({"containers": [{"name": "side", "image": "s:1"}, {"name": "base", "image": "b:1"}]});
+    let o = [(
+        None,
+        "o",
+        json!({"resources": {"limits": {"cpu": "2"}},
+               "secrets": [{"deployType": "env", "deployTarget": "X", "secret": "s", "key": "k"}]}),
+    )];
+    let desired = run(template, pod("o", spec), &o);
+    check(
+        &desired,
+        &vec![
+            ("/spec/containers/0/name", Some(json!("side"))),
+            ("/spec/containers/0/resources", None),
+            ("/spec/containers/0/env", None),
+            ("/spec/containers/1/name", Some(json!("base"))),
+            ("/spec/containers/1/resources/limits/cpu", Some(json!("2"))),
+            ("/spec/containers/1/env/0/name", Some(json!("X"))),
+        ],
+    );
+}
+
+fn marker(pod: &Value) -> &str {
+    pod.pointer("/metadata/annotations/podtailor.dev~1applied").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// A pod made by one configuration, reviewed again under a changed one (a template or an
+/// override whose change the pod's own values hide): the marker changes, so the re-invocation
+/// patches it, and nothing else.
+#[rstest]
+#[case::the_template(json!({"pod": {"spec": {"nodeSelector": {"pool": "a"}}}}), json!("OnFailure"),
+    json!({"pod": {"spec": {"nodeSelector": {"pool": "a"}}}}))]
+#[case::the_override(json!({"pod": {"spec": {"nodeSelector": {"pool": "a"}}}}), json!("Never"),
+    json!({"pod": {"spec": {"nodeSelector": {"pool": "a"}, "hostNetwork": false}}}))]
+fn a_changed_configuration_changes_the_marker(#[case] before: Value, #[case] restart: Value, #[case] after: Value) {
+    let desired = run(template(), pod("o", base(json!({}))), &[(None, "o", before)]);
+    let mut changed = template();
+    changed["spec"]["restartPolicy"] = restart;
+    let config = common::config(changed, &[(None, "o", after)]);
+    let Ok(Decision::Mutated { outcome, .. }) = decide(&config, NS, &desired, Get::Desired) else {
+        panic!("no mutation");
+    };
+    let again = outcome.desired.unwrap_or_else(|| panic!("no desired pod"));
+    let (old, new) = (marker(&desired), marker(&again));
+    assert!(
+        old.starts_with("overrides=o; config=sha256:") && new.starts_with("overrides=o; config=sha256:"),
+        "{old} {new}"
+    );
+    assert_ne!(old, new, "the marker did not change with the configuration");
+    let expected = json!([{"op": "replace", "path": "/metadata/annotations/podtailor.dev~1applied", "value": new}]);
+    assert_eq!(serde_json::to_value(&outcome.patch).unwrap_or_default(), expected);
 }
 
 #[test]

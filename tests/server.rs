@@ -75,6 +75,11 @@ struct Running {
 }
 
 async fn start() -> Running {
+    start_with(1.0, 1.5).await
+}
+
+/// A server with these header and idle timeouts (seconds).
+async fn start_with(header_timeout: f64, idle_timeout: f64) -> Running {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let pki = Pki::new();
     let (cert, key, _) = pki.leaf("first");
@@ -91,8 +96,8 @@ async fn start() -> Running {
         admin_listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
         log_format: LogFormat::Text,
         reload_interval: 0.05,
-        header_timeout: 1.0,
-        idle_timeout: 1.5,
+        header_timeout,
+        idle_timeout,
         shutdown_grace: 5.0,
     };
     let server = Server::bind(args).await.unwrap_or_else(|e| panic!("bind: {e:#}"));
@@ -334,6 +339,26 @@ async fn connections_that_send_nothing_are_closed() {
     // the server still serves
     let c = client(&s.pki.ca_pem, true);
     assert!(send(&c, &s.url, &review("after", "")).await.is_ok_and(|(_, status, _)| status == 200));
+    s.stop.cancel();
+    assert!(s.done.await.is_ok_and(|r| r.is_ok()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_timeout_alone_closes_a_slow_header_or_handshake() {
+    // the idle timeout far away: only the header timeout can close these in time
+    let s = start_with(1.0, 30.0).await;
+    let mut tls = tls_connect(s.addr, &s.pki.ca_pem).await.unwrap_or_else(|| panic!("TLS connect"));
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap_or_else(|e| panic!("{e}"));
+    tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n").await.unwrap_or_else(|e| panic!("{e}"));
+    let (header, handshake) =
+        tokio::join!(closed_within(&mut tls, Duration::from_secs(5)), closed_within(&mut tcp, Duration::from_secs(5)));
+    for (what, closed) in [("half a request header", header), ("no TLS handshake", handshake)] {
+        let closed = closed.unwrap_or_else(|| panic!("{what}: still open after 5 s (header timeout 1 s)"));
+        assert!(
+            closed >= Duration::from_millis(500),
+            "{what}: closed after {closed:?}, long before the header timeout"
+        );
+    }
     s.stop.cancel();
     assert!(s.done.await.is_ok_and(|r| r.is_ok()));
 }

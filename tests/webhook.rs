@@ -117,6 +117,7 @@ async fn a_missing_override_is_denied_naming_it_and_the_namespace() {
     assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
     assert_eq!(answer["response"]["allowed"], false);
     assert_eq!(answer["response"]["status"]["code"], 403);
+    assert_eq!(answer["response"]["status"]["reason"], "Forbidden");
     let message = answer["response"]["status"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("\"gpu\"") && message.contains("\"airflow\""), "{message}");
 }
@@ -216,6 +217,96 @@ async fn metrics_count_outcomes_and_readyz_follows_the_configuration() {
     assert_eq!(status("/healthz").await, StatusCode::OK);
 }
 
+/// The request counters and the count of the latency histogram, by series.
+async fn counters(state: &Shared) -> std::collections::BTreeMap<String, u64> {
+    let request = Request::get("/metrics").body(Body::empty()).unwrap_or_else(|e| panic!("{e}"));
+    let response = webhook::admin_router(state.clone()).oneshot(request).await.unwrap_or_else(|e| match e {});
+    let text = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| {
+            l.starts_with("podtailor_admission_requests_total")
+                || l.starts_with("podtailor_admission_duration_seconds_count")
+        })
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l}"));
+            (series.to_owned(), value.parse().unwrap_or_else(|e| panic!("{l}: {e}")))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_request_moves_exactly_its_counter() {
+    let state = state();
+    let mut before = counters(&state).await;
+    let series = |webhook: &str, outcome: &str| {
+        format!("podtailor_admission_requests_total{{webhook=\"{webhook}\",outcome=\"{outcome}\"}}")
+    };
+    // every outcome shows from the start, at zero (the validating webhook never patches)
+    let mut zero: std::collections::BTreeMap<String, u64> = [
+        ("mutate", "patched"),
+        ("mutate", "unchanged"),
+        ("mutate", "denied"),
+        ("mutate", "invalid"),
+        ("validate", "unchanged"),
+        ("validate", "denied"),
+        ("validate", "invalid"),
+    ]
+    .iter()
+    .map(|(w, o)| (series(w, o), 0))
+    .collect();
+    zero.insert("podtailor_admission_duration_seconds_count".into(), 0);
+    assert_eq!(before, zero);
+
+    let patched = {
+        // made on another state, so that this one counts only the steps
+        let (_, answer) = post(&self::state(), &review()).await;
+        let mut pod = review()["request"]["object"].clone();
+        json_patch::patch(&mut pod, &patch_of(&answer)).unwrap_or_else(|e| panic!("{e}"));
+        let mut again = review();
+        again["request"]["object"] = pod;
+        again
+    };
+    let mut missing = review();
+    missing["request"]["object"]["metadata"]["annotations"]["podtailor.dev/override"] = json!("gpu");
+    let no_request = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
+    let good = override_review("CREATE", json!({"resources": {"limits": {"cpu": 1}}}));
+    let bad = override_review("CREATE", json!({"resorces": {}}));
+    let delete = override_review("DELETE", json!({"resorces": {}}));
+    let steps: Vec<(&str, &str, &str, Value)> = vec![
+        ("mutate", "patched", "application/json", review()),
+        ("mutate", "unchanged", "application/json", patched),
+        (
+            "mutate",
+            "unchanged",
+            "application/json",
+            common::read_json(&common::examples().join("review-not-opted-in.json")),
+        ),
+        ("mutate", "denied", "application/json", missing),
+        ("mutate", "invalid", "application/json", no_request.clone()),
+        ("mutate", "invalid", "text/plain", review()),
+        ("validate", "unchanged", "application/json", good),
+        ("validate", "unchanged", "application/json", delete),
+        ("validate", "denied", "application/json", bad),
+        ("validate", "invalid", "application/json", no_request),
+        ("validate", "invalid", "text/plain", review()),
+    ];
+    for (webhook, outcome, content_type, body) in steps {
+        let request = Request::post(format!("/{webhook}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body.to_string()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _answer = webhook::router(state.clone()).oneshot(request).await.unwrap_or_else(|e| match e {});
+        let after = counters(&state).await;
+        let mut expected = before.clone();
+        for key in [series(webhook, outcome), "podtailor_admission_duration_seconds_count".into()] {
+            *expected.entry(key).or_default() += 1;
+        }
+        assert_eq!(after, expected, "after a {webhook} request that is {outcome}");
+        before = after;
+    }
+}
+
 fn override_review(operation: &str, spec: Value) -> Value {
     json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
@@ -262,6 +353,9 @@ async fn the_validating_webhook_rejects_what_would_fail_at_pod_admission(#[case]
             assert_eq!(answer["response"]["allowed"], true, "{answer}");
         } else {
             assert_eq!(answer["response"]["allowed"], false, "{answer}");
+            assert_eq!(answer["response"]["status"]["code"], 422, "{answer}");
+            assert_eq!(answer["response"]["status"]["reason"], "Invalid", "{answer}");
+            assert_eq!(answer["response"]["status"]["status"], "Failure", "{answer}");
             let message = answer["response"]["status"]["message"].as_str().unwrap_or_default();
             assert!(message.contains(&format!("{field}:")), "{field} not named in: {message}");
             assert!(message.contains("PodOverride \"o\""), "{message}");

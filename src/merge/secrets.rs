@@ -191,10 +191,29 @@ mod tests {
         assert_eq!(volumes.len(), 2);
         assert_eq!(volumes[1]["secret"], json!({"secretName": "creds", "items": [{"key": "token", "path": "token"}]}));
         let mounts = &p["spec"]["containers"][0]["volumeMounts"];
-        assert_eq!(
-            mounts[0],
-            json!({"name": secret_volume_name("creds", None), "mountPath": "/etc/creds", "readOnly": true})
-        );
+        assert_eq!(mounts[0], json!({"name": "secret-creds-ac51fa35", "mountPath": "/etc/creds", "readOnly": true}));
+        assert_eq!(mounts[1], json!({"name": "secret-creds-88edf3c3", "mountPath": "/etc/one", "readOnly": true}));
+        assert_eq!(volumes[1]["name"], "secret-creds-88edf3c3");
+    }
+
+    /// The names, written out: a pod made by an older version must keep its volume's name.
+    /// `secret-` + the secret's name with dots made dashes, cut at 45 and without trailing
+    /// dashes, + `-` + the first 8 hex digits of SHA-256("<secret>\n<key>").
+    #[test]
+    fn volume_names_are_the_documented_ones() {
+        let long = "a.very.long.secret.name.with.dots.that.goes.on.and.on.and.on.and.on";
+        let (cut, cut_name) = (format!("{}..b", "a".repeat(43)), format!("secret-{}-c56e1ac4", "a".repeat(43)));
+        for (secret, key, name) in [
+            ("creds", None, "secret-creds-ac51fa35"),
+            ("creds", Some("token"), "secret-creds-88edf3c3"),
+            ("db.prod", None, "secret-db-prod-63df12d4"),
+            ("x-.-y", None, "secret-x---y-f762c1d6"),
+            (long, Some("k"), "secret-a-very-long-secret-name-with-dots-that-goes-o-24976020"),
+            // cut at 45 just after two dots: both dashes go
+            (cut.as_str(), None, cut_name.as_str()),
+        ] {
+            assert_eq!(secret_volume_name(secret, key), name, "{secret} {key:?}");
+        }
     }
 
     #[test]

@@ -209,15 +209,21 @@ mod tests {
         Some(limits.get("cpu")?.0.clone())
     }
 
+    /// What `event` makes the follower serve; that it serves nothing is a failure here (an
+    /// empty set is not what nothing means: the last set keeps serving).
+    fn served(f: &mut Follower, event: &Event<DynamicObject>) -> Overrides {
+        f.apply(event).unwrap_or_else(|| panic!("{event:?} serves nothing"))
+    }
+
     #[test]
     fn nothing_is_served_before_the_first_full_list() {
         let mut f = Follower::default();
         assert!(f.apply(&Event::Init).is_none());
         assert!(f.apply(&Event::InitApply(object("a", "o", "1", cpu("1")))).is_none());
         assert!(!f.synced());
-        let served = f.apply(&Event::InitDone).unwrap_or_else(|| panic!("the end of the list serves"));
+        let listed = served(&mut f, &Event::InitDone);
         assert!(f.synced());
-        assert_eq!(limit_of(&served, "a", "o").as_deref(), Some("1"));
+        assert_eq!(limit_of(&listed, "a", "o").as_deref(), Some("1"));
     }
 
     #[test]
@@ -225,13 +231,19 @@ mod tests {
         let mut f = Follower::default();
         f.apply(&Event::Init);
         f.apply(&Event::InitDone);
-        let added = f.apply(&Event::Apply(object("a", "o", "2", cpu("1")))).unwrap_or_default();
+        let added = served(&mut f, &Event::Apply(object("a", "o", "2", cpu("1"))));
         assert_eq!(limit_of(&added, "a", "o").as_deref(), Some("1"));
-        let modified = f.apply(&Event::Apply(object("a", "o", "3", cpu("2")))).unwrap_or_default();
+        let modified = served(&mut f, &Event::Apply(object("a", "o", "3", cpu("2"))));
         assert_eq!(limit_of(&modified, "a", "o").as_deref(), Some("2"));
-        let deleted = f.apply(&Event::Delete(object("a", "o", "4", cpu("2")))).unwrap_or_default();
+        let _other = served(&mut f, &Event::Apply(object("b", "o", "4", cpu("3"))));
+        let deleted = served(&mut f, &Event::Delete(object("a", "o", "5", cpu("2"))));
         assert!(deleted.get("a", "o").is_none());
-        assert!(deleted.is_empty());
+        assert_eq!(limit_of(&deleted, "b", "o").as_deref(), Some("3"), "only the deleted object goes");
+        assert_eq!(deleted.len(), 1);
+        assert!(!deleted.is_empty());
+        let none = served(&mut f, &Event::Delete(object("b", "o", "6", cpu("3"))));
+        assert!(none.is_empty(), "{none:?}");
+        assert_eq!(none.len(), 0);
     }
 
     #[test]
@@ -240,12 +252,12 @@ mod tests {
         f.apply(&Event::Init);
         f.apply(&Event::InitApply(object("a", "kept", "1", cpu("1"))));
         f.apply(&Event::InitApply(object("a", "gone", "1", cpu("1"))));
-        let first = f.apply(&Event::InitDone).unwrap_or_default();
+        let first = served(&mut f, &Event::InitDone);
         assert_eq!(first.len(), 2);
         // the watch broke; the relist sees one object changed and one deleted meanwhile
         assert!(f.apply(&Event::Init).is_none());
         assert!(f.apply(&Event::InitApply(object("a", "kept", "5", cpu("3")))).is_none());
-        let relisted = f.apply(&Event::InitDone).unwrap_or_default();
+        let relisted = served(&mut f, &Event::InitDone);
         assert_eq!(relisted.len(), 1);
         assert_eq!(limit_of(&relisted, "a", "kept").as_deref(), Some("3"));
         assert!(relisted.get("a", "gone").is_none());
@@ -256,10 +268,10 @@ mod tests {
         let mut f = Follower::default();
         f.apply(&Event::Init);
         f.apply(&Event::InitApply(object("team-a", "o", "1", cpu("1"))));
-        let served = f.apply(&Event::InitDone).unwrap_or_default();
-        assert!(served.get("team-a", "o").is_some());
-        assert!(served.get("team-b", "o").is_none());
-        assert!(served.problem("team-b", "o").is_none());
+        let listed = served(&mut f, &Event::InitDone);
+        assert!(listed.get("team-a", "o").is_some());
+        assert!(listed.get("team-b", "o").is_none());
+        assert!(listed.problem("team-b", "o").is_none());
     }
 
     #[test]
@@ -273,13 +285,13 @@ mod tests {
             "1",
             json!({"secrets": [{"deployType": "volume", "deployTarget": "etc/x", "secret": "s"}]}),
         )));
-        let served = f.apply(&Event::InitDone).unwrap_or_default();
-        assert!(served.get("a", "good").is_some());
-        assert!(served.get("a", "bad").is_none());
-        let why = served.problem("a", "bad").unwrap_or_default();
+        let listed = served(&mut f, &Event::InitDone);
+        assert!(listed.get("a", "good").is_some());
+        assert!(listed.get("a", "bad").is_none());
+        let why = listed.problem("a", "bad").unwrap_or_default();
         assert!(why.starts_with("spec.secrets[0].deployTarget: "), "{why}");
         // fixed: it loads, and the problem is gone
-        let fixed = f.apply(&Event::Apply(object("a", "bad", "2", cpu("2")))).unwrap_or_default();
+        let fixed = served(&mut f, &Event::Apply(object("a", "bad", "2", cpu("2"))));
         assert_eq!(limit_of(&fixed, "a", "bad").as_deref(), Some("2"));
         assert!(fixed.problem("a", "bad").is_none());
         assert_eq!(fixed.invalid_len(), 0);
@@ -290,8 +302,8 @@ mod tests {
         let mut f = Follower::default();
         f.apply(&Event::Init);
         f.apply(&Event::InitApply(object("a", "o", "1", cpu("1"))));
-        let first = f.apply(&Event::InitDone).unwrap_or_default();
-        let other = f.apply(&Event::Apply(object("a", "p", "2", cpu("2")))).unwrap_or_default();
+        let first = served(&mut f, &Event::InitDone);
+        let other = served(&mut f, &Event::Apply(object("a", "p", "2", cpu("2"))));
         let (Some(before), Some(after)) = (first.get("a", "o"), other.get("a", "o")) else {
             panic!("o is served in both");
         };

@@ -245,4 +245,19 @@ mod tests {
         let err = load_overrides(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("b.yml") && err.contains("a.yaml") && err.contains("already defined"), "{err}");
     }
+
+    /// A file of several documents names the document that is wrong; a file of one does not.
+    #[test]
+    fn errors_name_the_document_only_in_a_file_of_several() {
+        let good = "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: a}\nspec: {}\n";
+        let bad = "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: b}\nspec: {resorces: {}}\n";
+        for (text, prefix) in [(format!("{good}---\n{bad}"), "document 2: "), (bad.to_owned(), "")] {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let path = dir.path().join("o.yaml");
+            std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+            let err = load_overrides(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
+            let want = format!("{}: {prefix}PodOverride \"b\" (all namespaces): spec.resorces: unknown field", path.display());
+            assert!(err.starts_with(&want), "{err}\nwanted {want}");
+        }
+    }
 }
