@@ -44,3 +44,26 @@ fn the_seeds_hold_every_property() {
         }
     }
 }
+
+/// Finding (mutate_body): a byte that is not UTF-8 in a field the webhook skips
+/// (`requestKind` here) still gets an answer with the request's uid; in the pod itself, the
+/// body is not an AdmissionReview (400). Both answers hold the properties.
+#[test]
+fn bytes_that_are_not_utf8_in_a_review() {
+    let review = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/review.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let with_byte = |after: &str| {
+        let text = String::from_utf8(review.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let at = text.find(after).unwrap_or_else(|| panic!("{after} not in the review")) + after.len();
+        let mut body = review.clone();
+        body.insert(at, 0x87);
+        body
+    };
+    for body in [with_byte("\"requestKind\": {\n      \""), with_byte("\"generateName\": \"")] {
+        assert_eq!(checks::answer(&checks::EXAMPLES, &body, Hook::Mutate), Ok(()));
+    }
+    let body = with_byte("\"requestKind\": {\n      \"");
+    let mut facts = podtailor::webhook::admission::Facts::default();
+    let (status, _, answer) = podtailor::webhook::answer_body(&checks::EXAMPLES, &body, Hook::Mutate, &mut facts);
+    assert_eq!((status.as_u16(), answer.response.uid.as_str()), (200, "b7a3c1f0-5d2e-4c8a-9f61-2e4b7d9a1c33"));
+}
