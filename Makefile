@@ -10,7 +10,7 @@ EXAMPLES := --template examples/template.yaml --overrides examples/overrides
 # the binary use it, so `make test` compiles the crate graph once.
 TEST_BUILD := $(CARGO) test --locked --no-run --quiet
 
-.PHONY: all build run render certs image deploy undeploy e2e e2e-build shellcheck crd crd-check manifests-test test fmt-check clippy unit oracle venv bench bench-load mutants clean
+.PHONY: all build run render certs image deploy undeploy e2e e2e-build shellcheck crd crd-check manifests-test test fmt-check clippy unit oracle venv bench bench-load fuzz fuzz-smoke fuzz-build mutants clean
 
 all: build
 
@@ -51,8 +51,8 @@ undeploy:
 	$(KUBECTL) delete --ignore-not-found -k manifests
 
 ## The whole test suite: format, lints, Rust tests, the committed CRD, the install manifests,
-## independent oracles.
-test: fmt-check clippy unit crd-check manifests-test shellcheck oracle
+## independent oracles, a few seconds of each fuzz target.
+test: fmt-check clippy unit crd-check manifests-test shellcheck oracle fuzz-smoke
 
 ## The end-to-end suite on a kind cluster (scripts/e2e.sh; needs docker, kind, kubectl):
 ## creates podtailor-e2e, builds and loads the image, installs with the certs overlay, runs
@@ -83,6 +83,7 @@ crd-check:
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --all --manifest-path fuzz/Cargo.toml -- --check
 
 clippy:
 	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
@@ -134,6 +135,32 @@ $(MUTANTS_BIN):
 
 mutants: $(MUTANTS_BIN)
 	@status=0; $(foreach a,$(MUTANTS_AREAS),CARGO_TARGET_DIR=$(CURDIR)/target/mutants-build $(MUTANTS_BIN) mutants $(MUTANTS_FLAGS) -o target/mutants/$(a) $(MUTANTS_$(a)) || status=1;) exit $$status
+
+## Coverage-guided fuzzing of every place bytes from outside enter (fuzz/, README: Tests):
+## each target for FUZZ_SECONDS (default 60), then its executions and exec/s. cargo-fuzz is
+## installed from crates.io under target/tools; it needs a nightly rustc: the rustup nightly
+## toolchain when installed, else the stable one with RUSTC_BOOTSTRAP=1. No sanitizer: the
+## code has no unsafe, and the fuzzer runs twice as fast without one.
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+CARGO_FUZZ := target/tools/bin/cargo-fuzz
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TOOLCHAIN := $(if $(shell rustup toolchain list 2>/dev/null | grep '^nightly'),RUSTUP_TOOLCHAIN=nightly,RUSTC_BOOTSTRAP=1)
+export FUZZ_BUILD_FLAGS := --fuzz-dir fuzz --target-dir target/fuzz --sanitizer none --codegen-units 16
+FUZZ_RUN := $(FUZZ_TOOLCHAIN) CARGO_FUZZ=$(CARGO_FUZZ) scripts/fuzz.sh
+
+$(CARGO_FUZZ):
+	$(CARGO) install --locked --quiet cargo-fuzz --version $(CARGO_FUZZ_VERSION) --root target/tools
+
+fuzz-build: $(CARGO_FUZZ)
+	$(FUZZ_TOOLCHAIN) $(CARGO_FUZZ) fuzz build $(FUZZ_BUILD_FLAGS)
+
+fuzz: fuzz-build
+	$(FUZZ_RUN) $(FUZZ_SECONDS)
+
+## Each fuzz target for FUZZ_SMOKE_SECONDS (default 5): part of `test`.
+fuzz-smoke: fuzz-build
+	$(FUZZ_RUN) $(FUZZ_SMOKE_SECONDS)
 
 clean:
 	$(CARGO) clean

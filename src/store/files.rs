@@ -28,28 +28,32 @@ pub fn load(template: &Path, overrides: &Path) -> Result<Config> {
 
 /// Reads the platform's default pod.
 pub fn load_template(path: &Path) -> Result<Template> {
-    let bad = |message: String| Error::Config { path: path.to_owned(), message };
-    let pod = input::document(&read(path)?).map_err(bad)?;
+    parse_template(&read(path)?).map_err(|message| Error::Config { path: path.to_owned(), message })
+}
+
+/// The template in `text` (a v1 Pod, YAML or JSON), checked.
+pub fn parse_template(text: &str) -> Result<Template, String> {
+    let pod = input::document(text)?;
     match input::type_of(&pod) {
         ("v1", "Pod") => {}
         (api, kind) => {
-            return Err(bad(format!(
+            return Err(format!(
                 "is not a Pod template: it is a {kind:?} of {api:?}, expected apiVersion v1, kind Pod"
-            )));
+            ));
         }
     }
     if let Some(spec) = pod.get("spec") {
         if !spec.is_object() {
-            return Err(bad("spec: must be an object".into()));
+            return Err("spec: must be an object".into());
         }
         for list in ["containers", "initContainers"] {
             let Some(items) = spec.get(list) else { continue };
             let Some(items) = items.as_array() else {
-                return Err(bad(format!("spec.{list}: must be a list")));
+                return Err(format!("spec.{list}: must be a list"));
             };
             for (i, c) in items.iter().enumerate() {
                 if c.get("name").and_then(Value::as_str).is_none() {
-                    return Err(bad(format!("spec.{list}[{i}].name: is required (containers merge by name)")));
+                    return Err(format!("spec.{list}[{i}].name: is required (containers merge by name)"));
                 }
             }
         }
@@ -80,26 +84,30 @@ pub fn override_files(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn load_overrides(dir: &Path) -> Result<Overrides> {
     let mut overrides = Overrides::default();
     for path in override_files(dir)? {
-        let docs = input::documents(&read(&path)?).map_err(|message| Error::Config { path: path.clone(), message })?;
-        let many = docs.len() > 1;
-        for (i, doc) in docs.into_iter().enumerate() {
-            let at = if many { format!("document {}: ", i + 1) } else { String::new() };
-            let loaded = parse_override(doc, &path.display().to_string())
-                .map_err(|message| Error::Config { path: path.clone(), message: format!("{at}{message}") })?;
-            let (namespace, name) = (loaded.namespace.clone(), loaded.r#override.name.clone());
-            if let Err(first) = overrides.insert(loaded) {
-                return Err(Error::Config {
-                    path: path.clone(),
-                    message: format!(
-                        "{at}PodOverride {name:?} ({}) is already defined in {}",
-                        scope(namespace.as_deref()),
-                        first.origin
-                    ),
-                });
-            }
-        }
+        add_overrides(&mut overrides, &read(&path)?, &path.display().to_string())
+            .map_err(|message| Error::Config { path: path.clone(), message })?;
     }
     Ok(overrides)
+}
+
+/// Adds the PodOverrides of one file's `text` (YAML or JSON, one or more documents) to
+/// `overrides`; `origin` names the file in messages.
+pub fn add_overrides(overrides: &mut Overrides, text: &str, origin: &str) -> Result<(), String> {
+    let docs = input::documents(text)?;
+    let many = docs.len() > 1;
+    for (i, doc) in docs.into_iter().enumerate() {
+        let at = if many { format!("document {}: ", i + 1) } else { String::new() };
+        let loaded = parse_override(doc, origin).map_err(|message| format!("{at}{message}"))?;
+        let (namespace, name) = (loaded.namespace.clone(), loaded.r#override.name.clone());
+        if let Err(first) = overrides.insert(loaded) {
+            return Err(format!(
+                "{at}PodOverride {name:?} ({}) is already defined in {}",
+                scope(namespace.as_deref()),
+                first.origin
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn scope(namespace: Option<&str>) -> String {

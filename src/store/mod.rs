@@ -78,6 +78,11 @@ impl Overrides {
         self.invalid.len()
     }
 
+    /// The overrides that load, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Loaded> {
+        self.by_key.values()
+    }
+
     pub fn len(&self) -> usize {
         self.by_key.len()
     }

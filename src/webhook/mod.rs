@@ -260,19 +260,26 @@ async fn answer(state: &AppState, request: Request, hook: Hook, facts: &mut Fact
         }
     };
     debug!(body = %String::from_utf8_lossy(&body), "request body");
-    let review: ReviewIn = match serde_json::from_slice(&body) {
+    answer_body(&state.config(), &body, hook, facts)
+}
+
+/// The answer to the body of a request to `hook`, with the HTTP status: what the handlers
+/// answer once the body is read (and what the fuzz targets feed bytes to).
+pub fn answer_body(config: &Config, body: &[u8], hook: Hook, facts: &mut Facts) -> (StatusCode, Outcome, ReviewOut) {
+    let review: ReviewIn = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
-            let uid = serde_json::from_slice::<serde_json::Value>(&body)
+            let uid = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
                 .and_then(|v| v.pointer("/request/uid").and_then(|u| u.as_str()).map(str::to_owned))
                 .unwrap_or_default();
             facts.uid.clone_from(&uid);
-            return bad(StatusCode::BAD_REQUEST, uid, &format!("the body is not an AdmissionReview: {e}"));
+            let message = format!("the body is not an AdmissionReview: {e}");
+            return (StatusCode::BAD_REQUEST, Outcome::Invalid, admission::invalid(uid, 400, &message));
         }
     };
     let (outcome, review) = match hook {
-        Hook::Mutate => admission::review(&state.config(), review, facts),
+        Hook::Mutate => admission::review(config, review, facts),
         Hook::Validate => admission::validate(review, facts),
     };
     let status = if outcome == Outcome::Invalid { StatusCode::BAD_REQUEST } else { StatusCode::OK };

@@ -1,0 +1,79 @@
+//! The fuzz targets' checks (`fuzz/src/checks.rs`, included here) on the committed seeds and
+//! on every input the fuzzer found breaking a property, so that `cargo test` keeps them fixed
+//! without a fuzzer.
+
+#[path = "../fuzz/src/checks.rs"]
+#[allow(dead_code)]
+mod checks;
+
+use std::path::PathBuf;
+
+use podtailor::webhook::Hook;
+
+/// The committed seeds of `target`, as (file name, bytes).
+fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap_or_else(|e| panic!("{e}")).path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: no seeds", dir.display());
+    files.into_iter().map(|p| (p.display().to_string(), std::fs::read(&p).unwrap_or_else(|e| panic!("{e}")))).collect()
+}
+
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_seeds_hold_every_property() {
+    for (name, body) in seeds("mutate_body") {
+        assert_eq!(checks::answer(&checks::EXAMPLES, &body, Hook::Mutate), Ok(()), "{name}");
+    }
+    for (name, body) in seeds("validate_body") {
+        assert_eq!(checks::answer(&checks::EXAMPLES, &body, Hook::Validate), Ok(()), "{name}");
+    }
+    for (target, check) in [
+        ("template_file", checks::template_file as fn(&str) -> Result<(), String>),
+        ("override_file", checks::override_file),
+        ("tasks_file", checks::tasks_file),
+    ] {
+        for (name, bytes) in seeds(target) {
+            assert_eq!(check(text(&bytes)), Ok(()), "{name}");
+        }
+    }
+}
+
+/// Finding (mutate_body): a byte that is not UTF-8 in a field the webhook skips
+/// (`requestKind` here) still gets an answer with the request's uid; in the pod itself, the
+/// body is not an AdmissionReview (400). Both answers hold the properties.
+#[test]
+fn bytes_that_are_not_utf8_in_a_review() {
+    let review = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/review.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let with_byte = |after: &str| {
+        let text = String::from_utf8(review.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let at = text.find(after).unwrap_or_else(|| panic!("{after} not in the review")) + after.len();
+        let mut body = review.clone();
+        body.insert(at, 0x87);
+        body
+    };
+    for body in [with_byte("\"requestKind\": {\n      \""), with_byte("\"generateName\": \"")] {
+        assert_eq!(checks::answer(&checks::EXAMPLES, &body, Hook::Mutate), Ok(()));
+    }
+    let body = with_byte("\"requestKind\": {\n      \"");
+    let mut facts = podtailor::webhook::admission::Facts::default();
+    let (status, _, answer) = podtailor::webhook::answer_body(&checks::EXAMPLES, &body, Hook::Mutate, &mut facts);
+    assert_eq!((status.as_u16(), answer.response.uid.as_str()), (200, "b7a3c1f0-5d2e-4c8a-9f61-2e4b7d9a1c33"));
+}
+
+/// Finding (template_file, open): a template whose volumeMount has no `mountPath` (its merge
+/// key) adds that mount again at every pass: the second pass over the patched pod is a patch.
+/// Ignored until the strategic merge handles elements without their merge key.
+#[test]
+#[ignore = "open finding: a keyed-list element without its key is added at every pass"]
+fn a_template_mount_without_its_merge_key_is_added_once() {
+    let text = include_str!("../fuzz/findings/template_file-mount-without-mountpath.yaml");
+    assert_eq!(checks::template_file(text), Ok(()));
+}
