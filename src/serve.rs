@@ -46,10 +46,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "PODTAILOR_TLS_KEY")]
     pub tls_key: PathBuf,
     /// Where the webhook listens (HTTPS: POST /mutate).
-    #[arg(long, value_name = "ADDR", env = "PODTAILOR_LISTEN", default_value = "0.0.0.0:8443")]
+    #[arg(long, value_name = "ADDR", env = "PODTAILOR_LISTEN", default_value = "0.0.0.0:8443", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Where the admin port listens (plain HTTP: /healthz, /readyz, /metrics).
-    #[arg(long, value_name = "ADDR", env = "PODTAILOR_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, value_name = "ADDR", env = "PODTAILOR_ADMIN_LISTEN", default_value = "0.0.0.0:8080", value_parser = parse_listen)]
     pub admin_listen: SocketAddr,
     /// Log format.
     #[arg(long, value_enum, env = "PODTAILOR_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -214,18 +214,16 @@ impl Server {
             Source::Cluster(_) => None,
         };
         let seen = reload::Seen::now(&args.template, overrides_dir, &args.tls_cert, &args.tls_key);
-        let template = Arc::new(files::load_template(&args.template)?);
+        // the flag first: `--overrides DIR: why`, one cause (the file errors carry their own)
+        let template = Arc::new(files::load_template(&args.template).map_err(|e| anyhow::anyhow!("--template {e}"))?);
         let overrides = match overrides_dir {
-            Some(dir) => files::load_overrides(dir)?,
+            Some(dir) => files::load_overrides(dir).map_err(|e| anyhow::anyhow!("--overrides {e}"))?,
             None => Overrides::unlisted(),
         };
         let config = Config { template, overrides };
-        let certs = CertStore::new(tls::load(&args.tls_cert, &args.tls_key)?);
-        let listener =
-            TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-        let admin = TcpListener::bind(args.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
+        let certs = CertStore::new(certificate(&args)?);
+        let listener = listen(args.listen, "--listen").await?;
+        let admin = listen(args.admin_listen, "--admin-listen").await?;
         let state = AppState::new(config);
         Ok(Server {
             addr: listener.local_addr()?,
@@ -340,6 +338,45 @@ impl Server {
         info!("stopped");
         Ok(())
     }
+}
+
+/// The serving certificate and key, or an error that names the flag of the file at fault
+/// and, for a missing file, how to make development ones.
+fn certificate(args: &ServeArgs) -> anyhow::Result<rustls::sign::CertifiedKey> {
+    tls::load(&args.tls_cert, &args.tls_key).map_err(|e| {
+        let path = match &e {
+            crate::Error::Read { path, .. } | crate::Error::Config { path, .. } => Some(path),
+            crate::Error::Input { .. } => None,
+        };
+        let flag = if path == Some(&args.tls_key) { "--tls-key" } else { "--tls-cert" };
+        let missing = matches!(&e, crate::Error::Read { error, .. } if error.kind() == std::io::ErrorKind::NotFound);
+        let hint = if missing { " (`make certs` writes a development certificate and key under certs/)" } else { "" };
+        anyhow::anyhow!("{flag} {e}{hint}")
+    })
+}
+
+/// A listener on `addr`, or an error that says which flag picks another address.
+async fn listen(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                format!(" (another process listens there: stop it, or choose another address with {flag})")
+            }
+            _ => String::new(),
+        };
+        anyhow::anyhow!("{flag} {addr}: cannot listen: {e}{hint}")
+    })
+}
+
+/// An address to listen on, `IP:PORT`; the error gives an example.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        let example = match s.parse::<u16>() {
+            Ok(port) => format!("127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every interface)"),
+            Err(_) => "127.0.0.1:8443 or 0.0.0.0:8443".to_owned(),
+        };
+        format!("{s:?} is not an address and port: expected IP:PORT, like {example}")
+    })
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -215,7 +215,10 @@ async fn scenario() {
     assert_eq!(cluster.cpu_limit("airflow", "big").await.as_deref(), Ok("2"));
     // 3. visible only in its own namespace; the broken one is denied with its reason
     let elsewhere = cluster.admit("other", "big").await.err().unwrap_or_default();
-    assert_eq!(elsewhere, "podtailor: PodOverride \"big\" not found in namespace \"other\"");
+    assert_eq!(
+        elsewhere,
+        "podtailor: PodOverride \"big\" not found in namespace \"other\"; it exists in namespace \"airflow\" (use -n airflow)"
+    );
     let broken = cluster.admit("airflow", "broken").await.err().unwrap_or_default();
     assert!(
         broken.starts_with(

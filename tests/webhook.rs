@@ -121,6 +121,34 @@ async fn a_missing_override_is_denied_naming_it_and_the_namespace() {
     assert!(message.contains("\"gpu\"") && message.contains("\"airflow\""), "{message}");
 }
 
+/// The denial says where to look, as render and launch do (one function words all three).
+#[rstest]
+#[case::another_namespace(
+    "default",
+    "resource-requirements",
+    "podtailor: PodOverride \"resource-requirements\" not found in namespace \"default\"; it exists in namespace \"airflow\" (use -n airflow)"
+)]
+#[case::a_typo(
+    "airflow",
+    "resource-requirement",
+    "podtailor: PodOverride \"resource-requirement\" not found in namespace \"airflow\"; did you mean \"resource-requirements\"?"
+)]
+#[tokio::test]
+async fn a_missing_override_is_denied_saying_where_to_look(
+    #[case] namespace: &str,
+    #[case] name: &str,
+    #[case] want: &str,
+) {
+    let state = state();
+    let mut review = review();
+    review["request"]["namespace"] = json!(namespace);
+    review["request"]["object"]["metadata"]["namespace"] = json!(namespace);
+    review["request"]["object"]["metadata"]["annotations"]["podtailor.dev/override"] = json!(name);
+    let (_, answer) = post(&state, &review).await;
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(answer["response"]["status"]["message"], want);
+}
+
 #[tokio::test]
 async fn an_override_that_cannot_apply_is_denied_with_the_reason() {
     let state = state();

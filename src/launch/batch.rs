@@ -61,7 +61,7 @@ fn strings(field: &str, map: Map<String, Value>) -> std::result::Result<Vec<(Str
 
 /// Reads and checks a tasks file: every task valid, names unique.
 pub fn load(path: &Path) -> Result<Vec<TaskSpec>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|error| Error::Read { path: path.to_owned(), error })?;
     parse(&text).map_err(|message| Error::Config { path: path.to_owned(), message })
 }
 
