@@ -17,11 +17,17 @@ all: build
 build:
 	$(CARGO) build --locked
 
-## The main job on the embedded example: the webhook on https://127.0.0.1:8443 (POST /mutate),
-## admin on http://127.0.0.1:8080, serving examples/ with the development certificates.
+## Where `make run` listens: the webhook (HTTPS) and the admin port (plain HTTP). Either can be
+## given, e.g. `make run LISTEN=127.0.0.1:9443 ADMIN_LISTEN=127.0.0.1:9081`. The admin port is
+## not 8080, where kubectl without a kubeconfig falls back to.
+LISTEN ?= 127.0.0.1:8443
+ADMIN_LISTEN ?= 127.0.0.1:8081
+
+## The main job on the embedded example: the webhook on https://$(LISTEN) (POST /mutate),
+## admin on http://$(ADMIN_LISTEN), serving examples/ with the development certificates.
 run: build certs
 	$(BIN) serve $(EXAMPLES) --tls-cert certs/tls.crt --tls-key certs/tls.key \
-	  --listen 127.0.0.1:8443 --admin-listen 127.0.0.1:8080
+	  --listen $(LISTEN) --admin-listen $(ADMIN_LISTEN)
 
 ## What the webhook does to the fixture AdmissionReview, without a server.
 render: build

@@ -48,8 +48,9 @@ pub struct ServeArgs {
     /// Where the webhook listens (HTTPS: POST /mutate).
     #[arg(long, value_name = "ADDR", env = "PODTAILOR_LISTEN", default_value = "0.0.0.0:8443", value_parser = parse_listen)]
     pub listen: SocketAddr,
-    /// Where the admin port listens (plain HTTP: /healthz, /readyz, /metrics).
-    #[arg(long, value_name = "ADDR", env = "PODTAILOR_ADMIN_LISTEN", default_value = "0.0.0.0:8080", value_parser = parse_listen)]
+    /// Where the admin port listens (plain HTTP: /healthz, /readyz, /metrics). Not 8080: that
+    /// is where kubectl without a kubeconfig falls back to.
+    #[arg(long, value_name = "ADDR", env = "PODTAILOR_ADMIN_LISTEN", default_value = "0.0.0.0:8081", value_parser = parse_listen)]
     pub admin_listen: SocketAddr,
     /// Log format.
     #[arg(long, value_enum, env = "PODTAILOR_LOG_FORMAT", default_value_t = LogFormat::Text)]
