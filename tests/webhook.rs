@@ -233,6 +233,14 @@ async fn metrics_count_outcomes_and_readyz_follows_the_configuration() {
     assert!(text.contains("podtailor_admission_requests_total{webhook=\"mutate\",outcome=\"invalid\"} 1"), "{text}");
     assert!(text.contains("podtailor_admission_duration_seconds_count 2"), "{text}");
     assert!(text.contains("podtailor_overrides_loaded 2"), "{text}");
+    // every series from the start, at zero: reloads of every source, the invalid gauge
+    for source in ["template", "overrides", "certificate", "cluster"] {
+        for result in ["success", "failure"] {
+            let series = format!("podtailor_reloads_total{{source=\"{source}\",result=\"{result}\"}} 0\n");
+            assert!(text.contains(&series), "{series} not in {text}");
+        }
+    }
+    assert!(text.contains("podtailor_overrides_invalid 0\n"), "{text}");
     let status = |path: &'static str| {
         let admin = admin.clone();
         async move { admin.oneshot(get(path)).await.unwrap_or_else(|e| match e {}).status() }
