@@ -10,7 +10,7 @@ EXAMPLES := --template examples/template.yaml --overrides examples/overrides
 # the binary use it, so `make test` compiles the crate graph once.
 TEST_BUILD := $(CARGO) test --locked --no-run --quiet
 
-.PHONY: all build run render certs image deploy undeploy e2e e2e-build shellcheck crd crd-check manifests-test test fmt-check clippy unit oracle venv bench bench-load clean
+.PHONY: all build run render certs image deploy undeploy e2e e2e-build shellcheck crd crd-check manifests-test docs-test test fmt-check clippy unit oracle venv bench bench-load clean
 
 all: build
 
@@ -29,9 +29,10 @@ run: build certs
 	$(BIN) serve $(EXAMPLES) --tls-cert certs/tls.crt --tls-key certs/tls.key \
 	  --listen $(LISTEN) --admin-listen $(ADMIN_LISTEN)
 
-## What the webhook does to the fixture AdmissionReview, without a server.
+## What the webhook does to the fixture AdmissionReview, without a server: the JSON patch it
+## would answer with.
 render: build
-	$(BIN) render $(EXAMPLES) examples/review.json
+	$(BIN) render $(EXAMPLES) -o patch examples/review.json
 
 ## Development CA and serving certificate under certs/ (kept if present; FORCE=1 remakes them).
 certs:
@@ -57,8 +58,8 @@ undeploy:
 	$(KUBECTL) delete --ignore-not-found -k manifests
 
 ## The whole test suite: format, lints, Rust tests, the committed CRD, the install manifests,
-## independent oracles.
-test: fmt-check clippy unit crd-check manifests-test shellcheck oracle
+## the documentation's console blocks, independent oracles.
+test: fmt-check clippy unit crd-check manifests-test docs-test shellcheck oracle
 
 ## The end-to-end suite on a kind cluster (scripts/e2e.sh; needs docker, kind, kubectl):
 ## creates podtailor-e2e, builds and loads the image, installs with the certs overlay, runs
@@ -81,6 +82,13 @@ crd: build
 manifests-test: venv
 	@command -v $(KUBECTL) >/dev/null || { echo "manifests-test: kubectl is required (offline use only)"; exit 1; }
 	KUBECTL=$$(command -v $(KUBECTL)) $(VENV)/bin/pytest -q tests/manifests
+
+## The ```console blocks of README.md and docs/ run, and their output compared with what they
+## show (tests/docs/test_console.py: `...` marks left-out lines; blocks that need a cluster are
+## marked not run, with the reason).
+docs-test: venv
+	@$(TEST_BUILD)
+	PODTAILOR_BIN=$(BIN) $(VENV)/bin/pytest -q tests/docs
 
 ## Fails when manifests/base/crd.yaml is not what `podtailor crd` prints.
 crd-check:

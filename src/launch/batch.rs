@@ -70,7 +70,14 @@ pub fn parse(text: &str) -> std::result::Result<Vec<TaskSpec>, String> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let file: TasksFile = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) }
+        let inner = e.inner().to_string();
+        // serde_yaml_ng's message starts with the part of the path it knows (`tasks[1]: `):
+        // the whole path is said first, once
+        let inner = match inner.split_once(": ") {
+            Some((known, rest)) if path.starts_with(known) => rest.to_owned(),
+            _ => inner,
+        };
+        if path == "." { inner } else { format!("{path}: {inner}") }
     })?;
     if file.tasks.is_empty() {
         return Err("tasks: is empty: there is nothing to run".into());
