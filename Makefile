@@ -44,7 +44,7 @@ image:
 
 ## Install on the cluster of kubectl's current context: the development certificates (made if
 ## missing), then the certs/ overlay (kubectl apply -k certs); waits until both replicas are ready.
-## Needs the image podtailor:0.1.0 on the nodes (README: Install on a cluster). Not part of `test`.
+## Needs the image podtailor:0.1.0 on the nodes (docs/operations.md: Install on a cluster). Not part of `test`.
 deploy: certs
 	@command -v $(KUBECTL) >/dev/null || { echo "deploy: kubectl is required"; exit 1; }
 	$(KUBECTL) apply -k certs
@@ -123,7 +123,7 @@ bench:
 	$(CARGO) bench --locked --bench render --no-run
 	@$(PYTHON) benches/ratio.py 5
 
-## Load on `serve` over HTTP/1.1 keep-alive at 1, 16 and 64 connections (see the README).
+## Load on `serve` over HTTP/1.1 keep-alive at 1, 16 and 64 connections (see docs/development.md).
 bench-load:
 	scripts/bench-load.sh
 

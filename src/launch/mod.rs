@@ -95,7 +95,7 @@ pub struct LaunchArgs {
     /// The kubeconfig context to use (default: the current context).
     #[arg(long, value_name = "CTX")]
     pub context: Option<String>,
-    /// Run a batch of tasks from a YAML file (see the README: `tasks:`, a list of tasks).
+    /// Run a batch of tasks from a YAML file (see docs/cli.md: `tasks:`, a list of tasks).
     #[arg(long, short = 'f', value_name = "TASKS_FILE")]
     pub file: Option<PathBuf>,
     /// At most N tasks of a batch run at once.
