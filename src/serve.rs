@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::idle::IdleTimeout;
 use crate::store::{Config, Overrides, cluster, files, reload};
@@ -170,6 +170,8 @@ pub struct Server {
     timing: Timing,
     seen: reload::Seen,
     source: Source,
+    /// The API server's address in cluster mode, for the log lines of the watch.
+    api_server: Option<String>,
     stop: CancellationToken,
 }
 
@@ -186,18 +188,23 @@ impl Server {
         // before the Kubernetes client, whose TLS needs it too (bind_with installs it for
         // callers that come with their own client)
         tls::install_crypto_provider();
-        let client = if args.cluster {
+        let (client, api_server) = if args.cluster {
             // kube's error already carries its causes in its message: one line, not a chain
-            let client = kube::Client::try_default().await.map_err(|e| {
+            let config = kube::Config::infer().await.map_err(|e| {
                 anyhow::anyhow!(
                     "--cluster: cannot configure a Kubernetes client (in a pod: its service account; elsewhere: KUBECONFIG or ~/.kube/config): {e}"
                 )
             })?;
-            Some(client)
+            let api_server = config.cluster_url.to_string();
+            let client = kube::Client::try_from(config)
+                .map_err(|e| anyhow::anyhow!("--cluster: cannot make a Kubernetes client for {api_server}: {e}"))?;
+            (Some(client), Some(api_server))
         } else {
-            None
+            (None, None)
         };
-        Server::bind_with(args, client).await
+        let mut server = Server::bind_with(args, client).await?;
+        server.api_server = api_server;
+        Ok(server)
     }
 
     /// [`Server::bind`] with the Kubernetes client given: with one, the overrides come from
@@ -237,6 +244,7 @@ impl Server {
             timing,
             seen,
             source,
+            api_server: None,
             stop: CancellationToken::new(),
         })
     }
@@ -248,13 +256,17 @@ impl Server {
 
     /// Serves until the stop token is cancelled, then drains in-flight requests.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { state, certs, addr, admin_addr, listener, admin, args, timing, seen, source, stop } = self;
+        let Server { state, certs, addr, admin_addr, listener, admin, args, timing, seen, source, api_server, stop } =
+            self;
         let Timing { reload: every, header: header_timeout, idle: idle_timeout, grace } = timing;
         let tasks = TaskTracker::new();
         tasks.spawn(reload::watch_template(state.clone(), args.template.clone(), seen, every, stop.clone()));
         let source = match source {
             Source::Cluster(client) => {
-                tasks.spawn(cluster::follow(state.clone(), client, stop.clone()));
+                // the watch's log lines name the API server (an unreachable one, say)
+                let span =
+                    tracing::info_span!("cluster", server = api_server.as_deref().unwrap_or("(the client given)"));
+                tasks.spawn(cluster::follow(state.clone(), client, stop.clone()).instrument(span));
                 "cluster"
             }
             Source::Files(dir) => {
