@@ -17,6 +17,6 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin podtail
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/podtailor /usr/local/bin/podtailor
 USER 65532:65532
-EXPOSE 8443 8080
+EXPOSE 8443 8081
 ENTRYPOINT ["/usr/local/bin/podtailor"]
 CMD ["serve", "--help"]

@@ -10,22 +10,29 @@ EXAMPLES := --template examples/template.yaml --overrides examples/overrides
 # the binary use it, so `make test` compiles the crate graph once.
 TEST_BUILD := $(CARGO) test --locked --no-run --quiet
 
-.PHONY: all build run render certs image deploy undeploy e2e e2e-build shellcheck crd crd-check manifests-test test fmt-check clippy unit oracle venv bench bench-load fuzz fuzz-smoke fuzz-build mutants clean
+.PHONY: all build run render certs image deploy undeploy e2e e2e-build shellcheck crd crd-check manifests-test docs-test test fmt-check clippy unit oracle venv bench bench-load fuzz fuzz-smoke fuzz-build mutants clean
 
 all: build
 
 build:
 	$(CARGO) build --locked
 
-## The main job on the embedded example: the webhook on https://127.0.0.1:8443 (POST /mutate),
-## admin on http://127.0.0.1:8080, serving examples/ with the development certificates.
+## Where `make run` listens: the webhook (HTTPS) and the admin port (plain HTTP). Either can be
+## given, e.g. `make run LISTEN=127.0.0.1:9443 ADMIN_LISTEN=127.0.0.1:9081`. The admin port is
+## not 8080, where kubectl without a kubeconfig falls back to.
+LISTEN ?= 127.0.0.1:8443
+ADMIN_LISTEN ?= 127.0.0.1:8081
+
+## The main job on the embedded example: the webhook on https://$(LISTEN) (POST /mutate),
+## admin on http://$(ADMIN_LISTEN), serving examples/ with the development certificates.
 run: build certs
 	$(BIN) serve $(EXAMPLES) --tls-cert certs/tls.crt --tls-key certs/tls.key \
-	  --listen 127.0.0.1:8443 --admin-listen 127.0.0.1:8080
+	  --listen $(LISTEN) --admin-listen $(ADMIN_LISTEN)
 
-## What the webhook does to the fixture AdmissionReview, without a server.
+## What the webhook does to the fixture AdmissionReview, without a server: the JSON patch it
+## would answer with.
 render: build
-	$(BIN) render $(EXAMPLES) examples/review.json
+	$(BIN) render $(EXAMPLES) -o patch examples/review.json
 
 ## Development CA and serving certificate under certs/ (kept if present; FORCE=1 remakes them).
 certs:
@@ -37,7 +44,7 @@ image:
 
 ## Install on the cluster of kubectl's current context: the development certificates (made if
 ## missing), then the certs/ overlay (kubectl apply -k certs); waits until both replicas are ready.
-## Needs the image podtailor:0.1.0 on the nodes (README: Install on a cluster). Not part of `test`.
+## Needs the image podtailor:0.1.0 on the nodes (docs/operations.md: Install on a cluster). Not part of `test`.
 deploy: certs
 	@command -v $(KUBECTL) >/dev/null || { echo "deploy: kubectl is required"; exit 1; }
 	$(KUBECTL) apply -k certs
@@ -51,8 +58,8 @@ undeploy:
 	$(KUBECTL) delete --ignore-not-found -k manifests
 
 ## The whole test suite: format, lints, Rust tests, the committed CRD, the install manifests,
-## independent oracles, a few seconds of each fuzz target.
-test: fmt-check clippy unit crd-check manifests-test shellcheck oracle fuzz-smoke
+## the documentation's console blocks, independent oracles, a few seconds of each fuzz target.
+test: fmt-check clippy unit crd-check manifests-test docs-test shellcheck oracle fuzz-smoke
 
 ## The end-to-end suite on a kind cluster (scripts/e2e.sh; needs docker, kind, kubectl):
 ## creates podtailor-e2e, builds and loads the image, installs with the certs overlay, runs
@@ -75,6 +82,13 @@ crd: build
 manifests-test: venv
 	@command -v $(KUBECTL) >/dev/null || { echo "manifests-test: kubectl is required (offline use only)"; exit 1; }
 	KUBECTL=$$(command -v $(KUBECTL)) $(VENV)/bin/pytest -q tests/manifests
+
+## The ```console blocks of README.md and docs/ run, and their output compared with what they
+## show (tests/docs/test_console.py: `...` marks left-out lines; blocks that need a cluster are
+## marked not run, with the reason).
+docs-test: venv
+	@$(TEST_BUILD)
+	PODTAILOR_BIN=$(BIN) $(VENV)/bin/pytest -q tests/docs
 
 ## Fails when manifests/base/crd.yaml is not what `podtailor crd` prints.
 crd-check:
@@ -113,7 +127,7 @@ bench:
 	@$(PYTHON) benches/ratio.py 5
 	$(CARGO) bench --locked --bench bounds
 
-## Load on `serve` over HTTP/1.1 keep-alive at 1, 16 and 64 connections (see the README).
+## Load on `serve` over HTTP/1.1 keep-alive at 1, 16 and 64 connections (see docs/development.md).
 bench-load:
 	scripts/bench-load.sh
 

@@ -20,9 +20,10 @@ use std::path::PathBuf;
 /// What can go wrong outside the merge itself.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file that could not be read.
-    #[error("{}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    /// A file that could not be read. The I/O error is part of the message, not a source
+    /// (a chain of causes would print it twice).
+    #[error("{}: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
     /// A file whose content is wrong: `message` names the object and the field.
     #[error("{}: {message}", path.display())]
     Config { path: PathBuf, message: String },

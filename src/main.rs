@@ -58,8 +58,60 @@ fn exit_on_panic(command: &'static str) {
     }));
 }
 
+/// Logging for `render` and `launch --dry-run`: warnings (an overrides directory's subdirectories that
+/// are not read, say) on standard error, without time or target; `RUST_LOG` filters.
+fn init_tool_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _already = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
+/// The command line, parsed; a usage error exits 2. `launch` given its command without `--`
+/// (`launch sh -c true`) is told where the command goes.
+fn parse() -> Cli {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut error = match Cli::try_parse_from(&args) {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    let unexpected = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) if error.kind() == ErrorKind::UnknownArgument && !arg.starts_with('-') => {
+            Some(arg.clone())
+        }
+        _ => None,
+    };
+    if let Some(arg) = unexpected
+        && args.get(1).is_some_and(|a| a == "launch")
+        && !args.iter().any(|a| a == "--")
+        && let Some(at) = args.iter().rposition(|a| *a == arg)
+    {
+        // quoted as a shell would need it, so the line can be copied
+        let quote = |a: &String| {
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        };
+        let command = args[at..].iter().map(quote).collect::<Vec<_>>().join(" ");
+        error.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![
+                format!("the command to run goes after `--`: podtailor launch [OPTIONS] -- {command}").into(),
+            ]),
+        );
+    }
+    error.exit()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     match &cli.command {
         Command::Render(_) => exit_on_panic("render"),
         Command::Launch(_) => exit_on_panic("launch"),
@@ -67,10 +119,16 @@ fn main() -> ExitCode {
         // the server answers a review whose handler panicked and logs the panic (serve::run)
         Command::Serve(_) => {}
     }
+    if matches!(&cli.command, Command::Render(_)) || matches!(&cli.command, Command::Launch(a) if a.dry_run) {
+        init_tool_logging();
+    }
     match cli.command {
         Command::Render(args) => match render::run(&args) {
-            Ok(text) => {
-                print!("{text}");
+            Ok(rendered) => {
+                for warning in &rendered.warnings {
+                    eprintln!("podtailor render: warning: {warning}");
+                }
+                print!("{}", rendered.text);
                 ExitCode::SUCCESS
             }
             Err(e) => {

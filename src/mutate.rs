@@ -53,7 +53,7 @@ pub fn decide(config: &Config, namespace: &str, pod: &Value, want: Want) -> Resu
                         "PodOverride {name:?} in namespace {namespace:?}: the PodOverrides have not been listed from the cluster yet (the webhook is starting); try again"
                     )));
                 }
-                None => return Err(deny(format!("PodOverride {name:?} not found in namespace {namespace:?}"))),
+                None => return Err(deny(config.overrides.not_found(namespace, name))),
             },
         }
     }

@@ -15,9 +15,9 @@ pub struct RenderArgs {
     /// The platform's default worker pod (a v1 Pod, YAML or JSON).
     #[arg(long, value_name = "FILE", env = "PODTAILOR_TEMPLATE")]
     pub template: PathBuf,
-    /// A directory of PodOverride files (*.yaml, *.yml, *.json).
+    /// A directory of PodOverride files (*.yaml, *.yml, *.json); none: the template alone.
     #[arg(long, value_name = "DIR", env = "PODTAILOR_OVERRIDES")]
-    pub overrides: PathBuf,
+    pub overrides: Option<PathBuf>,
     /// The namespace when INPUT names none (an AdmissionReview's, then the pod's, come first).
     #[arg(long, short = 'n', value_name = "NS", default_value = "default")]
     pub namespace: String,
@@ -36,23 +36,35 @@ pub enum Output {
     Patch,
 }
 
+/// What `render` prints: `text` on standard output, `warnings` (the webhook's, for values the
+/// pod set itself that an override replaced) on standard error.
+#[derive(Debug)]
+pub struct Rendered {
+    pub text: String,
+    pub warnings: Vec<String>,
+}
+
 /// Runs `render` and returns what to print.
-pub fn run(args: &RenderArgs) -> crate::Result<String> {
-    let config = store::files::load(&args.template, &args.overrides)?;
+pub fn run(args: &RenderArgs) -> crate::Result<Rendered> {
+    let config = match &args.overrides {
+        Some(dir) => store::files::load(&args.template, dir)?,
+        None => store::files::load_template_only(&args.template)?,
+    };
     let (text, source_name) = read_input(&args.input)?;
     let bad = |message: String| Error::Input { source_name: source_name.clone(), message };
     let given = input::pod_input(&text).map_err(bad)?;
     let namespace = given.namespace.as_deref().unwrap_or(&args.namespace);
-    let (desired, patch) = match decide(&config, namespace, &given.pod, Want::Desired).map_err(|d| bad(d.message))? {
-        Decision::NotOptedIn => (given.pod, json_patch::Patch(Vec::new())),
-        Decision::Mutated { outcome, .. } => (outcome.desired.unwrap_or_default(), outcome.patch),
-    };
+    let (desired, patch, warnings) =
+        match decide(&config, namespace, &given.pod, Want::Desired).map_err(|d| bad(d.message))? {
+            Decision::NotOptedIn => (given.pod, json_patch::Patch(Vec::new()), Vec::new()),
+            Decision::Mutated { outcome, .. } => (outcome.desired.unwrap_or_default(), outcome.patch, outcome.warnings),
+        };
     let printed = match args.output {
         Output::Yaml => serde_yaml_ng::to_string(&desired).map_err(|e| bad(e.to_string()))?,
         Output::Json => pretty(&desired),
         Output::Patch => pretty(&serde_json::to_value(&patch).unwrap_or(Value::Null)),
     };
-    Ok(printed)
+    Ok(Rendered { text: printed, warnings })
 }
 
 fn pretty(v: &Value) -> String {
@@ -64,9 +76,9 @@ fn pretty(v: &Value) -> String {
 fn read_input(path: &Path) -> crate::Result<(String, String)> {
     if path == Path::new("-") {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+        std::io::stdin().read_to_string(&mut text).map_err(|error| Error::Read { path: path.to_owned(), error })?;
         return Ok((text, "<stdin>".to_owned()));
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|error| Error::Read { path: path.to_owned(), error })?;
     Ok((text, path.display().to_string()))
 }

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::idle::IdleTimeout;
 use crate::store::{Config, Overrides, cluster, files, reload};
@@ -46,10 +46,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "PODTAILOR_TLS_KEY")]
     pub tls_key: PathBuf,
     /// Where the webhook listens (HTTPS: POST /mutate).
-    #[arg(long, value_name = "ADDR", env = "PODTAILOR_LISTEN", default_value = "0.0.0.0:8443")]
+    #[arg(long, value_name = "ADDR", env = "PODTAILOR_LISTEN", default_value = "0.0.0.0:8443", value_parser = parse_listen)]
     pub listen: SocketAddr,
-    /// Where the admin port listens (plain HTTP: /healthz, /readyz, /metrics).
-    #[arg(long, value_name = "ADDR", env = "PODTAILOR_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    /// Where the admin port listens (plain HTTP: /healthz, /readyz, /metrics). Not 8080: that
+    /// is where kubectl without a kubeconfig falls back to.
+    #[arg(long, value_name = "ADDR", env = "PODTAILOR_ADMIN_LISTEN", default_value = "0.0.0.0:8081", value_parser = parse_listen)]
     pub admin_listen: SocketAddr,
     /// Log format.
     #[arg(long, value_enum, env = "PODTAILOR_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -169,6 +170,8 @@ pub struct Server {
     timing: Timing,
     seen: reload::Seen,
     source: Source,
+    /// The API server's address in cluster mode, for the log lines of the watch.
+    api_server: Option<String>,
     stop: CancellationToken,
 }
 
@@ -185,18 +188,23 @@ impl Server {
         // before the Kubernetes client, whose TLS needs it too (bind_with installs it for
         // callers that come with their own client)
         tls::install_crypto_provider();
-        let client = if args.cluster {
+        let (client, api_server) = if args.cluster {
             // kube's error already carries its causes in its message: one line, not a chain
-            let client = kube::Client::try_default().await.map_err(|e| {
+            let config = kube::Config::infer().await.map_err(|e| {
                 anyhow::anyhow!(
                     "--cluster: cannot configure a Kubernetes client (in a pod: its service account; elsewhere: KUBECONFIG or ~/.kube/config): {e}"
                 )
             })?;
-            Some(client)
+            let api_server = config.cluster_url.to_string();
+            let client = kube::Client::try_from(config)
+                .map_err(|e| anyhow::anyhow!("--cluster: cannot make a Kubernetes client for {api_server}: {e}"))?;
+            (Some(client), Some(api_server))
         } else {
-            None
+            (None, None)
         };
-        Server::bind_with(args, client).await
+        let mut server = Server::bind_with(args, client).await?;
+        server.api_server = api_server;
+        Ok(server)
     }
 
     /// [`Server::bind`] with the Kubernetes client given: with one, the overrides come from
@@ -214,18 +222,16 @@ impl Server {
             Source::Cluster(_) => None,
         };
         let seen = reload::Seen::now(&args.template, overrides_dir, &args.tls_cert, &args.tls_key);
-        let template = Arc::new(files::load_template(&args.template)?);
+        // the flag first: `--overrides DIR: why`, one cause (the file errors carry their own)
+        let template = Arc::new(files::load_template(&args.template).map_err(|e| anyhow::anyhow!("--template {e}"))?);
         let overrides = match overrides_dir {
-            Some(dir) => files::load_overrides(dir)?,
+            Some(dir) => files::load_overrides(dir).map_err(|e| anyhow::anyhow!("--overrides {e}"))?,
             None => Overrides::unlisted(),
         };
         let config = Config { template, overrides };
-        let certs = CertStore::new(tls::load(&args.tls_cert, &args.tls_key)?);
-        let listener =
-            TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-        let admin = TcpListener::bind(args.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
+        let certs = CertStore::new(certificate(&args)?);
+        let listener = listen(args.listen, "--listen").await?;
+        let admin = listen(args.admin_listen, "--admin-listen").await?;
         let state = AppState::new(config);
         Ok(Server {
             addr: listener.local_addr()?,
@@ -238,6 +244,7 @@ impl Server {
             timing,
             seen,
             source,
+            api_server: None,
             stop: CancellationToken::new(),
         })
     }
@@ -249,13 +256,17 @@ impl Server {
 
     /// Serves until the stop token is cancelled, then drains in-flight requests.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { state, certs, addr, admin_addr, listener, admin, args, timing, seen, source, stop } = self;
+        let Server { state, certs, addr, admin_addr, listener, admin, args, timing, seen, source, api_server, stop } =
+            self;
         let Timing { reload: every, header: header_timeout, idle: idle_timeout, grace } = timing;
         let tasks = TaskTracker::new();
         tasks.spawn(reload::watch_template(state.clone(), args.template.clone(), seen, every, stop.clone()));
         let source = match source {
             Source::Cluster(client) => {
-                tasks.spawn(cluster::follow(state.clone(), client, stop.clone()));
+                // the watch's log lines name the API server (an unreachable one, say)
+                let span =
+                    tracing::info_span!("cluster", server = api_server.as_deref().unwrap_or("(the client given)"));
+                tasks.spawn(cluster::follow(state.clone(), client, stop.clone()).instrument(span));
                 "cluster"
             }
             Source::Files(dir) => {
@@ -340,6 +351,45 @@ impl Server {
         info!("stopped");
         Ok(())
     }
+}
+
+/// The serving certificate and key, or an error that names the flag of the file at fault
+/// and, for a missing file, how to make development ones.
+fn certificate(args: &ServeArgs) -> anyhow::Result<rustls::sign::CertifiedKey> {
+    tls::load(&args.tls_cert, &args.tls_key).map_err(|e| {
+        let path = match &e {
+            crate::Error::Read { path, .. } | crate::Error::Config { path, .. } => Some(path),
+            crate::Error::Input { .. } => None,
+        };
+        let flag = if path == Some(&args.tls_key) { "--tls-key" } else { "--tls-cert" };
+        let missing = matches!(&e, crate::Error::Read { error, .. } if error.kind() == std::io::ErrorKind::NotFound);
+        let hint = if missing { " (`make certs` writes a development certificate and key under certs/)" } else { "" };
+        anyhow::anyhow!("{flag} {e}{hint}")
+    })
+}
+
+/// A listener on `addr`, or an error that says which flag picks another address.
+async fn listen(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                format!(" (another process listens there: stop it, or choose another address with {flag})")
+            }
+            _ => String::new(),
+        };
+        anyhow::anyhow!("{flag} {addr}: cannot listen: {e}{hint}")
+    })
+}
+
+/// An address to listen on, `IP:PORT`; the error gives an example.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        let example = match s.parse::<u16>() {
+            Ok(port) => format!("127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every interface)"),
+            Err(_) => "127.0.0.1:8443 or 0.0.0.0:8443".to_owned(),
+        };
+        format!("{s:?} is not an address and port: expected IP:PORT, like {example}")
+    })
 }
 
 /// Waits for SIGTERM or SIGINT.

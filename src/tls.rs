@@ -32,14 +32,22 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8], cert_path: &Path, key_path
     let key =
         PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| bad(key_path, format!("not a PEM private key: {e}")))?;
     let provider = rustls::crypto::ring::default_provider();
-    let certified = CertifiedKey::from_der(chain, key, &provider)
-        .map_err(|e| bad(key_path, format!("cannot serve this key with {}: {e}", cert_path.display())))?;
+    let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => bad(
+            key_path,
+            format!(
+                "this private key does not belong to the certificate {}: their public keys differ",
+                cert_path.display()
+            ),
+        ),
+        other => bad(key_path, format!("cannot serve this key with {}: {other}", cert_path.display())),
+    })?;
     Ok(certified)
 }
 
 /// Reads and parses the certificate and key files.
 pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey> {
-    let read = |p: &Path| std::fs::read(p).map_err(|source| Error::Read { path: p.to_owned(), source });
+    let read = |p: &Path| std::fs::read(p).map_err(|error| Error::Read { path: p.to_owned(), error });
     certified_key(&read(cert_path)?, &read(key_path)?, cert_path, key_path)
 }
 

@@ -167,7 +167,11 @@ fn malformed_input() {
 fn a_template_that_is_not_a_pod() {
     assert_error(
         &scenario("apiVersion: apps/v1\nkind: Deployment\n", &[], POD),
-        &["template.yaml", "is not a Pod template"],
+        &[
+            "template.yaml",
+            "is not a Pod manifest: expected `apiVersion: v1` and `kind: Pod`",
+            "apiVersion \"apps/v1\" and kind \"Deployment\"",
+        ],
     );
     assert_error(&scenario("key: [broken\n", &[], POD), &["template.yaml", "invalid YAML"]);
     assert_error(
@@ -301,4 +305,260 @@ fn a_panic_ends_render_with_one_line_and_exit_code_1() {
     let out = render(&examples(&["-o", "json", "-"]).iter().map(String::as_str).collect::<Vec<_>>(), Some(&pod));
     common::assert_internal_error(&out, "render");
     assert!(out.stdout.is_empty());
+}
+
+// --- the mistakes a newcomer makes: each error says what to do ----------------------------
+
+/// `podtailor ARGS...` in the repository, without the configuration variables of a shell.
+fn podtailor(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_podtailor"));
+    cmd.args(args).current_dir(common::repo()).stdin(Stdio::null());
+    for var in ["PODTAILOR_TEMPLATE", "PODTAILOR_OVERRIDES", "PODTAILOR_CLUSTER", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    cmd.env_remove("PODTAILOR_LISTEN").env_remove("PODTAILOR_ADMIN_LISTEN");
+    cmd
+}
+
+fn output(cmd: &mut Command) -> (Option<i32>, String, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawn: {e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const NOT_IN_DEFAULT: &str = "PodOverride \"resource-requirements\" not found in namespace \"default\"; it exists in namespace \"airflow\" (use -n airflow)";
+const A_TYPO: &str =
+    "PodOverride \"resource-requirement\" not found in namespace \"airflow\"; did you mean \"resource-requirements\"?";
+
+#[test]
+fn launch_dry_run_says_where_the_override_is_and_what_was_meant() {
+    let launch = |extra: &[&str]| {
+        let mut args =
+            vec!["launch", "--dry-run", "--template", "examples/template.yaml", "--overrides", "examples/overrides"];
+        args.extend_from_slice(extra);
+        output(&mut podtailor(&args))
+    };
+    let (code, _, stderr) = launch(&["--override", "resource-requirements", "--", "true"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("podtailor launch: task \"task\": the webhook would deny its pod: podtailor: {NOT_IN_DEFAULT}\n")
+    );
+    let (code, _, stderr) = launch(&["-n", "airflow", "--override", "resource-requirement", "--", "true"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.ends_with(&format!("{A_TYPO}\n")), "{stderr}");
+    let (code, stdout, stderr) = launch(&["-n", "airflow", "--override", "resource-requirements", "--", "true"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("cpu: 500m"), "{stdout}");
+}
+
+#[test]
+fn render_says_where_the_override_is_and_what_was_meant() {
+    let pod = |names: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, annotations: {{podtailor.dev/override: {names}}}}}\nspec: {{containers: [{{name: base}}]}}\n"
+        )
+    };
+    let args = examples(&["-"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = render(&args, Some(&pod("resource-requirements")));
+    assert_error(&out, &[NOT_IN_DEFAULT]);
+    let args = examples(&["-n", "airflow", "-"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_error(&render(&args, Some(&pod("resource-requirement"))), &[A_TYPO]);
+}
+
+#[test]
+fn render_needs_no_overrides_for_the_template_alone() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {podtailor.dev/override: ''}}\nspec: {containers: [{name: base}]}\n";
+    let out = render(&["--template", "examples/template.yaml", "-o", "json", "-"], Some(pod));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let desired: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(desired["metadata"]["labels"]["tier"], "airflow");
+    assert_eq!(desired["spec"]["restartPolicy"], "Never");
+    // an override named with no directory is simply not found
+    let named = pod.replace("override: ''", "override: resource-requirements");
+    assert_error(
+        &render(&["--template", "examples/template.yaml", "-"], Some(&named)),
+        &["PodOverride \"resource-requirements\" not found in namespace \"default\""],
+    );
+}
+
+#[test]
+fn render_prints_the_webhooks_warnings_on_stderr() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {podtailor.dev/override: o}}\nspec: {containers: [{name: base, resources: {limits: {cpu: '2'}}}]}\n";
+    let out = scenario(TEMPLATE, &[("o.yaml", &over("{resources: {limits: {cpu: 1}}}"))], pod);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr,
+        "podtailor render: warning: override \"o\" replaced spec.containers[name=base].resources.limits.cpu, which the pod set to 2 (now 1)\n"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cpu: '1'"));
+}
+
+#[test]
+fn an_overrides_directory_keeps_its_kustomization_and_names_its_subdirectories() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for f in ["resource-requirements.yaml", "secret-env.yaml"] {
+        std::fs::copy(common::examples().join("overrides").join(f), dir.path().join(f))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let kustomization = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [resource-requirements.yaml, secret-env.yaml]\n";
+    std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path().display().to_string();
+    let render_pod = || {
+        output(&mut podtailor(&[
+            "render",
+            "--template",
+            "examples/template.yaml",
+            "--overrides",
+            &d,
+            "examples/pod.yaml",
+        ]))
+    };
+    let (code, stdout, stderr) = render_pod();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr, "", "a kustomization.yaml is skipped without a warning");
+    assert!(stdout.contains("MY_SECRET"));
+    std::fs::create_dir(dir.path().join("prod")).unwrap_or_else(|e| panic!("{e}"));
+    let (code, _, stderr) = render_pod();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("WARN") && stderr.contains("subdirectories are not read"), "{stderr}");
+    assert!(stderr.contains(&dir.path().join("prod").display().to_string()), "{stderr}");
+}
+
+#[test]
+fn a_template_that_is_not_a_manifest_says_what_a_template_is() {
+    assert_error(
+        &scenario("hello world\n", &[], POD),
+        &[
+            "template.yaml: is not a Pod manifest: expected `apiVersion: v1` and `kind: Pod` (the platform's worker pod), it is the text \"hello world\"",
+        ],
+    );
+}
+
+#[test]
+fn launch_says_the_command_goes_after_the_double_dash() {
+    let (code, _, stderr) = output(&mut podtailor(&["launch", "--dry-run", "sh", "-c", "true"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("-- sh -c true"), "{stderr}");
+}
+
+/// `serve` with certificates made for the test, in `dir`, and `args`.
+fn serve_in(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let cert = dir.join("tls.crt").display().to_string();
+    let key = dir.join("tls.key").display().to_string();
+    let mut cmd = podtailor(&["serve", "--template", "examples/template.yaml", "--tls-cert", &cert, "--tls-key", &key]);
+    cmd.args(args);
+    let (code, _, stderr) = output(&mut cmd);
+    (code, stderr)
+}
+
+fn certificates(dir: &Path) {
+    let (cert, key, _) = common::Pki::new().leaf("podtailor");
+    std::fs::write(dir.join("tls.crt"), cert).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("tls.key"), key).unwrap_or_else(|e| panic!("{e}"));
+}
+
+const FREE: [&str; 4] = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+
+#[test]
+fn serve_names_the_flag_of_a_missing_file_once() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (code, stderr) = serve_in(dir.path(), &[&["--overrides", "examples/overrides"][..], &FREE].concat());
+    let cert = dir.path().join("tls.crt").display().to_string();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "podtailor serve: --tls-cert {cert}: No such file or directory (os error 2) (`make certs` writes a development certificate and key under certs/)\n"
+        )
+    );
+    certificates(dir.path());
+    let (code, stderr) = serve_in(dir.path(), &[&["--overrides", "examples/nope"][..], &FREE].concat());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr, "podtailor serve: --overrides examples/nope: No such file or directory (os error 2)\n");
+}
+
+#[test]
+fn serve_says_a_key_does_not_belong_to_its_certificate() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    certificates(dir.path());
+    let (_, other_key, _) = common::Pki::new().leaf("other");
+    std::fs::write(dir.path().join("tls.key"), other_key).unwrap_or_else(|e| panic!("{e}"));
+    let (code, stderr) = serve_in(dir.path(), &[&["--overrides", "examples/overrides"][..], &FREE].concat());
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "podtailor serve: --tls-key {}: this private key does not belong to the certificate {}: their public keys differ\n",
+            p("tls.key"),
+            p("tls.crt")
+        )
+    );
+}
+
+#[test]
+fn serve_on_a_port_in_use_names_the_flag_to_change() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    certificates(dir.path());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = taken.local_addr().unwrap_or_else(|e| panic!("{e}")).to_string();
+    for (flag, other) in [("--listen", "--admin-listen"), ("--admin-listen", "--listen")] {
+        let (code, stderr) =
+            serve_in(dir.path(), &["--overrides", "examples/overrides", flag, &addr, other, "127.0.0.1:0"]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.starts_with(&format!("podtailor serve: {flag} {addr}: cannot listen: ")), "{stderr}");
+        assert!(
+            stderr.ends_with(&format!(
+                "(another process listens there: stop it, or choose another address with {flag})\n"
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn serve_with_a_port_alone_gives_an_example_address() {
+    let (code, _, stderr) = output(&mut podtailor(&["serve", "--listen", "8443"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("\"8443\" is not an address and port: expected IP:PORT, like 127.0.0.1:8443 (this machine only) or 0.0.0.0:8443 (every interface)"),
+        "{stderr}"
+    );
+}
+
+/// An API server that cannot be reached: the first retry already names its address.
+#[test]
+fn launch_names_the_api_server_it_cannot_reach() {
+    use std::io::BufRead;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = closed.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+    );
+    std::fs::write(dir.path().join("config"), kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+    let mut child = podtailor(&["launch", "--", "true"])
+        .env("KUBECONFIG", dir.path().join("config"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let mut first = String::new();
+    if let Some(stderr) = child.stderr.take() {
+        std::io::BufReader::new(stderr).read_line(&mut first).unwrap_or_else(|e| panic!("{e}"));
+    }
+    child.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = child.wait();
+    let want = format!("creating the pod in namespace \"default\" on http://127.0.0.1:{port}/: ");
+    assert!(first.contains(&want), "{first}");
+    assert!(first.contains("retrying in 0.5s (attempt 2 of 6)"), "{first}");
 }

@@ -480,7 +480,7 @@ async fn webhook_pods(client: &Client) -> Vec<String> {
 async fn certificate_reloads(client: &Client, replicas: &[String]) -> Vec<u64> {
     let mut counts = Vec::new();
     for pod in replicas {
-        let request = http::Request::get(format!("/api/v1/namespaces/{SYSTEM}/pods/{pod}:8080/proxy/metrics"))
+        let request = http::Request::get(format!("/api/v1/namespaces/{SYSTEM}/pods/{pod}:8081/proxy/metrics"))
             .body(Vec::new())
             .unwrap_or_else(|e| panic!("{e}"));
         let text = client.request_text(request).await.unwrap_or_else(|e| panic!("metrics of {pod}: {e}"));

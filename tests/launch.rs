@@ -993,8 +993,11 @@ fn a_bad_tasks_file_names_the_file_and_the_field() {
     let out = launch(&["--dry-run", "-f", &p]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.starts_with(&format!("podtailor launch: {p}: tasks[1]")), "{err}");
-    assert!(err.contains("unknown field `comand`"), "{err}");
+    assert!(
+        err.starts_with(&format!("podtailor launch: {p}: tasks[1].comand: unknown field `comand`, expected one of")),
+        "{err}"
+    );
+    assert_eq!(err.matches("tasks[1]").count(), 1, "the task named once: {err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 

@@ -122,6 +122,34 @@ async fn a_missing_override_is_denied_naming_it_and_the_namespace() {
     assert!(message.contains("\"gpu\"") && message.contains("\"airflow\""), "{message}");
 }
 
+/// The denial says where to look, as render and launch do (one function words all three).
+#[rstest]
+#[case::another_namespace(
+    "default",
+    "resource-requirements",
+    "podtailor: PodOverride \"resource-requirements\" not found in namespace \"default\"; it exists in namespace \"airflow\" (use -n airflow)"
+)]
+#[case::a_typo(
+    "airflow",
+    "resource-requirement",
+    "podtailor: PodOverride \"resource-requirement\" not found in namespace \"airflow\"; did you mean \"resource-requirements\"?"
+)]
+#[tokio::test]
+async fn a_missing_override_is_denied_saying_where_to_look(
+    #[case] namespace: &str,
+    #[case] name: &str,
+    #[case] want: &str,
+) {
+    let state = state();
+    let mut review = review();
+    review["request"]["namespace"] = json!(namespace);
+    review["request"]["object"]["metadata"]["namespace"] = json!(namespace);
+    review["request"]["object"]["metadata"]["annotations"]["podtailor.dev/override"] = json!(name);
+    let (_, answer) = post(&state, &review).await;
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(answer["response"]["status"]["message"], want);
+}
+
 #[tokio::test]
 async fn an_override_that_cannot_apply_is_denied_with_the_reason() {
     let state = state();
@@ -206,6 +234,14 @@ async fn metrics_count_outcomes_and_readyz_follows_the_configuration() {
     assert!(text.contains("podtailor_admission_requests_total{webhook=\"mutate\",outcome=\"invalid\"} 1"), "{text}");
     assert!(text.contains("podtailor_admission_duration_seconds_count 2"), "{text}");
     assert!(text.contains("podtailor_overrides_loaded 2"), "{text}");
+    // every series from the start, at zero: reloads of every source, the invalid gauge
+    for source in ["template", "overrides", "certificate", "cluster"] {
+        for result in ["success", "failure"] {
+            let series = format!("podtailor_reloads_total{{source=\"{source}\",result=\"{result}\"}} 0\n");
+            assert!(text.contains(&series), "{series} not in {text}");
+        }
+    }
+    assert!(text.contains("podtailor_overrides_invalid 0\n"), "{text}");
     let status = |path: &'static str| {
         let admin = admin.clone();
         async move { admin.oneshot(get(path)).await.unwrap_or_else(|e| match e {}).status() }

@@ -61,7 +61,7 @@ fn strings(field: &str, map: Map<String, Value>) -> std::result::Result<Vec<(Str
 
 /// Reads and checks a tasks file: every task valid, names unique.
 pub fn load(path: &Path) -> Result<Vec<TaskSpec>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|error| Error::Read { path: path.to_owned(), error })?;
     parse(&text).map_err(|message| Error::Config { path: path.to_owned(), message })
 }
 
@@ -70,7 +70,14 @@ pub fn parse(text: &str) -> std::result::Result<Vec<TaskSpec>, String> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let file: TasksFile = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) }
+        let inner = e.inner().to_string();
+        // serde_yaml_ng's message starts with the part of the path it knows (`tasks[1]: `):
+        // the whole path is said first, once
+        let inner = match inner.split_once(": ") {
+            Some((known, rest)) if path.starts_with(known) => rest.to_owned(),
+            _ => inner,
+        };
+        if path == "." { inner } else { format!("{path}: {inner}") }
     })?;
     if file.tasks.is_empty() {
         return Err("tasks: is empty: there is nothing to run".into());

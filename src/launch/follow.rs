@@ -22,6 +22,8 @@ use super::{CONTAINER, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TIMEOUT, TaskSpec};
 #[derive(Clone, Debug)]
 pub struct Options {
     pub namespace: String,
+    /// The API server's address, for messages (a create that cannot reach it names it).
+    pub server: Option<String>,
     /// Keep the pod when it succeeded (a failed one is always kept).
     pub keep: bool,
     /// Return once the pod is created.
@@ -37,6 +39,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             namespace: "default".into(),
+            server: None,
             keep: false,
             detach: false,
             timeout: None,
@@ -369,7 +372,10 @@ pub async fn run_one(
     let mut labelled = task.clone();
     labelled.labels.push((LAUNCH_ID_LABEL.to_owned(), id.clone()));
     let body = labelled.pod();
-    let what = format!("creating the pod in namespace {ns:?}");
+    let what = match &opts.server {
+        Some(server) => format!("creating the pod in namespace {ns:?} on {server}"),
+        None => format!("creating the pod in namespace {ns:?}"),
+    };
     let mut tries = 0;
     let create = || {
         tries += 1;

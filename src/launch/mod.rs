@@ -53,7 +53,8 @@ Exit codes:
   124  --timeout expired: the pod was deleted
   130  interrupted (Ctrl-C or SIGTERM): the pod was deleted (a second one exits at once)
 
-Retries: 429, 500, 502, 503, 504 and broken connections, 6 tries with backoff. The pod
+Retries: 429, 500, 502, 503, 504 and broken connections, 6 tries with backoff (0.5 s
+doubling up to 8 s: about 15 s in all; a connection must be made within 5 s). The pod
 carries the label podtailor.dev/launch-id (random): before it tries a create again, the
 launcher looks for the pod by it, so a create whose answer was lost does not run the task twice.
 
@@ -94,7 +95,7 @@ pub struct LaunchArgs {
     /// The kubeconfig context to use (default: the current context).
     #[arg(long, value_name = "CTX")]
     pub context: Option<String>,
-    /// Run a batch of tasks from a YAML file (see the README: `tasks:`, a list of tasks).
+    /// Run a batch of tasks from a YAML file (see docs/cli.md: `tasks:`, a list of tasks).
     #[arg(long, short = 'f', value_name = "TASKS_FILE")]
     pub file: Option<PathBuf>,
     /// At most N tasks of a batch run at once.
@@ -352,13 +353,19 @@ pub fn run(args: LaunchArgs) -> u8 {
         Err(e) => return fail(EXIT_ERROR, format!("cannot start the runtime: {e}")),
     };
     runtime.block_on(async move {
-        let (client, namespace) = match connect(args.context.as_deref(), args.namespace.as_deref()).await {
+        let (client, namespace, server) = match connect(args.context.as_deref(), args.namespace.as_deref()).await {
             Ok(c) => c,
             Err(e) => return fail(EXIT_ERROR, e),
         };
         let interrupt = interrupt_on_signals();
-        let opts =
-            Options { namespace, keep: args.keep, detach: args.detach, timeout: args.timeout, ..Options::default() };
+        let opts = Options {
+            namespace,
+            server: Some(server),
+            keep: args.keep,
+            detach: args.detach,
+            timeout: args.timeout,
+            ..Options::default()
+        };
         let terminal = std::io::stderr().is_terminal();
         if args.file.is_some() {
             let reports = report::for_batch(&tasks, terminal);
@@ -390,9 +397,12 @@ pub fn run(args: LaunchArgs) -> u8 {
     })
 }
 
-/// A client from the standard kubeconfig resolution, and the namespace to use. kube's own
-/// retry layer is turned off: [`follow`] retries what is transient, visibly and boundedly.
-async fn connect(context: Option<&str>, namespace: Option<&str>) -> Result<(kube::Client, String), String> {
+/// A client from the standard kubeconfig resolution, the namespace to use and the API
+/// server's address. kube's own retry layer is turned off: [`follow`] retries what is
+/// transient, visibly and boundedly; and a connection must be made within
+/// [`CONNECT_TIMEOUT`], not kube's 30 s, so an API server that cannot be reached at all is
+/// given up on after about 45 s (6 tries), not 3 minutes.
+async fn connect(context: Option<&str>, namespace: Option<&str>) -> Result<(kube::Client, String, String), String> {
     let config = match context {
         Some(ctx) => {
             let options = kube::config::KubeConfigOptions { context: Some(ctx.to_owned()), ..Default::default() };
@@ -406,10 +416,17 @@ async fn connect(context: Option<&str>, namespace: Option<&str>) -> Result<(kube
     };
     let mut config = config;
     config.default_retry = false;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
     let namespace = namespace.map_or_else(|| config.default_namespace.clone(), str::to_owned);
-    let client = kube::Client::try_from(config).map_err(|e| format!("cannot make a Kubernetes client: {e}"))?;
-    Ok((client, namespace))
+    let server = config.cluster_url.to_string();
+    let client =
+        kube::Client::try_from(config).map_err(|e| format!("cannot make a Kubernetes client for {server}: {e}"))?;
+    Ok((client, namespace, server))
 }
+
+/// How long the launcher waits for a TCP connection to the API server (which accepts in
+/// milliseconds when it is up).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A token cancelled by the first SIGINT (Ctrl-C) or SIGTERM; a second one exits at once
 /// with 130. The handlers are installed before this returns, so no signal is missed.

@@ -18,12 +18,17 @@ use crate::{Error, Result};
 const OVERRIDE_API_VERSION: &str = "podtailor.dev/v1alpha1";
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|error| Error::Read { path: path.to_owned(), error })
 }
 
 /// Loads the template and the overrides.
 pub fn load(template: &Path, overrides: &Path) -> Result<Config> {
     Ok(Config { template: Arc::new(load_template(template)?), overrides: load_overrides(overrides)? })
+}
+
+/// Loads the template alone: no override is known.
+pub fn load_template_only(template: &Path) -> Result<Config> {
+    Ok(Config { template: Arc::new(load_template(template)?), overrides: Overrides::default() })
 }
 
 /// Reads the platform's default pod.
@@ -37,8 +42,14 @@ pub fn parse_template(text: &str) -> Result<Template, String> {
     match input::type_of(&pod) {
         ("v1", "Pod") => {}
         (api, kind) => {
+            let found = match &pod {
+                Value::Object(_) if api.is_empty() && kind.is_empty() => "it has neither".to_owned(),
+                Value::Object(_) => format!("it has apiVersion {api:?} and kind {kind:?}"),
+                Value::String(text) => format!("it is the text {text:?}"),
+                other => format!("it is {other}"),
+            };
             return Err(format!(
-                "is not a Pod template: it is a {kind:?} of {api:?}, expected apiVersion v1, kind Pod"
+                "is not a Pod manifest: expected `apiVersion: v1` and `kind: Pod` (the platform's worker pod), {found}"
             ));
         }
     }
@@ -61,29 +72,75 @@ pub fn parse_template(text: &str) -> Result<Template, String> {
     Ok(Template::new(pod))
 }
 
-/// The override files of `dir`, in name order.
-pub fn override_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Read { path: dir.to_owned(), source })?;
-    let mut files = Vec::new();
+/// What a directory of overrides holds: the override files, and what is not read.
+#[derive(Debug, Default)]
+struct Listing {
+    /// `*.yaml`, `*.yml` and `*.json`, in name order.
+    files: Vec<PathBuf>,
+    /// Subdirectories: not read, like `kubectl apply -f DIR` without `-R`.
+    subdirectories: Vec<PathBuf>,
+    /// `kustomization.yaml` (or `.yml`, or `Kustomization`): kustomize's, not a PodOverride.
+    kustomization: Option<PathBuf>,
+}
+
+/// Whether `name` is kustomize's file of a directory.
+fn is_kustomization(name: &str) -> bool {
+    matches!(name, "kustomization.yaml" | "kustomization.yml" | "Kustomization")
+}
+
+fn listing(dir: &Path) -> Result<Listing> {
+    let entries = std::fs::read_dir(dir).map_err(|error| Error::Read { path: dir.to_owned(), error })?;
+    let mut listing = Listing::default();
     for entry in entries {
-        let entry = entry.map_err(|source| Error::Read { path: dir.to_owned(), source })?;
+        let entry = entry.map_err(|error| Error::Read { path: dir.to_owned(), error })?;
         let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let wanted = !name.starts_with('.') && [".yaml", ".yml", ".json"].iter().any(|e| name.ends_with(e));
-        if wanted && path.is_file() {
-            files.push(path);
+        if name.starts_with('.') {
+            continue;
+        }
+        if is_kustomization(&name) {
+            listing.kustomization = Some(path);
+        } else if path.is_dir() {
+            listing.subdirectories.push(path);
+        } else if [".yaml", ".yml", ".json"].iter().any(|e| name.ends_with(e)) && path.is_file() {
+            listing.files.push(path);
         }
     }
-    files.sort();
-    Ok(files)
+    listing.files.sort();
+    listing.subdirectories.sort();
+    Ok(listing)
+}
+
+/// The override files of `dir`, in name order: `*.yaml`, `*.yml` and `*.json`, not those
+/// of its subdirectories, and not a `kustomization.yaml`.
+pub fn override_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(listing(dir)?.files)
+}
+
+/// Logs what [`load_overrides`] does not read in `dir`: a warning for subdirectories (their
+/// overrides are not loaded), a line at info for a `kustomization.yaml`.
+fn log_not_read(dir: &Path, listing: &Listing) {
+    if !listing.subdirectories.is_empty() {
+        let names: Vec<String> = listing.subdirectories.iter().map(|p| p.display().to_string()).collect();
+        tracing::warn!(
+            "{}: subdirectories are not read (only the directory's own *.yaml, *.yml and *.json files, as with kubectl apply -f without -R): {}",
+            dir.display(),
+            names.join(", ")
+        );
+    }
+    if let Some(path) = &listing.kustomization {
+        tracing::info!("{}: skipped (kustomize's file, not a PodOverride)", path.display());
+    }
 }
 
 /// Reads every PodOverride in `dir`. Any problem in any file fails the whole load, so a
 /// half-read directory never replaces a good one.
 pub fn load_overrides(dir: &Path) -> Result<Overrides> {
+    let listing = listing(dir)?;
+    log_not_read(dir, &listing);
     let mut overrides = Overrides::default();
-    for path in override_files(dir)? {
+    for path in listing.files {
         add_overrides(&mut overrides, &read(&path)?, &path.display().to_string())
             .map_err(|message| Error::Config { path: path.clone(), message })?;
     }

@@ -50,6 +50,38 @@ impl Overrides {
             .map(|l| &l.r#override)
     }
 
+    /// Why `name` is not found from `namespace`, with where to look instead: the namespaces
+    /// that do have an override of that name, else the names here that are a typo away.
+    pub fn not_found(&self, namespace: &str, name: &str) -> String {
+        let mut message = format!("PodOverride {name:?} not found in namespace {namespace:?}");
+        let mut elsewhere: Vec<&str> =
+            self.by_key.keys().filter(|(_, n)| n == name).filter_map(|(ns, _)| ns.as_deref()).collect();
+        elsewhere.sort_unstable();
+        if let [only] = elsewhere.as_slice() {
+            message.push_str(&format!("; it exists in namespace {only:?} (use -n {only})"));
+            return message;
+        }
+        if !elsewhere.is_empty() {
+            let list = elsewhere.iter().map(|ns| format!("{ns:?}")).collect::<Vec<_>>().join(", ");
+            message.push_str(&format!("; it exists in namespaces {list} (use -n with one of them)"));
+            return message;
+        }
+        let mut near: Vec<&str> = self
+            .by_key
+            .keys()
+            .filter(|(ns, _)| ns.as_deref().is_none_or(|ns| ns == namespace))
+            .map(|(_, n)| n.as_str())
+            .filter(|n| edit_distance(n, name) <= 2)
+            .collect();
+        near.sort_unstable();
+        near.dedup();
+        if !near.is_empty() {
+            let list = near.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(" or ");
+            message.push_str(&format!("; did you mean {list}?"));
+        }
+        message
+    }
+
     /// An empty set that stands for "not listed yet".
     pub fn unlisted() -> Overrides {
         Overrides { unlisted: true, ..Overrides::default() }
@@ -92,9 +124,87 @@ impl Overrides {
     }
 }
 
+/// Levenshtein distance: the fewest characters inserted, deleted or replaced to turn `a`
+/// into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let replaced = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = replaced.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// Everything a decision needs.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub template: Arc<Template>,
     pub overrides: Overrides,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::PodOverrideSpec;
+
+    fn set(entries: &[(Option<&str>, &str)]) -> Overrides {
+        let mut set = Overrides::default();
+        for (ns, name) in entries {
+            let loaded = Loaded {
+                namespace: ns.map(str::to_owned),
+                r#override: Arc::new(Override::new((*name).to_owned(), PodOverrideSpec::default())),
+                origin: "test".into(),
+            };
+            assert!(set.insert(loaded).is_ok());
+        }
+        set
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("resource-requirement", "resource-requirements"), 1);
+        assert_eq!(edit_distance("secret-env", "secert-env"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+        assert_eq!(edit_distance("large-memory", "secret-env"), 10);
+    }
+
+    #[test]
+    fn not_found_says_where_the_name_exists() {
+        let set = set(&[(Some("airflow"), "resource-requirements"), (Some("airflow"), "secret-env")]);
+        assert_eq!(
+            set.not_found("default", "resource-requirements"),
+            "PodOverride \"resource-requirements\" not found in namespace \"default\"; it exists in namespace \"airflow\" (use -n airflow)"
+        );
+        let two = self::set(&[(Some("b"), "x"), (Some("a"), "x")]);
+        assert_eq!(
+            two.not_found("c", "x"),
+            "PodOverride \"x\" not found in namespace \"c\"; it exists in namespaces \"a\", \"b\" (use -n with one of them)"
+        );
+    }
+
+    #[test]
+    fn not_found_suggests_near_names_of_the_namespace() {
+        let set =
+            set(&[(Some("airflow"), "resource-requirements"), (None, "secret-env"), (Some("other"), "secret-en")]);
+        assert_eq!(
+            set.not_found("airflow", "resource-requirement"),
+            "PodOverride \"resource-requirement\" not found in namespace \"airflow\"; did you mean \"resource-requirements\"?"
+        );
+        // one for every namespace is a suggestion; one of another namespace is not
+        assert_eq!(
+            set.not_found("airflow", "secret-enf"),
+            "PodOverride \"secret-enf\" not found in namespace \"airflow\"; did you mean \"secret-env\"?"
+        );
+        assert_eq!(
+            set.not_found("airflow", "large-memory"),
+            "PodOverride \"large-memory\" not found in namespace \"airflow\""
+        );
+    }
 }

@@ -20,7 +20,7 @@ use crate::webhook::metrics::{ReloadResult, Source};
 pub fn fingerprint(paths: &[PathBuf]) -> crate::Result<[u8; 32]> {
     let mut h = Sha256::new();
     for p in paths {
-        let bytes = std::fs::read(p).map_err(|source| crate::Error::Read { path: p.clone(), source })?;
+        let bytes = std::fs::read(p).map_err(|error| crate::Error::Read { path: p.clone(), error })?;
         h.update(p.as_os_str().as_encoded_bytes());
         h.update([0]);
         h.update((bytes.len() as u64).to_le_bytes());

@@ -87,7 +87,7 @@ impl Default for Metrics {
             "PodOverride objects in the cluster that do not load (pods naming one are denied with the reason)",
             invalid.clone(),
         );
-        // every outcome shows from the start, at zero
+        // every series shows from the start, at zero: outcomes, and reloads of every source
         let all = [
             OutcomeLabel::patched,
             OutcomeLabel::unchanged,
@@ -100,6 +100,11 @@ impl Default for Metrics {
         }
         for outcome in [OutcomeLabel::unchanged, OutcomeLabel::denied, OutcomeLabel::invalid, OutcomeLabel::error] {
             let _zero = requests.get_or_create(&RequestLabels { webhook: WebhookLabel::validate, outcome });
+        }
+        for source in [Source::template, Source::overrides, Source::certificate, Source::cluster] {
+            for result in [ReloadResult::success, ReloadResult::failure] {
+                let _zero = reloads.get_or_create(&ReloadLabels { source, result });
+            }
         }
         Metrics { registry, requests, duration, reloads, overrides, invalid }
     }

@@ -251,7 +251,8 @@ def test_the_service_reaches_the_webhook_port_the_server_listens_on(base):
 
 def test_the_admin_port_is_not_the_webhook_port(base):
     args = base.container()["args"]
-    assert listen_port(flag(args, "--admin-listen")) == 8080
+    # 8081, the binary's default: not 8080, where kubectl without a kubeconfig falls back to
+    assert listen_port(flag(args, "--admin-listen")) == 8081
     assert listen_port(flag(args, "--admin-listen")) != listen_port(flag(args, "--listen"))
 
 

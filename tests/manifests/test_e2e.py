@@ -61,7 +61,7 @@ def test_the_names_the_suite_uses_exist_in_the_install(certs, base):
     assert labels.get("app.kubernetes.io/name") == "podtailor"
     assert '"app.kubernetes.io/name=podtailor"' in SUITE
     ports = {p["containerPort"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
-    assert 8080 in ports and ":8080/proxy/metrics" in SUITE
+    assert 8081 in ports and ":8081/proxy/metrics" in SUITE
 
 
 def test_every_e2e_scenario_is_ignored_outside_make_e2e():

@@ -361,3 +361,20 @@ def test_an_overlay_of_ones_own_sets_the_image_and_the_template(tmp_path):
     assert rendered.one("ConfigMap", "podtailor-template")["data"] == {"template.yaml": template}
     (volume,) = [v for v in rendered.deployment()["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
     assert volume["configMap"]["name"] == "podtailor-template"
+
+
+def test_the_narrowing_overlay_of_the_operations_page_renders_as_it_says(tmp_path):
+    # docs/operations.md: the MutatingWebhookConfiguration narrowed to the airflow namespace and
+    # Airflow's worker pods, the opt-in condition kept
+    page = (ROOT / "docs" / "operations.md").read_text()
+    (block,) = [b.split("```")[0] for b in page.split("```yaml\n")[1:] if "objectSelector" in b.split("```")[0]]
+    overlay = yaml.safe_load(block)
+    overlay["resources"] = [os.path.relpath(ROOT / "manifests" / "cert-manager", tmp_path)]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    rendered = Rendered(kustomize(tmp_path))
+    (hook,) = rendered.one("MutatingWebhookConfiguration", "podtailor")["webhooks"]
+    assert hook["namespaceSelector"] == {
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["airflow"]}]
+    }
+    assert hook["objectSelector"] == {"matchLabels": {"kubernetes_executor": "True"}}
+    assert [c["name"] for c in hook["matchConditions"]] == ["opted-in"]
