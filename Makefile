@@ -4,13 +4,16 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := target/venv
 BIN := target/debug/podtailor
-KUBECTL ?= kubectl
+ENVTEST_BIN := target/envtest/bin
+# kubectl for the offline checks: the one built with the control plane (make envtest-bin) where
+# Go is installed, else the one on PATH.
+KUBECTL ?= $(if $(shell command -v go),$(ENVTEST_BIN)/kubectl,kubectl)
 EXAMPLES := --template examples/template.yaml --overrides examples/overrides
 # The binary as `cargo test` builds it (dev-dependency features unified): the checks that run
 # the binary use it, so `make test` compiles the crate graph once.
 TEST_BUILD := $(CARGO) test --locked --no-run --quiet
 
-.PHONY: all build run render certs image deploy undeploy e2e e2e-build shellcheck crd crd-check manifests-test docs-test test fmt-check clippy unit oracle venv bench bench-load fuzz fuzz-smoke fuzz-build mutants clean
+.PHONY: all build run render certs image deploy undeploy e2e e2e-build shellcheck crd crd-check manifests-test docs-test test fmt-check clippy unit oracle venv bench bench-load fuzz fuzz-smoke fuzz-build mutants bench-cluster envtest envtest-bin clean
 
 all: build
 
@@ -58,8 +61,20 @@ undeploy:
 	$(KUBECTL) delete --ignore-not-found -k manifests
 
 ## The whole test suite: format, lints, Rust tests, the committed CRD, the install manifests,
-## the documentation's console blocks, independent oracles, a few seconds of each fuzz target.
-test: fmt-check clippy unit crd-check manifests-test docs-test shellcheck oracle fuzz-smoke
+## the documentation's console blocks, independent oracles, a few seconds of each fuzz target,
+## and the control-plane tier (a real kube-apiserver and etcd).
+test: fmt-check clippy envtest-bin unit crd-check manifests-test docs-test shellcheck oracle fuzz-smoke envtest
+
+## kube-apiserver, kubectl and etcd built from Go modules (tests/envtest/go.mod) into
+## target/envtest/bin; nothing is built where KUBEBUILDER_ASSETS names binaries of your own.
+envtest-bin:
+	scripts/envtest-bin.sh
+
+## The control-plane tier (tests/envtest.rs): etcd and kube-apiserver on loopback, podtailor
+## installed from manifests/, the API server calling the webhook. Without the binaries it
+## prints one line and skips; PODTAILOR_ENVTEST=require (CI) makes that a failure.
+envtest: envtest-bin
+	$(CARGO) test --locked --test envtest
 
 ## The end-to-end suite on a kind cluster (scripts/e2e.sh; needs docker, kind, kubectl):
 ## creates podtailor-e2e, builds and loads the image, installs with the certs overlay, runs
@@ -79,8 +94,8 @@ crd: build
 ## The install (tests/manifests): the CRD, a valid object whose schema takes every example
 ## PodOverride; the base and both overlays rendered by `kubectl kustomize` (offline), valid,
 ## read-only RBAC, the webhooks' settings, ports, probes, certificates and CA bundles.
-manifests-test: venv
-	@command -v $(KUBECTL) >/dev/null || { echo "manifests-test: kubectl is required (offline use only)"; exit 1; }
+manifests-test: venv envtest-bin
+	@command -v $(KUBECTL) >/dev/null || { echo "manifests-test: kubectl is required (offline use only): make envtest-bin builds it (needs Go)"; exit 1; }
 	KUBECTL=$$(command -v $(KUBECTL)) $(VENV)/bin/pytest -q tests/manifests
 
 ## The ```console blocks of README.md and docs/ run, and their output compared with what they
@@ -114,10 +129,10 @@ $(VENV)/.installed: tests/oracle/requirements.txt
 venv: $(VENV)/.installed
 
 ## kubectl's strategic merge, Python's jsonpatch and kubernetes-validate against `render`.
-oracle: venv
+oracle: venv envtest-bin
 	@$(TEST_BUILD)
-	@command -v kubectl >/dev/null || { echo "oracle: kubectl is required (offline use only)"; exit 1; }
-	PODTAILOR_BIN=$(BIN) $(VENV)/bin/pytest -q tests/oracle
+	@command -v $(KUBECTL) >/dev/null || { echo "oracle: kubectl is required (offline use only): make envtest-bin builds it (needs Go)"; exit 1; }
+	KUBECTL=$$(command -v $(KUBECTL)) PODTAILOR_BIN=$(BIN) $(VENV)/bin/pytest -q tests/oracle
 
 ## Criterion: render of the fixture review versus its floor (parse and re-serialise), in
 ## alternating fresh processes, 5 rounds; prints the medians and the ratio. Then the largest
@@ -126,6 +141,11 @@ bench:
 	$(CARGO) bench --locked --bench render --bench bounds --no-run
 	@$(PYTHON) benches/ratio.py 5
 	$(CARGO) bench --locked --bench bounds
+
+## Pod creations through a real API server (the envtest control plane) with podtailor and with
+## no webhook, side by side; serve --cluster with 5 000 PodOverrides: time to ready, memory.
+bench-cluster: envtest-bin
+	$(CARGO) bench --locked --bench cluster
 
 ## Load on `serve` over HTTP/1.1 keep-alive at 1, 16 and 64 connections (see docs/development.md).
 bench-load:

@@ -460,3 +460,26 @@ fn a_pod_nested_as_deep_as_a_review_can_carry_merges() {
     assert_eq!(leaf["leaf"], "pod");
     assert_eq!(desired["spec"]["containers"][0]["securityContext"]["runAsNonRoot"], true);
 }
+
+/// The marker's hash is of the configuration's content, not of its text: the API server sends
+/// an override's pod fragment with its keys sorted, a file has them as written, and both must
+/// give the same marker (else a pod rendered offline is tailored again in the cluster).
+#[test]
+fn the_marker_does_not_depend_on_key_order() {
+    let marker = |template: Value, fragment: Value| {
+        let desired = run(template, pod("o", base(json!({}))), &[(None, "o", json!({"pod": fragment}))]);
+        desired.pointer("/metadata/annotations/podtailor.dev~1applied").and_then(Value::as_str).map(str::to_owned)
+    };
+    let fragment = json!({"spec": {"nodeSelector": {"pool": "highmem", "zone": "a"}, "priority": 0}});
+    let reordered = json!({"spec": {"priority": 0, "nodeSelector": {"zone": "a", "pool": "highmem"}}});
+    let mut template_reordered: serde_json::Map<String, Value> = serde_json::Map::new();
+    let t = template();
+    for key in ["spec", "metadata", "kind", "apiVersion"] {
+        template_reordered.insert(key.to_owned(), t[key].clone());
+    }
+    let first = marker(template(), fragment.clone());
+    assert!(first.is_some());
+    assert_eq!(first, marker(Value::Object(template_reordered), reordered));
+    let changed = json!({"spec": {"nodeSelector": {"pool": "highmem", "zone": "b"}, "priority": 0}});
+    assert_ne!(first, marker(template(), changed), "a changed override must change the marker");
+}

@@ -98,7 +98,7 @@ impl Template {
             }
         }
         strategic::drop_zeroes(&mut pod, Kind::Pod, Nulls::Keep);
-        let hash = Sha256::digest(pod.to_string().as_bytes()).into();
+        let hash = Sha256::digest(canonical_json(&pod)).into();
         // the pod itself moves into the template: what is inside it stays where it is
         let mut texts = Texts::default();
         texts.index(&pod, false);
@@ -151,7 +151,7 @@ impl Override {
         let mut h = Sha256::new();
         h.update(name.as_bytes());
         h.update([0]);
-        h.update(serde_json::to_vec(&spec).unwrap_or_default());
+        h.update(serde_json::to_value(&spec).map(|v| canonical_json(&v)).unwrap_or_default());
         let resources = spec.resources.as_ref().and_then(|r| serde_json::to_value(r).ok());
         let secrets = secrets::prepare(&spec.secrets);
         // the roots of the pod fragment and of the resources move into the override; the
@@ -322,6 +322,15 @@ fn applied_marker(template: &Template, overrides: &[&Override]) -> String {
     let hex = hex(&digest[..8]);
     let names: Vec<&str> = overrides.iter().map(|o| o.name.as_str()).collect();
     format!("overrides={}; config=sha256:{hex}", names.join(","))
+}
+
+/// The JSON text of `value` with every object's keys sorted: what the marker's hash is taken
+/// of, so that the same configuration read from a file and from the API server (which sends
+/// an override's unknown fields with their keys sorted) gives the same marker.
+fn canonical_json(value: &Value) -> Vec<u8> {
+    let mut sorted = value.clone();
+    sorted.sort_all_objects();
+    sorted.to_string().into_bytes()
 }
 
 /// Lower-case hexadecimal, two digits a byte.

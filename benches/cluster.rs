@@ -1,0 +1,225 @@
+//! `make bench-cluster`: podtailor in front of a real API server (the control plane of the
+//! envtest tier, tests/envtest/).
+//!
+//! 1. Pod creations at a fixed rate through the API server, with podtailor called (pods that
+//!    opt in) and with no webhook configured at all, in alternating rounds of one run: each
+//!    mode's latency p50/p99 and the creations per second reached; the medians over rounds.
+//! 2. `serve --cluster` with 5 000 PodOverrides across 500 namespaces: the time from its start
+//!    to /readyz (its first full list) and its resident memory then.
+//!
+//! Usage: cargo bench --bench cluster -- [--rate N] [--pods N] [--rounds N] [--overrides N]
+
+// the harness's own modules; the bench uses part of them
+#[allow(dead_code)]
+#[path = "../tests/envtest/controlplane.rs"]
+mod controlplane;
+#[allow(dead_code)]
+#[path = "../tests/envtest/install.rs"]
+mod install;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{Api, DynamicObject, PostParams};
+use serde_json::{Value, json};
+
+use controlplane::{Binaries, ControlPlane, Result};
+use install::{Webhook, kubectl_ok, podoverride_resource, repo};
+
+struct Options {
+    rate: u32,
+    pods: u32,
+    rounds: u32,
+    overrides: u32,
+}
+
+fn options() -> Result<Options> {
+    let mut o = Options { rate: 20, pods: 200, rounds: 3, overrides: 5000 };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| -> Result<u32> {
+            args.next().and_then(|v| v.parse().ok()).ok_or_else(|| format!("{name} takes a number"))
+        };
+        match a.as_str() {
+            "--rate" => o.rate = value("--rate")?,
+            "--pods" => o.pods = value("--pods")?,
+            "--rounds" => o.rounds = value("--rounds")?,
+            "--overrides" => o.overrides = value("--overrides")?,
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}: --rate N --pods N --rounds N --overrides N")),
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> std::process::ExitCode {
+    let result = options().and_then(|o| {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+        runtime.block_on(run(o))
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-cluster: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn namespace(cp: &ControlPlane, name: &str) -> Result<()> {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).map_err(|e| e.to_string())?;
+    Api::<Namespace>::all(cp.admin.clone()).create(&PostParams::default(), &ns).await.map_err(|e| e.to_string())?;
+    for sa in ["default", "infrared-photon-7780-worker"] {
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": sa}})).map_err(|e| e.to_string())?;
+        Api::<ServiceAccount>::namespaced(cp.admin.clone(), name).create(&PostParams::default(), &sa).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn pod(ns: &str, opted_in: bool) -> Result<Pod> {
+    let mut annotations = json!({});
+    if opted_in {
+        annotations["podtailor.dev/override"] = json!("resource-requirements,secret-env");
+    }
+    serde_json::from_value(json!({
+        "metadata": {"generateName": "bench-", "namespace": ns, "annotations": annotations,
+                     "labels": {"dag_id": "bench", "task_id": "t", "try_number": "1"}},
+        "spec": {"serviceAccountName": "infrared-photon-7780-worker", "restartPolicy": "Never",
+                 "containers": [{"name": "base", "image": "quay.io/astronomer/ap-airflow:2.10.5", "args": ["airflow", "version"]}]},
+    }))
+    .map_err(|e| e.to_string())
+}
+
+/// Creates `n` pods at `rate` per second: (latencies, creations per second reached).
+async fn creations(cp: &ControlPlane, ns: &str, opted_in: bool, n: u32, rate: u32) -> Result<(Vec<Duration>, f64)> {
+    let api: Api<Pod> = Api::namespaced(cp.admin.clone(), ns);
+    let body = pod(ns, opted_in)?;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        ticker.tick().await;
+        let (api, body) = (api.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            api.create(&PostParams::default(), &body).await.map(|_| t.elapsed()).map_err(|e| e.to_string())
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.push(t.await.map_err(|e| e.to_string())??);
+    }
+    let rate = f64::from(n) / started.elapsed().as_secs_f64();
+    latencies.sort();
+    Ok((latencies, rate))
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(i).map(|d| d.as_secs_f64() * 1e3).unwrap_or(f64::NAN)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+async fn run(o: Options) -> Result<()> {
+    let bins = Binaries::find()?;
+    let dir = tempfile::Builder::new().prefix("podtailor-bench-cluster-").tempdir().map_err(|e| e.to_string())?;
+    let cp = ControlPlane::start(&bins, dir.path(), &[]).await?;
+    let mut webhook = Webhook::install(&bins, &cp).await?;
+    let result = measure(&o, &bins, &cp, &mut webhook).await;
+    webhook.stop();
+    cp.stop();
+    result
+}
+
+async fn measure(o: &Options, bins: &Binaries, cp: &ControlPlane, webhook: &mut Webhook) -> Result<()> {
+    namespace(cp, "bench").await?;
+    let overrides: Api<DynamicObject> = Api::namespaced_with(cp.admin.clone(), "bench", &podoverride_resource());
+    for name in ["resource-requirements", "secret-env"] {
+        let text = std::fs::read_to_string(repo().join(format!("examples/overrides/{name}.yaml"))).map_err(|e| e.to_string())?;
+        let mut object: Value = serde_yaml_ng::from_str(&text).map_err(|e| e.to_string())?;
+        object["metadata"]["namespace"] = json!("bench");
+        let object: DynamicObject = serde_json::from_value(object).map_err(|e| e.to_string())?;
+        overrides.create(&PostParams::default(), &object).await.map_err(|e| e.to_string())?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let webhooks = kubectl_ok(bins, &cp.kubeconfig, &["get", "mutatingwebhookconfiguration", "podtailor", "-o", "json"], None)?;
+    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>, Vec<f64>)> = vec![("podtailor", vec![], vec![], vec![]), ("no webhook", vec![], vec![], vec![])];
+    // a warm-up round of each, not reported
+    creations(cp, "bench", true, o.rate, o.rate).await?;
+    for round in 0..o.rounds {
+        for (i, opted_in) in [(0, true), (1, false)] {
+            if !opted_in {
+                kubectl_ok(bins, &cp.kubeconfig, &["delete", "mutatingwebhookconfiguration", "podtailor"], None)?;
+            }
+            let (lat, rate) = creations(cp, "bench", opted_in, o.pods, o.rate).await?;
+            if !opted_in {
+                let mut config: Value = serde_json::from_str(&webhooks).map_err(|e| e.to_string())?;
+                if let Some(m) = config["metadata"].as_object_mut() {
+                    m.retain(|k, _| k == "name" || k == "labels");
+                }
+                kubectl_ok(bins, &cp.kubeconfig, &["create", "-f", "-"], Some(&config.to_string()))?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            eprintln!(
+                "round {}: {:<10} p50 {:.1} ms  p99 {:.1} ms  {:.1} creations/s",
+                round + 1,
+                rows[i].0,
+                quantile(&lat, 0.5),
+                quantile(&lat, 0.99),
+                rate
+            );
+            rows[i].1.push(quantile(&lat, 0.5));
+            rows[i].2.push(quantile(&lat, 0.99));
+            rows[i].3.push(rate);
+        }
+    }
+    println!("pod creations through the API server, {} pods a round at {}/s, medians of {} rounds:", o.pods, o.rate, o.rounds);
+    println!("| mode | p50 | p99 | creations/s |");
+    println!("|---|---|---|---|");
+    for (name, p50, p99, rate) in rows {
+        println!("| {name} | {:.1} ms | {:.1} ms | {:.1} |", median(p50), median(p99), median(rate));
+    }
+
+    // 2. many PodOverrides: a fresh server's time to ready and its memory
+    let namespaces = (o.overrides / 10).max(1);
+    let started = Instant::now();
+    for n in 0..namespaces {
+        let ns = format!("tenant-{n:04}");
+        let object: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).map_err(|e| e.to_string())?;
+        Api::<Namespace>::all(cp.admin.clone()).create(&PostParams::default(), &object).await.map_err(|e| e.to_string())?;
+        let api: Api<DynamicObject> = Api::namespaced_with(cp.admin.clone(), &ns, &podoverride_resource());
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..(o.overrides / namespaces) {
+            let object = json!({"apiVersion": "podtailor.dev/v1alpha1", "kind": "PodOverride",
+                "metadata": {"name": format!("task-{i}"), "namespace": ns},
+                "spec": {"resources": {"requests": {"cpu": format!("{}m", 100 + i), "memory": "512Mi"}},
+                         "secrets": [{"deployType": "env", "deployTarget": "TOKEN", "secret": format!("s-{i}"), "key": "token"}],
+                         "pod": {"spec": {"nodeSelector": {"pool": format!("pool-{}", i % 3)}}}}});
+            let object: DynamicObject = serde_json::from_value(object).map_err(|e| e.to_string())?;
+            let api = api.clone();
+            set.spawn(async move { api.create(&PostParams::default(), &object).await.map(|_| ()).map_err(|e| e.to_string()) });
+        }
+        while let Some(r) = set.join_next().await {
+            r.map_err(|e| e.to_string())??;
+        }
+    }
+    eprintln!("{} PodOverrides in {namespaces} namespaces created in {:.1} s", o.overrides, started.elapsed().as_secs_f64());
+    webhook.stop();
+    let started = Instant::now();
+    webhook.start().await?;
+    let ready = started.elapsed();
+    let (_, metrics) = webhook.admin("/metrics").await?;
+    let loaded = metrics.lines().find(|l| l.starts_with("podtailor_overrides_loaded")).unwrap_or("").to_owned();
+    let rss = webhook.rss_kib().ok_or("the server's resident memory could not be read")?;
+    println!();
+    println!("serve --cluster with {} PodOverrides in {namespaces} namespaces:", o.overrides);
+    println!("| time to ready | resident memory | {} |", loaded.trim());
+    println!("|---|---|---|");
+    println!("| {:.2} s | {:.1} MiB | |", ready.as_secs_f64(), rss as f64 / 1024.0);
+    Ok(())
+}

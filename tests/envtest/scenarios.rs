@@ -1,0 +1,683 @@
+//! The scenarios: each in its own namespace (label `podtailor.dev/envtest=true`), each failing
+//! when the behaviour it names breaks.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::controlplane::{Binaries, ControlPlane, Result};
+use super::install::{Webhook, kubectl, podoverride_resource, repo};
+use super::kubelet::{self, Kubelet};
+
+const LABEL: &str = "podtailor.dev/envtest";
+const OVERRIDE: &str = "podtailor.dev/override";
+const APPLIED: &str = "podtailor.dev/applied";
+/// The example template's service account: pods are refused unless it exists.
+const WORKER_SA: &str = "infrared-photon-7780-worker";
+/// How long a change in the cluster may take to reach the webhook (a watch event, not a relist).
+const PROPAGATION: Duration = Duration::from_secs(5);
+
+pub fn names() -> Vec<&'static str> {
+    vec![
+        "seed_through_kubectl_and_launch",
+        "render_corpus_equals_the_api_servers_own_defaulting",
+        "not_opted_in_is_stored_as_submitted_and_never_reaches_the_webhook",
+        "missing_override_is_denied_naming_it_and_the_namespace",
+        "invalid_podoverrides_are_refused_by_the_schema_and_by_validate",
+        "podoverride_changed_then_deleted_reaches_the_next_pod",
+        "reinvocation_by_a_later_webhook_adds_nothing_twice",
+        "server_side_dry_run_shows_the_tailored_pod_and_stores_nothing",
+        "rbac_lists_and_watches_podoverrides_and_reads_no_secret_or_pod",
+        "certificate_rotation_under_a_stream_of_creations",
+        "webhook_down_refuses_opted_in_pods_only",
+        "launcher_against_the_api_server_with_a_kubelet_stand_in",
+    ]
+}
+
+pub async fn run(name: &str, env: &Env) -> Result<()> {
+    match name {
+        "seed_through_kubectl_and_launch" => seed(env).await,
+        "render_corpus_equals_the_api_servers_own_defaulting" => corpus(env).await,
+        "not_opted_in_is_stored_as_submitted_and_never_reaches_the_webhook" => not_opted_in(env).await,
+        "missing_override_is_denied_naming_it_and_the_namespace" => missing_override(env).await,
+        "invalid_podoverrides_are_refused_by_the_schema_and_by_validate" => invalid_overrides(env).await,
+        "podoverride_changed_then_deleted_reaches_the_next_pod" => changed_then_deleted(env).await,
+        "reinvocation_by_a_later_webhook_adds_nothing_twice" => reinvocation(env).await,
+        "server_side_dry_run_shows_the_tailored_pod_and_stores_nothing" => dry_run(env).await,
+        "rbac_lists_and_watches_podoverrides_and_reads_no_secret_or_pod" => rbac(env).await,
+        "certificate_rotation_under_a_stream_of_creations" => rotation(env).await,
+        "webhook_down_refuses_opted_in_pods_only" => webhook_down(env).await,
+        "launcher_against_the_api_server_with_a_kubelet_stand_in" => launcher(env).await,
+        other => Err(format!("no scenario {other}")),
+    }
+}
+
+/// What every scenario shares: the control plane, podtailor, the kubelet stand-in.
+pub struct Env {
+    pub bins: Binaries,
+    pub cp: ControlPlane,
+    pub webhook: Mutex<Webhook>,
+    pub kubelet: Kubelet,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn start(bins: Binaries) -> Result<Env> {
+        let dir = tempfile::Builder::new().prefix("podtailor-envtest-").tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
+        let cp = ControlPlane::start(&bins, dir.path(), &[]).await?;
+        let webhook = match Webhook::install(&bins, &cp).await {
+            Ok(w) => w,
+            Err(e) => return Err(format!("{e}\n{}", cp.apiserver_tail(30))),
+        };
+        let kubelet = Kubelet::start(cp.admin.clone()).await?;
+        Ok(Env { bins, cp, webhook: Mutex::new(webhook), kubelet, _dir: dir })
+    }
+
+    pub async fn stop(&self) {
+        self.kubelet.stop();
+        self.webhook.lock().await.stop();
+        self.cp.stop();
+    }
+
+    /// What to show with a failure: the ends of podtailor's and the API server's logs.
+    pub async fn logs(&self) -> String {
+        format!("{}{}", self.webhook.lock().await.log_tail(), self.cp.apiserver_tail(5))
+    }
+
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+        kubectl(&self.bins, &self.cp.kubeconfig, args, stdin)
+    }
+
+    /// `podtailor` with the admin's kubeconfig.
+    pub fn podtailor(&self, args: &[&str]) -> Result<Output> {
+        Command::new(env!("CARGO_BIN_EXE_podtailor"))
+            .args(args)
+            .env("KUBECONFIG", &self.cp.kubeconfig)
+            .output()
+            .map_err(|e| format!("podtailor {}: {e}", args.join(" ")))
+    }
+
+    /// A new namespace for one scenario, with the service accounts its pods use (no
+    /// controller-manager runs to make `default`).
+    pub async fn namespace(&self, prefix: &str) -> Result<String> {
+        let api: Api<Namespace> = Api::all(self.cp.admin.clone());
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": {"generateName": format!("{prefix}-"), "labels": {LABEL: "true"}}
+        }))
+        .map_err(|e| e.to_string())?;
+        let ns = api.create(&PostParams::default(), &ns).await.map_err(|e| format!("create namespace: {e}"))?;
+        let name = ns.metadata.name.ok_or("a namespace without a name")?;
+        for sa in ["default", WORKER_SA] {
+            self.service_account(&name, sa).await?;
+        }
+        Ok(name)
+    }
+
+    pub async fn service_account(&self, ns: &str, name: &str) -> Result<()> {
+        let api: Api<ServiceAccount> = Api::namespaced(self.cp.admin.clone(), ns);
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).map_err(|e| e.to_string())?;
+        match api.create(&PostParams::default(), &sa).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("already exists") => Ok(()),
+            Err(e) => Err(format!("create serviceaccount {ns}/{name}: {e}")),
+        }
+    }
+
+    pub fn pods(&self, ns: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.cp.admin.clone(), ns, &ApiResource::erase::<Pod>(&()))
+    }
+
+    pub fn overrides(&self, ns: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.cp.admin.clone(), ns, &podoverride_resource())
+    }
+
+    /// Creates a PodOverride in `ns`.
+    pub async fn create_override(&self, ns: &str, name: &str, spec: &Value) -> Result<()> {
+        let object = json!({
+            "apiVersion": "podtailor.dev/v1alpha1", "kind": "PodOverride",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec,
+        });
+        let object: DynamicObject = serde_json::from_value(object).map_err(|e| e.to_string())?;
+        self.overrides(ns).create(&PostParams::default(), &object).await.map_err(|e| format!("create PodOverride {ns}/{name}: {e}"))?;
+        Ok(())
+    }
+
+    /// The example PodOverrides (examples/overrides), in `ns`.
+    pub async fn example_overrides(&self, ns: &str) -> Result<()> {
+        for name in ["resource-requirements", "secret-env"] {
+            let object = yaml_file(&repo().join(format!("examples/overrides/{name}.yaml")))?;
+            self.create_override(ns, name, &object["spec"]).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates `pod` in `ns` (dry run if asked).
+    pub async fn create_pod(&self, ns: &str, pod: &Value, dry_run: bool) -> Result<Value, String> {
+        let object: DynamicObject = serde_json::from_value(pod.clone()).map_err(|e| e.to_string())?;
+        let params = PostParams { dry_run, ..PostParams::default() };
+        let created = self.pods(ns).create(&params, &object).await.map_err(|e| e.to_string())?;
+        serde_json::to_value(created).map_err(|e| e.to_string())
+    }
+
+    /// Creates `pod` once the webhook answers for it as `done` says (a PodOverride just made
+    /// reaches the webhook by a watch event): dry runs until then, at most PROPAGATION.
+    pub async fn create_when(&self, ns: &str, pod: &Value, done: impl Fn(&Result<Value>) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + PROPAGATION;
+        loop {
+            let answer = self.create_pod(ns, pod, true).await;
+            if done(&answer) {
+                return self.create_pod(ns, pod, false).await;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("within {PROPAGATION:?} the webhook never answered as expected; last: {answer:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The sum of podtailor's mutate answers, all outcomes.
+    pub async fn mutate_calls(&self) -> Result<f64> {
+        self.webhook.lock().await.metric_sum("podtailor_admission_requests_total{webhook=\"mutate\"").await
+    }
+}
+
+pub fn yaml_file(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
+    if cond { Ok(()) } else { Err(what()) }
+}
+
+/// The example bare pod (examples/pod.yaml) in `ns`.
+fn example_pod(ns: &str) -> Result<Value> {
+    let mut pod = yaml_file(&repo().join("examples/pod.yaml"))?;
+    pod["metadata"]["namespace"] = json!(ns);
+    Ok(pod)
+}
+
+fn container<'a>(pod: &'a Value, name: &str) -> Result<&'a Value> {
+    pod["spec"]["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .ok_or_else(|| format!("no container {name} in {}", pod["spec"]))
+}
+
+/// What the seed scenario promises of a stored pod: the template, 500m CPU and 1024Mi
+/// requested and limited, MY_SECRET from the deployment's Secret, restartPolicy Never.
+fn check_seed_pod(pod: &Value) -> Result<()> {
+    let base = container(pod, "base")?;
+    // the API server stores a quantity in its canonical form: 1024Mi is kept as 1Gi
+    let quantity = json!({"cpu": "500m", "memory": "1Gi"});
+    ensure(base["resources"]["requests"] == quantity && base["resources"]["limits"] == quantity, || {
+        format!("resources: {}", base["resources"])
+    })?;
+    ensure(base["image"] == "quay.io/astronomer/ap-airflow:2.10.5", || format!("image: {}", base["image"]))?;
+    let env = base["env"].as_array().cloned().unwrap_or_default();
+    let secret: Vec<&Value> = env.iter().filter(|e| e["name"] == "MY_SECRET").collect();
+    ensure(
+        secret.len() == 1
+            && secret[0]["valueFrom"]["secretKeyRef"] == json!({"name": "infrared-photon-7780-env", "key": "MY_SECRET"}),
+        || format!("MY_SECRET: {secret:?}"),
+    )?;
+    ensure(env.iter().any(|e| e["name"] == "AIRFLOW__CORE__EXECUTOR"), || format!("the template's env: {env:?}"))?;
+    ensure(pod["spec"]["restartPolicy"] == "Never", || format!("restartPolicy: {}", pod["spec"]["restartPolicy"]))?;
+    ensure(pod["spec"]["serviceAccountName"] == WORKER_SA, || format!("serviceAccountName: {}", pod["spec"]["serviceAccountName"]))?;
+    let labels = &pod["metadata"]["labels"];
+    ensure(labels["tier"] == "airflow" && labels["release"] == "infrared-photon-7780", || format!("labels: {labels}"))?;
+    ensure(pod["metadata"]["annotations"][APPLIED].is_string(), || format!("annotations: {}", pod["metadata"]["annotations"]))?;
+    let volumes: Vec<&str> =
+        pod["spec"]["volumes"].as_array().into_iter().flatten().filter_map(|v| v["name"].as_str()).collect();
+    ensure(
+        volumes.contains(&"logs") && volumes.contains(&"config") && volumes.iter().any(|v| v.starts_with("kube-api-access-")),
+        || format!("volumes: {volumes:?}"),
+    )
+}
+
+async fn seed(env: &Env) -> Result<()> {
+    let ns = env.namespace("seed").await?;
+    env.example_overrides(&ns).await?;
+    // through the webhook once the overrides reached it, then with kubectl
+    env.create_when(&ns, &example_pod(&ns)?, |a| a.is_ok()).await?;
+    let yaml = serde_yaml_ng::to_string(&example_pod(&ns)?).map_err(|e| e.to_string())?;
+    let out = env.kubectl(&["create", "-f", "-", "-o", "json"], Some(&yaml))?;
+    ensure(out.status.success(), || format!("kubectl create: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let created: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let name = created["metadata"]["name"].as_str().ok_or("kubectl printed no name")?;
+    let stored = serde_json::to_value(env.pods(&ns).get(name).await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    check_seed_pod(&stored).map_err(|e| format!("the pod kubectl created: {e}"))?;
+
+    let out = env.podtailor(&[
+        "launch", "-n", &ns, "--override", "resource-requirements,secret-env", "--detach", "--", "airflow", "version",
+    ])?;
+    ensure(out.status.success(), || format!("launch --detach: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let stored = serde_json::to_value(env.pods(&ns).get(&name).await.map_err(|e| format!("launched pod {name}: {e}"))?)
+        .map_err(|e| e.to_string())?;
+    check_seed_pod(&stored).map_err(|e| format!("the pod launch created: {e}"))?;
+    ensure(container(&stored, "base")?["args"] == json!(["airflow", "version"]), || {
+        format!("launch's command: {}", container(&stored, "base").map(|c| c["args"].clone()).unwrap_or_default())
+    })
+}
+
+/// One case of the render corpus (tests/oracle/cases).
+struct Case {
+    name: String,
+    template: Value,
+    pod: Value,
+    overrides: Vec<Value>,
+}
+
+fn corpus_cases() -> Result<Vec<Case>> {
+    let dir = repo().join("tests/oracle/cases");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let case = yaml_file(p)?;
+            Ok(Case {
+                name: p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                template: case["template"].clone(),
+                pod: case["pod"].clone(),
+                overrides: case["overrides"].as_array().cloned().unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// The service accounts a pod, its template and its overrides name.
+fn service_accounts(values: &[&Value]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for v in values {
+        for spec in [&v["spec"], &v["spec"]["pod"]["spec"]] {
+            if let Some(sa) = spec["serviceAccountName"].as_str() {
+                names.push(sa.to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// A stored pod, as compared: its spec, labels and annotations; the name of the
+/// service-account token volume (random) made the same.
+fn comparable(pod: &Value, drop_annotation: Option<&str>) -> Value {
+    let mut spec = pod["spec"].clone();
+    let text = serde_json::to_string(&spec).unwrap_or_default();
+    let random = text.find("kube-api-access-").map(|i| text[i..i + "kube-api-access-".len() + 5].to_owned());
+    if let Some(random) = random {
+        spec = serde_json::from_str(&text.replace(&random, "kube-api-access-XXXXX")).unwrap_or(spec);
+    }
+    let mut annotations = pod["metadata"]["annotations"].clone();
+    if let (Some(a), Some(key)) = (annotations.as_object_mut(), drop_annotation) {
+        a.remove(key);
+    }
+    json!({"spec": spec, "labels": pod["metadata"]["labels"], "annotations": annotations})
+}
+
+/// The paths where two values differ (at most 8), for a failure message.
+fn differences(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
+    if out.len() >= 8 || a == b {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for key in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
+                differences(x.get(key).unwrap_or(&Value::Null), y.get(key).unwrap_or(&Value::Null), &format!("{path}/{key}"), out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                differences(p, q, &format!("{path}/{i}"), out);
+            }
+        }
+        _ => out.push(format!("{path}: webhook {a} / direct {b}")),
+    }
+}
+
+async fn corpus(env: &Env) -> Result<()> {
+    let cases = corpus_cases()?;
+    ensure(cases.len() >= 20, || format!("only {} corpus cases", cases.len()))?;
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let template_file = env.webhook.lock().await.template.clone();
+    let original = std::fs::read(&template_file).map_err(|e| e.to_string())?;
+    let mut failures = Vec::new();
+    for case in &cases {
+        if let Err(e) = corpus_case(env, case, work.path(), &template_file).await {
+            failures.push(format!("{}: {e}", case.name));
+        }
+    }
+    std::fs::write(&template_file, original).map_err(|e| e.to_string())?;
+    ensure(failures.is_empty(), || format!("{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n")))
+}
+
+async fn corpus_case(env: &Env, case: &Case, work: &Path, template_file: &Path) -> Result<()> {
+    let ns = env.namespace("corpus").await?;
+    let dir = work.join(&ns);
+    let overrides_dir = dir.join("overrides");
+    std::fs::create_dir_all(&overrides_dir).map_err(|e| e.to_string())?;
+    for (i, o) in case.overrides.iter().enumerate() {
+        let name = o["metadata"]["name"].as_str().ok_or("an override without a name")?;
+        env.create_override(&ns, name, &o["spec"]).await?;
+        let mut o = o.clone();
+        o["metadata"]["namespace"] = json!(ns);
+        std::fs::write(overrides_dir.join(format!("{i}.json")), o.to_string()).map_err(|e| e.to_string())?;
+    }
+    let mut pod = case.pod.clone();
+    pod["metadata"]["namespace"] = json!(ns);
+    for sa in service_accounts(&[&case.template, &pod]).into_iter().chain(service_accounts(&case.overrides.iter().collect::<Vec<_>>())) {
+        env.service_account(&ns, &sa).await?;
+    }
+    let local_template = dir.join("template.json");
+    std::fs::write(&local_template, case.template.to_string()).map_err(|e| e.to_string())?;
+    let pod_file = dir.join("pod.json");
+    std::fs::write(&pod_file, pod.to_string()).map_err(|e| e.to_string())?;
+    let out = env.podtailor(&[
+        "render",
+        "--template",
+        &local_template.to_string_lossy(),
+        "--overrides",
+        &overrides_dir.to_string_lossy(),
+        "-o",
+        "json",
+        &pod_file.to_string_lossy(),
+    ])?;
+    ensure(out.status.success(), || format!("render: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let rendered: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("render's output: {e}"))?;
+    let marker = rendered["metadata"]["annotations"][APPLIED].clone();
+
+    // the server's template is this case's; the pod is created once the webhook serves it
+    std::fs::write(template_file, case.template.to_string()).map_err(|e| e.to_string())?;
+    let through_webhook = env
+        .create_when(&ns, &pod, |a| a.as_ref().is_ok_and(|p| p["metadata"]["annotations"][APPLIED] == marker))
+        .await
+        .map_err(|e| format!("render's marker {marker}: {}", &e[..e.len().min(400)]))?;
+    // render's output submitted directly: without the opt-in no webhook is called
+    let mut direct = rendered.clone();
+    if let Some(a) = direct["metadata"]["annotations"].as_object_mut() {
+        a.remove(OVERRIDE);
+    }
+    let direct = env.create_pod(&ns, &direct, true).await.map_err(|e| format!("render's pod, submitted directly: {e}"))?;
+    let (a, b) = (comparable(&through_webhook, Some(OVERRIDE)), comparable(&direct, None));
+    let mut diffs = Vec::new();
+    differences(&a, &b, "", &mut diffs);
+    ensure(diffs.is_empty(), || diffs.join("; "))
+}
+
+async fn not_opted_in(env: &Env) -> Result<()> {
+    let ns = env.namespace("plain").await?;
+    env.example_overrides(&ns).await?;
+    let mut pod = example_pod(&ns)?;
+    pod["metadata"]["annotations"] = json!({"team": "data"});
+    pod["spec"]["containers"][0]["image"] = json!("busybox:1.36");
+    let before = env.mutate_calls().await?;
+    let stored = env.create_pod(&ns, &pod, false).await?;
+    // an opted-in pod after it: the counter moves for that one, so a counter that never moves
+    // cannot pass this test
+    env.create_pod(&ns, &example_pod(&ns)?, false).await?;
+    let after = env.mutate_calls().await?;
+    ensure(after - before == 1.0, || format!("the webhook was called {} times for one opted-in pod and one not", after - before))?;
+    let base = container(&stored, "base")?;
+    ensure(base["image"] == "busybox:1.36" && base.get("env").is_none(), || format!("the plain pod was changed: {base}"))?;
+    ensure(stored["spec"]["restartPolicy"] == "Always", || format!("restartPolicy: {}", stored["spec"]["restartPolicy"]))?;
+    ensure(stored["metadata"]["annotations"].get(APPLIED).is_none(), || "the plain pod carries podtailor's marker".into())
+}
+
+async fn missing_override(env: &Env) -> Result<()> {
+    let ns = env.namespace("missing").await?;
+    let mut pod = example_pod(&ns)?;
+    pod["metadata"]["annotations"][OVERRIDE] = json!("no-such-override");
+    let yaml = serde_yaml_ng::to_string(&pod).map_err(|e| e.to_string())?;
+    let out = env.kubectl(&["create", "-f", "-"], Some(&yaml))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure(!out.status.success(), || "kubectl created a pod naming a missing override".into())?;
+    for part in ["denied the request", "no-such-override", &ns] {
+        ensure(stderr.contains(part), || format!("kubectl's error lacks {part:?}: {stderr}"))?;
+    }
+    let out = env.podtailor(&["launch", "-n", &ns, "--override", "no-such-override", "--", "true"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure(out.status.code() == Some(1) || out.status.code() == Some(2), || format!("launch exit: {:?}", out.status.code()))?;
+    for part in ["no-such-override", &ns] {
+        ensure(stderr.contains(part), || format!("launch's error lacks {part:?}: {stderr}"))?;
+    }
+    let pods = env.pods(&ns).list(&Default::default()).await.map_err(|e| e.to_string())?;
+    ensure(pods.items.is_empty(), || format!("{} pods were stored", pods.items.len()))
+}
+
+async fn invalid_overrides(env: &Env) -> Result<()> {
+    let ns = env.namespace("invalid").await?;
+    // the CRD's schema: resources.requests must be a map of quantities
+    let err = env.create_override(&ns, "bad-schema", &json!({"resources": {"requests": "lots"}})).await;
+    let msg = err.err().ok_or("the schema accepted a string for resources.requests")?;
+    ensure(msg.contains("spec.resources.requests") && !msg.contains("validate.podtailor.dev"), || {
+        format!("not the schema's refusal: {msg}")
+    })?;
+    // /validate: the schema takes it, podtailor does not (a volume secret without a target)
+    let before = env.webhook.lock().await.metric_sum("podtailor_admission_requests_total{webhook=\"validate\"").await?;
+    let err = env.create_override(&ns, "bad-secret", &json!({"secrets": [{"deployType": "volume", "secret": "creds"}]})).await;
+    let msg = err.err().ok_or("a volume secret without a deployTarget was accepted")?;
+    ensure(msg.contains("validate.podtailor.dev") && msg.contains("bad-secret"), || format!("not /validate's refusal: {msg}"))?;
+    let after = env.webhook.lock().await.metric_sum("podtailor_admission_requests_total{webhook=\"validate\"").await?;
+    ensure(after > before, || "the validate webhook was not called".into())?;
+    // and a valid one is taken
+    env.create_override(&ns, "good", &json!({"resources": {"limits": {"cpu": "1"}}})).await
+}
+
+async fn changed_then_deleted(env: &Env) -> Result<()> {
+    let ns = env.namespace("change").await?;
+    env.create_override(&ns, "cpu", &json!({"resources": {"limits": {"cpu": "1"}}})).await?;
+    let mut pod = example_pod(&ns)?;
+    pod["metadata"]["annotations"][OVERRIDE] = json!("cpu");
+    let limit = |p: &Value| container(p, "base").map(|c| c["resources"]["limits"]["cpu"].clone()).unwrap_or_default();
+    let first = env.create_when(&ns, &pod, |a| a.as_ref().is_ok_and(|p| limit(p) == "1")).await?;
+    ensure(limit(&first) == "1", || format!("limit {}", limit(&first)))?;
+    let patch = json!({"spec": {"resources": {"limits": {"cpu": "3"}}}});
+    env.overrides(&ns)
+        .patch("cpu", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| format!("patch the override: {e}"))?;
+    let started = Instant::now();
+    let second = env.create_when(&ns, &pod, |a| a.as_ref().is_ok_and(|p| limit(p) == "3")).await?;
+    ensure(limit(&second) == "3", || format!("limit after the change {}", limit(&second)))?;
+    let changed_in = started.elapsed();
+    env.overrides(&ns).delete("cpu", &DeleteParams::default()).await.map_err(|e| format!("delete: {e}"))?;
+    let started = Instant::now();
+    let deadline = started + PROPAGATION;
+    loop {
+        match env.create_pod(&ns, &pod, false).await {
+            Err(e) if e.contains("cpu") && e.contains(&ns) => break,
+            Err(e) => return Err(format!("after the delete, an unexpected error: {e}")),
+            Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(_) => return Err(format!("{PROPAGATION:?} after the delete, the override still applies")),
+        }
+    }
+    eprintln!("  change reached the webhook in {changed_in:?}, the delete in {:?}", started.elapsed());
+    Ok(())
+}
+
+async fn reinvocation(env: &Env) -> Result<()> {
+    let ns = env.namespace("reinvoke").await?;
+    env.example_overrides(&ns).await?;
+    // a later webhook (by name, after "podtailor") that adds a label and an env var to pods of
+    // this namespace: the API server then calls podtailor again
+    let later = kubelet::LaterWebhook::start().await?;
+    let config = later.configuration(&ns);
+    let yaml = serde_yaml_ng::to_string(&config).map_err(|e| e.to_string())?;
+    let out = env.kubectl(&["apply", "-f", "-"], Some(&yaml))?;
+    ensure(out.status.success(), || format!("apply the later webhook: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let result = async {
+        let before = env.mutate_calls().await?;
+        let stored = env
+            .create_when(&ns, &example_pod(&ns)?, |a| a.as_ref().is_ok_and(|p| p["metadata"]["labels"]["later"] == "yes"))
+            .await?;
+        let calls = env.mutate_calls().await? - before;
+        check_seed_pod(&stored)?;
+        let base = container(&stored, "base")?;
+        let env_names: Vec<&str> = base["env"].as_array().into_iter().flatten().filter_map(|e| e["name"].as_str()).collect();
+        let mut unique = env_names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        ensure(unique.len() == env_names.len(), || format!("an env var twice: {env_names:?}"))?;
+        ensure(env_names.contains(&"LATER"), || format!("the later webhook's env var is gone: {env_names:?}"))?;
+        let volumes: Vec<&Value> = stored["spec"]["volumes"].as_array().into_iter().flatten().collect();
+        let mut vnames: Vec<&str> = volumes.iter().filter_map(|v| v["name"].as_str()).collect();
+        let n = vnames.len();
+        vnames.sort_unstable();
+        vnames.dedup();
+        ensure(n == vnames.len(), || format!("a volume twice: {vnames:?}"))?;
+        // the dry runs and the create: each called podtailor twice (the first pass and the
+        // reinvocation), so the count is even and at least 2
+        ensure(calls >= 2.0 && calls % 2.0 == 0.0, || format!("podtailor was called {calls} times"))?;
+        ensure(later.calls() >= 1, || "the later webhook was never called".into())
+    }
+    .await;
+    let _ = env.kubectl(&["delete", "mutatingwebhookconfiguration", kubelet::LATER_WEBHOOK], None);
+    result
+}
+
+async fn dry_run(env: &Env) -> Result<()> {
+    let ns = env.namespace("dryrun").await?;
+    env.example_overrides(&ns).await?;
+    env.create_when(&ns, &example_pod(&ns)?, |a| a.is_ok()).await?;
+    let before = env.pods(&ns).list(&Default::default()).await.map_err(|e| e.to_string())?.items.len();
+    let yaml = serde_yaml_ng::to_string(&example_pod(&ns)?).map_err(|e| e.to_string())?;
+    let out = env.kubectl(&["create", "--dry-run=server", "-o", "yaml", "-f", "-"], Some(&yaml))?;
+    ensure(out.status.success(), || format!("kubectl create --dry-run=server: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let shown: Value = serde_yaml_ng::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    check_seed_pod(&shown)?;
+    let after = env.pods(&ns).list(&Default::default()).await.map_err(|e| e.to_string())?.items.len();
+    ensure(after == before, || format!("the dry run stored a pod ({before} before, {after} after)"))
+}
+
+async fn rbac(env: &Env) -> Result<()> {
+    let who = "--as=system:serviceaccount:podtailor-system:podtailor";
+    let can = |verb: &str, resource: &str| -> Result<bool> {
+        let out = env.kubectl(&["auth", "can-i", verb, resource, "--all-namespaces", who], None)?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
+    };
+    let mut wrong = Vec::new();
+    for (verb, resource, expected) in [
+        ("list", "podoverrides.podtailor.dev", true),
+        ("watch", "podoverrides.podtailor.dev", true),
+        ("get", "podoverrides.podtailor.dev", true),
+        ("create", "podoverrides.podtailor.dev", false),
+        ("get", "secrets", false),
+        ("list", "secrets", false),
+        ("get", "pods", false),
+        ("list", "pods", false),
+        ("create", "pods", false),
+    ] {
+        if can(verb, resource)? != expected {
+            wrong.push(format!("{verb} {resource}: expected {expected}"));
+        }
+    }
+    // and the server's own credentials really are that account's: it reads no Secret
+    let webhook = env.webhook.lock().await;
+    let out = kubectl(&env.bins, &webhook.kubeconfig, &["get", "secrets", "-A"], None)?;
+    ensure(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("forbidden"), || {
+        format!("podtailor's kubeconfig read secrets: {}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    let out = kubectl(&env.bins, &webhook.kubeconfig, &["get", "podoverrides", "-A"], None)?;
+    ensure(out.status.success(), || format!("podtailor's kubeconfig cannot list podoverrides: {}", String::from_utf8_lossy(&out.stderr)))?;
+    ensure(wrong.is_empty(), || wrong.join("; "))
+}
+
+async fn rotation(env: &Env) -> Result<()> {
+    let ns = env.namespace("rotate").await?;
+    env.example_overrides(&ns).await?;
+    env.create_when(&ns, &example_pod(&ns)?, |a| a.is_ok()).await?;
+    const RELOADS: &str = "podtailor_reloads_total";
+    let before = env.webhook.lock().await.metric_sum(RELOADS).await?;
+    let mut failures = Vec::new();
+    let mut created = 0;
+    for i in 0..60 {
+        if i % 20 == 10 {
+            env.webhook.lock().await.tls.rotate()?;
+        }
+        match env.create_pod(&ns, &example_pod(&ns)?, false).await {
+            Ok(p) => {
+                check_seed_pod(&p)?;
+                created += 1;
+            }
+            Err(e) => failures.push(e),
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let after = env.webhook.lock().await.metric_sum(RELOADS).await?;
+    ensure(failures.is_empty(), || format!("{} of 60 creations failed: {:?}", failures.len(), failures.first()))?;
+    ensure(after > before, || "the certificate was never reloaded".into())?;
+    eprintln!("  {created} pods created across 3 certificates");
+    Ok(())
+}
+
+async fn webhook_down(env: &Env) -> Result<()> {
+    let ns = env.namespace("down").await?;
+    env.example_overrides(&ns).await?;
+    env.create_when(&ns, &example_pod(&ns)?, |a| a.is_ok()).await?;
+    let mut webhook = env.webhook.lock().await;
+    webhook.stop();
+    let refused = env.create_pod(&ns, &example_pod(&ns)?, false).await;
+    let mut plain = example_pod(&ns)?;
+    plain["metadata"]["annotations"] = json!({});
+    plain["spec"]["containers"][0]["image"] = json!("busybox:1.36");
+    let plain = env.create_pod(&ns, &plain, false).await;
+    let restarted = webhook.start().await;
+    drop(webhook);
+    restarted?;
+    let msg = refused.err().ok_or("an opted-in pod was created with the webhook down")?;
+    ensure(msg.contains("failed calling webhook") && msg.contains("mutate.podtailor.dev"), || format!("the refusal: {msg}"))?;
+    plain.map_err(|e| format!("a pod that did not opt in was refused with the webhook down: {e}"))?;
+    // back up: opted-in pods are created again
+    env.create_when(&ns, &example_pod(&ns)?, |a| a.is_ok()).await.map(|_| ())
+}
+
+async fn launcher(env: &Env) -> Result<()> {
+    let ns = env.namespace("launch").await?;
+    env.example_overrides(&ns).await?;
+    env.create_when(&ns, &example_pod(&ns)?, |a| a.is_ok()).await?;
+    env.kubelet.serve_namespace(&ns).await;
+    let launch = |args: &[&str]| {
+        let mut all = vec!["launch", "-n", &ns, "--override", "resource-requirements,secret-env", "--image", "busybox:1.36"];
+        all.extend_from_slice(args);
+        env.podtailor(&all)
+    };
+    // success: the task's output, exit 0, the pod deleted
+    let out = launch(&["--", "sh", "-c", "echo hello from the task"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure(out.status.code() == Some(0), || format!("a succeeding task: exit {:?}: {stderr}", out.status.code()))?;
+    ensure(stdout.contains("hello from the task"), || format!("the task's log is not in launch's output: {stdout}\n{stderr}"))?;
+    ensure(stderr.contains("Running") && stderr.contains("Succeeded"), || format!("the phases: {stderr}"))?;
+    let left = env.pods(&ns).list(&Default::default()).await.map_err(|e| e.to_string())?;
+    let launched: Vec<&DynamicObject> =
+        left.items.iter().filter(|p| p.metadata.labels.as_ref().is_some_and(|l| l.contains_key("podtailor.dev/launch-id"))).collect();
+    let running: Vec<&&DynamicObject> = launched.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    ensure(running.is_empty(), || format!("the succeeded pod was not deleted: {:?}", running.iter().map(|p| &p.metadata.name).collect::<Vec<_>>()))?;
+    // failure: the container's exit code is launch's own, the pod kept
+    let out = launch(&["--", "sh", "-c", "exit 3"])?;
+    ensure(out.status.code() == Some(3), || format!("a task exiting 3: launch exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr)))?;
+    // timeout: a task that runs too long
+    let out = launch(&["--timeout", "2s", "--", "sh", "-c", "sleep 60"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure(out.status.code() != Some(0) && stderr.contains("2s"), || format!("--timeout 2s: exit {:?}: {stderr}", out.status.code()))?;
+    // one pod a task: each launch made exactly one pod
+    let pods = env.pods(&ns).list(&Default::default()).await.map_err(|e| e.to_string())?;
+    let mut by_launch: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &pods.items {
+        if let Some(id) = p.metadata.labels.as_ref().and_then(|l| l.get("podtailor.dev/launch-id")) {
+            *by_launch.entry(id.clone()).or_default() += 1;
+        }
+    }
+    ensure(by_launch.values().all(|n| *n == 1), || format!("pods per launch: {by_launch:?}"))
+}
