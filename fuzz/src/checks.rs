@@ -40,6 +40,9 @@ pub fn answer(config: &Config, body: &[u8], hook: Hook) -> Result<(), String> {
     let code = response.pointer("/status/code").and_then(Value::as_u64);
     let has_patch = response.get("patch").is_some();
     let decided = response.pointer("/auditAnnotations/overrides").is_some();
+    if outcome == Outcome::Failed {
+        return Err(format!("the webhook failed to answer (a panic, caught): {response}"));
+    }
     let expected_status = if outcome == Outcome::Invalid { 400 } else { 200 };
     let consistent = status.as_u16() == expected_status
         && match outcome {
@@ -47,6 +50,7 @@ pub fn answer(config: &Config, body: &[u8], hook: Hook) -> Result<(), String> {
             Outcome::Denied => !allowed && matches!(code, Some(403 | 422)) && !has_patch,
             Outcome::Patched => allowed && code.is_none() && has_patch && response["patchType"] == "JSONPatch",
             Outcome::Unchanged => allowed && code.is_none() && !has_patch,
+            Outcome::Failed => false,
         };
     if !consistent {
         return Err(format!("HTTP {status} and {outcome:?} answered with {response}"));
