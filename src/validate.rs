@@ -209,14 +209,10 @@ fn pod_fragment(pod: &Value, err: &mut impl FnMut(String, String)) {
             }
         }
     }
-    if let Some(spec) = map.get("spec").and_then(Value::as_object) {
-        for list in ["containers", "initContainers", "ephemeralContainers"] {
-            for (i, c) in spec.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
-                if c.get("name").and_then(Value::as_str).is_none() {
-                    err(format!("spec.pod.spec.{list}[{i}].name"), "is required: containers merge by name".into());
-                }
-            }
-        }
+    // an element without its merge key (a container's name, a mount's mountPath...) would be
+    // added again at every pass
+    for (path, key) in crate::merge::schema::missing_merge_keys(pod, crate::merge::schema::Kind::Pod) {
+        err(format!("spec.pod.{path}"), format!("is required: the elements of this list merge by {key}"));
     }
     directives(pod, &mut "spec.pod".to_owned(), err);
     for field in crate::podschema::unknown_fields(pod) {
@@ -345,6 +341,7 @@ mod tests {
     #[case::pod_directive(PodOverrideSpec { pod: Some(json!({"spec": {"tolerations": [{"$patch": "replace"}]}})), ..Default::default() }, "spec.pod.spec.tolerations[0].$patch")]
     #[case::pod_unknown_field(PodOverrideSpec { pod: Some(json!({"spec": {"nodeSelektor": {"pool": "a"}}})), ..Default::default() }, "spec.pod.spec.nodeSelektor")]
     #[case::pod_unnamed_container(PodOverrideSpec { pod: Some(json!({"spec": {"containers": [{"image": "x"}]}})), ..Default::default() }, "spec.pod.spec.containers[0].name")]
+    #[case::pod_mount_without_its_path(PodOverrideSpec { pod: Some(json!({"spec": {"containers": [{"name": "base", "volumeMounts": [{"name": "x"}]}]}})), ..Default::default() }, "spec.pod.spec.containers[0].volumeMounts[0].mountPath")]
     fn rejects_naming_the_field(#[case] spec: PodOverrideSpec, #[case] field: &str) {
         let errors = override_spec(&spec);
         assert_eq!(errors.len(), 1, "{errors:?}");

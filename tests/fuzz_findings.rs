@@ -68,12 +68,21 @@ fn bytes_that_are_not_utf8_in_a_review() {
     assert_eq!((status.as_u16(), answer.response.uid.as_str()), (200, "b7a3c1f0-5d2e-4c8a-9f61-2e4b7d9a1c33"));
 }
 
-/// Finding (template_file, open): a template whose volumeMount has no `mountPath` (its merge
-/// key) adds that mount again at every pass: the second pass over the patched pod is a patch.
-/// Ignored until the strategic merge handles elements without their merge key.
+/// Finding (template_file): a template whose volumeMount has no `mountPath` (its merge key)
+/// added that mount again at every pass: the second pass over the patched pod was a patch. A
+/// keyed-list element without its key is now refused when the template loads (and in a
+/// PodOverride's pod fragment), naming the element.
 #[test]
-#[ignore = "open finding: a keyed-list element without its key is added at every pass"]
-fn a_template_mount_without_its_merge_key_is_added_once() {
+fn a_template_mount_without_its_merge_key_is_refused() {
     let text = include_str!("../fuzz/findings/template_file-mount-without-mountpath.yaml");
+    let err = podtailor::store::files::parse_template(text).err().unwrap_or_default();
+    assert_eq!(
+        err,
+        "spec.containers[0].volumeMounts[0].mountPath: is required (the elements of this list merge by mountPath; without it one would be added at every pass)"
+    );
     assert_eq!(checks::template_file(text), Ok(()));
+    // the same mount with its key loads, and holds the properties
+    let fixed = text.replace("mountPaht:", "mountPath:");
+    assert!(podtailor::store::files::parse_template(&fixed).is_ok());
+    assert_eq!(checks::template_file(&fixed), Ok(()));
 }

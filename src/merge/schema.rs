@@ -75,6 +75,56 @@ pub fn field(kind: Kind, name: &str) -> Field {
     }
 }
 
+/// The paths (`spec.containers[0].volumeMounts[1].mountPath`) of the merge keys that elements
+/// of keyed lists in `value` (an object of kind `kind`) lack, with the list's name. Such an
+/// element cannot be matched with another layer's: merged in, it would be added at every pass.
+pub fn missing_merge_keys(value: &serde_json::Value, kind: Kind) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    walk_keys(value, kind, "", &mut out);
+    out
+}
+
+fn walk_keys(value: &serde_json::Value, kind: Kind, path: &str, out: &mut Vec<(String, &'static str)>) {
+    use serde_json::Value;
+    let Some(map) = value.as_object() else { return };
+    for (name, child) in map {
+        let f = field(kind, name);
+        let at = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+        match (f.list, child) {
+            (List::Keyed { key, .. }, Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let at = format!("{at}[{i}]");
+                    if item.is_object() && item.get(key).is_none_or(Value::is_null) {
+                        out.push((format!("{at}.{key}"), key));
+                    }
+                    if f.kind != Kind::Other {
+                        walk_keys(item, f.kind, &at, out);
+                    }
+                }
+            }
+            (_, Value::Object(_)) if f.kind != Kind::Other => walk_keys(child, f.kind, &at, out),
+            _ => {}
+        }
+    }
+}
+
+/// The plain booleans of the Pod API (Go `bool` with `omitempty`, no pointer): a `false` there
+/// is not stored, and the API server drops it when it decodes a request, before any webhook.
+pub const PLAIN_BOOLEANS: [(Kind, &str); 7] = [
+    (Kind::Spec, "hostNetwork"),
+    (Kind::Spec, "hostPID"),
+    (Kind::Spec, "hostIPC"),
+    (Kind::Container, "stdin"),
+    (Kind::Container, "stdinOnce"),
+    (Kind::Container, "tty"),
+    (Kind::Mount, "readOnly"),
+];
+
+/// The plain booleans of objects of kind `kind`.
+pub fn plain_booleans(kind: Kind) -> impl Iterator<Item = &'static str> {
+    PLAIN_BOOLEANS.iter().filter(move |(k, _)| *k == kind).map(|(_, name)| *name)
+}
+
 /// Whether `name` in an object of kind `kind` is a map or a plain boolean that the API server
 /// leaves out when it is empty or false (Go's `omitempty` on a non-pointer field): such a value
 /// is the same as no value once the pod is stored.
@@ -91,12 +141,7 @@ pub fn omitted_when_zero(kind: Kind, name: &str, value: &serde_json::Value) -> b
                         | (Kind::Resources, "requests" | "limits")
                 )
         }
-        Value::Bool(false) => matches!(
-            (kind, name),
-            (Kind::Spec, "hostNetwork" | "hostPID" | "hostIPC")
-                | (Kind::Container, "stdin" | "stdinOnce" | "tty")
-                | (Kind::Mount, "readOnly")
-        ),
+        Value::Bool(false) => plain_booleans(kind).any(|n| n == name),
         _ => false,
     }
 }

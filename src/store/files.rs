@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{Config, Loaded, Overrides};
 use crate::crd::PodOverrideSpec;
 use crate::input;
+use crate::merge::schema::{Kind, missing_merge_keys};
 use crate::merge::{Override, Template};
 use crate::validate;
 use crate::{Error, Result};
@@ -68,6 +69,12 @@ pub fn parse_template(text: &str) -> Result<Template, String> {
                 }
             }
         }
+    }
+    // an element without its merge key would be added again at every pass
+    if let Some((path, key)) = missing_merge_keys(&pod, Kind::Pod).into_iter().next() {
+        return Err(format!(
+            "{path}: is required (the elements of this list merge by {key}; without it one would be added at every pass)"
+        ));
     }
     Ok(Template::new(pod))
 }
@@ -321,7 +328,8 @@ mod tests {
             let path = dir.path().join("o.yaml");
             std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
             let err = load_overrides(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
-            let want = format!("{}: {prefix}PodOverride \"b\" (all namespaces): spec.resorces: unknown field", path.display());
+            let want =
+                format!("{}: {prefix}PodOverride \"b\" (all namespaces): spec.resorces: unknown field", path.display());
             assert!(err.starts_with(&want), "{err}\nwanted {want}");
         }
     }
