@@ -10,6 +10,7 @@ use serde_json::{Number, Value, json};
 
 use super::draft::{Draft, Node, Object};
 use super::lookup::same_key;
+use super::schema::{Kind, plain_booleans};
 
 const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const LIMIT_RANGER: &str = "kubernetes.io/limit-ranger";
@@ -127,7 +128,7 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
         return found;
     };
     // Decide on the pod as it came, then take what goes out in one pass.
-    let mut out: Vec<&'static str> = Vec::with_capacity(SPEC_DEFAULTS.len() + 4);
+    let mut out: Vec<&'static str> = Vec::with_capacity(SPEC_DEFAULTS.len() + 7);
     for (name, default) in SPEC_DEFAULTS {
         if spec.get(name).is_some_and(|v| default.is(v.node())) {
             out.push(name);
@@ -140,6 +141,9 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
             found.service_account_alias = true;
         }
     }
+    // what the API server never sends: a pod's `false` there is lost before any webhook, and
+    // render drops it too, to give the pod the cluster stores (the template's `true` wins)
+    out.extend(plain_booleans(Kind::Spec).filter(|n| spec.get(n).is_some_and(|v| is_false(v.node()))));
     let mut priority = false;
     if spec.get("priorityClassName").is_none()
         && spec.get("priority").is_some_and(|p| DefaultValue::Int(0).is(p.node()))
@@ -191,7 +195,11 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
             if !node.is_object() {
                 continue;
             }
-            let mut out: Vec<&'static str> = Vec::with_capacity(CONTAINER_DEFAULTS.len() + 1);
+            let mut out: Vec<&'static str> = Vec::with_capacity(CONTAINER_DEFAULTS.len() + 4);
+            out.extend(plain_booleans(Kind::Container).filter(|n| node.field(n).is_some_and(is_false)));
+            let false_in_mounts = node.field("volumeMounts").and_then(Node::items).is_some_and(|mut ms| {
+                ms.any(|m| plain_booleans(Kind::Mount).any(|n| m.field(n).is_some_and(is_false)))
+            });
             let default_policy = node.field("image").and_then(Node::as_str).map(default_pull_policy);
             if let (Some(default_policy), Some(policy)) =
                 (default_policy, node.field("imagePullPolicy").and_then(Node::as_str))
@@ -208,11 +216,20 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
                     }
                 }
             }
-            if out.is_empty() && set_by_limit_ranger.is_empty() {
+            if out.is_empty() && set_by_limit_ranger.is_empty() && !false_in_mounts {
                 continue;
             }
             let Some(c) = c.object_mut() else { continue };
             take_out(c, &out);
+            if false_in_mounts {
+                for m in c.get_mut("volumeMounts").and_then(Draft::array_mut).into_iter().flatten() {
+                    let names: Vec<&'static str> =
+                        plain_booleans(Kind::Mount).filter(|n| m.node().field(n).is_some_and(is_false)).collect();
+                    if let (false, Some(m)) = (names.is_empty(), m.object_mut()) {
+                        take_out(m, &names);
+                    }
+                }
+            }
             if set_by_limit_ranger.is_empty() {
                 continue;
             }
@@ -247,6 +264,10 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
         found.limit_ranger_annotation = limit_ranger;
     }
     found
+}
+
+fn is_false(value: Node) -> bool {
+    DefaultValue::Bool(false).is(value)
 }
 
 /// A placeholder for a value taken out.
@@ -568,6 +589,28 @@ mod tests {
         assert_eq!(spec["tolerations"][1]["key"], "node.kubernetes.io/not-ready");
         assert_eq!(spec["containers"][1]["imagePullPolicy"], "Always");
         assert_eq!(spec["containers"][1]["terminationMessagePolicy"], "File");
+    }
+
+    /// A pod's `false` in a plain boolean never reaches a webhook in the cluster (the API server
+    /// decodes it away), so the pod's layer drops it for good: it is not given back, and the
+    /// other fields stay where they were.
+    #[test]
+    fn plain_false_booleans_leave_the_pod_layer_and_stay_out() {
+        let original = json!({"metadata": {}, "spec": {
+            "hostIPC": false, "hostNetwork": true, "automountServiceAccountToken": false,
+            "containers": [{"name": "base", "image": "a:1", "stdin": false, "tty": true,
+                            "volumeMounts": [{"name": "logs", "mountPath": "/logs", "readOnly": false},
+                                             {"name": "data", "mountPath": "/data", "readOnly": true}]}]}});
+        let (pod, found) = stripped(&original);
+        assert_eq!(
+            pod,
+            json!({"metadata": {}, "spec": {
+                "hostNetwork": true, "automountServiceAccountToken": false,
+                "containers": [{"name": "base", "image": "a:1", "tty": true,
+                                "volumeMounts": [{"name": "logs", "mountPath": "/logs"},
+                                                 {"name": "data", "mountPath": "/data", "readOnly": true}]}]}})
+        );
+        assert_eq!(restored(pod.clone(), &found), pod);
     }
 
     #[test]

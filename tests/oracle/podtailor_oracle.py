@@ -279,7 +279,7 @@ class KubectlChain:
             meta.pop(k, None)
         meta["name"] = TEMP_TEMPLATE_NAME
 
-        current = self.apply_layer(current, copy.deepcopy(pod))
+        current = self.apply_layer(current, as_decoded(pod))
 
         ns = namespace or (pod.get("metadata") or {}).get("namespace")
         by_name: dict[str, dict] = {}
@@ -328,6 +328,30 @@ class KubectlChain:
             if layer is not None:
                 current = self.apply_layer(current, layer)
         return current
+
+
+# Go booleans of core/v1 without a pointer (`json:",omitempty"`): the API server decodes a
+# request into its types before any webhook, so a `false` there never reaches one.
+SPEC_FALSE_DROPPED = ("hostNetwork", "hostPID", "hostIPC")
+CONTAINER_FALSE_DROPPED = ("stdin", "stdinOnce", "tty")
+
+
+def as_decoded(pod: dict) -> dict:
+    """The pod as the API server sends it to a webhook: its non-pointer `false` booleans gone."""
+    pod = copy.deepcopy(pod)
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        return pod
+    for name in SPEC_FALSE_DROPPED:
+        if spec.get(name) is False:
+            del spec[name]
+    for list_name in ("containers", "initContainers"):
+        for c in spec.get(list_name) or []:
+            if isinstance(c, dict):
+                for name in CONTAINER_FALSE_DROPPED:
+                    if c.get(name) is False:
+                        del c[name]
+    return pod
 
 
 def strip_retain_keys(value: Any) -> None:
