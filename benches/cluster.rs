@@ -70,8 +70,12 @@ async fn namespace(cp: &ControlPlane, name: &str) -> Result<()> {
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).map_err(|e| e.to_string())?;
     Api::<Namespace>::all(cp.admin.clone()).create(&PostParams::default(), &ns).await.map_err(|e| e.to_string())?;
     for sa in ["default", "infrared-photon-7780-worker"] {
-        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": sa}})).map_err(|e| e.to_string())?;
-        Api::<ServiceAccount>::namespaced(cp.admin.clone(), name).create(&PostParams::default(), &sa).await.map_err(|e| e.to_string())?;
+        let sa: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": sa}})).map_err(|e| e.to_string())?;
+        Api::<ServiceAccount>::namespaced(cp.admin.clone(), name)
+            .create(&PostParams::default(), &sa)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -136,19 +140,35 @@ async fn run(o: Options) -> Result<()> {
     result
 }
 
+/// One mode's figures, a value a round.
+struct Row {
+    mode: &'static str,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    rate: Vec<f64>,
+}
+
+impl Row {
+    fn new(mode: &'static str) -> Row {
+        Row { mode, p50: Vec::new(), p99: Vec::new(), rate: Vec::new() }
+    }
+}
+
 async fn measure(o: &Options, bins: &Binaries, cp: &ControlPlane, webhook: &mut Webhook) -> Result<()> {
     namespace(cp, "bench").await?;
     let overrides: Api<DynamicObject> = Api::namespaced_with(cp.admin.clone(), "bench", &podoverride_resource());
     for name in ["resource-requirements", "secret-env"] {
-        let text = std::fs::read_to_string(repo().join(format!("examples/overrides/{name}.yaml"))).map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(repo().join(format!("examples/overrides/{name}.yaml")))
+            .map_err(|e| e.to_string())?;
         let mut object: Value = serde_yaml_ng::from_str(&text).map_err(|e| e.to_string())?;
         object["metadata"]["namespace"] = json!("bench");
         let object: DynamicObject = serde_json::from_value(object).map_err(|e| e.to_string())?;
         overrides.create(&PostParams::default(), &object).await.map_err(|e| e.to_string())?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let webhooks = kubectl_ok(bins, &cp.kubeconfig, &["get", "mutatingwebhookconfiguration", "podtailor", "-o", "json"], None)?;
-    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>, Vec<f64>)> = vec![("podtailor", vec![], vec![], vec![]), ("no webhook", vec![], vec![], vec![])];
+    let webhooks =
+        kubectl_ok(bins, &cp.kubeconfig, &["get", "mutatingwebhookconfiguration", "podtailor", "-o", "json"], None)?;
+    let mut rows = [Row::new("podtailor"), Row::new("no webhook")];
     // a warm-up round of each, not reported
     creations(cp, "bench", true, o.rate, o.rate).await?;
     for round in 0..o.rounds {
@@ -168,21 +188,24 @@ async fn measure(o: &Options, bins: &Binaries, cp: &ControlPlane, webhook: &mut 
             eprintln!(
                 "round {}: {:<10} p50 {:.1} ms  p99 {:.1} ms  {:.1} creations/s",
                 round + 1,
-                rows[i].0,
+                rows[i].mode,
                 quantile(&lat, 0.5),
                 quantile(&lat, 0.99),
                 rate
             );
-            rows[i].1.push(quantile(&lat, 0.5));
-            rows[i].2.push(quantile(&lat, 0.99));
-            rows[i].3.push(rate);
+            rows[i].p50.push(quantile(&lat, 0.5));
+            rows[i].p99.push(quantile(&lat, 0.99));
+            rows[i].rate.push(rate);
         }
     }
-    println!("pod creations through the API server, {} pods a round at {}/s, medians of {} rounds:", o.pods, o.rate, o.rounds);
+    println!(
+        "pod creations through the API server, {} pods a round at {}/s, medians of {} rounds:",
+        o.pods, o.rate, o.rounds
+    );
     println!("| mode | p50 | p99 | creations/s |");
     println!("|---|---|---|---|");
-    for (name, p50, p99, rate) in rows {
-        println!("| {name} | {:.1} ms | {:.1} ms | {:.1} |", median(p50), median(p99), median(rate));
+    for Row { mode, p50, p99, rate } in rows {
+        println!("| {mode} | {:.1} ms | {:.1} ms | {:.1} |", median(p50), median(p99), median(rate));
     }
 
     // 2. many PodOverrides: a fresh server's time to ready and its memory
@@ -191,7 +214,10 @@ async fn measure(o: &Options, bins: &Binaries, cp: &ControlPlane, webhook: &mut 
     for n in 0..namespaces {
         let ns = format!("tenant-{n:04}");
         let object: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).map_err(|e| e.to_string())?;
-        Api::<Namespace>::all(cp.admin.clone()).create(&PostParams::default(), &object).await.map_err(|e| e.to_string())?;
+        Api::<Namespace>::all(cp.admin.clone())
+            .create(&PostParams::default(), &object)
+            .await
+            .map_err(|e| e.to_string())?;
         let api: Api<DynamicObject> = Api::namespaced_with(cp.admin.clone(), &ns, &podoverride_resource());
         let mut set = tokio::task::JoinSet::new();
         for i in 0..(o.overrides / namespaces) {
@@ -202,13 +228,19 @@ async fn measure(o: &Options, bins: &Binaries, cp: &ControlPlane, webhook: &mut 
                          "pod": {"spec": {"nodeSelector": {"pool": format!("pool-{}", i % 3)}}}}});
             let object: DynamicObject = serde_json::from_value(object).map_err(|e| e.to_string())?;
             let api = api.clone();
-            set.spawn(async move { api.create(&PostParams::default(), &object).await.map(|_| ()).map_err(|e| e.to_string()) });
+            set.spawn(async move {
+                api.create(&PostParams::default(), &object).await.map(|_| ()).map_err(|e| e.to_string())
+            });
         }
         while let Some(r) = set.join_next().await {
             r.map_err(|e| e.to_string())??;
         }
     }
-    eprintln!("{} PodOverrides in {namespaces} namespaces created in {:.1} s", o.overrides, started.elapsed().as_secs_f64());
+    eprintln!(
+        "{} PodOverrides in {namespaces} namespaces created in {:.1} s",
+        o.overrides,
+        started.elapsed().as_secs_f64()
+    );
     webhook.stop();
     let started = Instant::now();
     webhook.start().await?;

@@ -448,7 +448,8 @@ fn lists_and_maps_of_thirty_thousand_entries_merge_and_their_patch_applies() {
 /// with a template as deep, and its patch applies.
 #[test]
 fn a_pod_nested_as_deep_as_a_review_can_carry_merges() {
-    let nested = |depth: usize, leaf: &str| (0..depth).fold(json!({"leaf": leaf}), |inner, _| json!({"a": inner, "b": 1}));
+    let nested =
+        |depth: usize, leaf: &str| (0..depth).fold(json!({"leaf": leaf}), |inner, _| json!({"a": inner, "b": 1}));
     let mut t = template();
     t["spec"]["containers"][0]["securityContext"] = json!({"deep": nested(110, "template"), "runAsNonRoot": true});
     let p = pod("", base(json!({"securityContext": {"deep": nested(110, "pod")}})));

@@ -150,7 +150,8 @@ impl Ca {
     pub fn new(name: &str) -> Result<Ca> {
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.distinguished_name.push(DnType::CommonName, name);
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
@@ -210,8 +211,9 @@ pub enum User<'a> {
 /// A client from a kubeconfig file.
 pub async fn client(kubeconfig: &Path) -> Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
-    let config =
-        Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(|e| format!("kubeconfig: {e}"))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| format!("kubeconfig: {e}"))?;
     Client::try_from(config).map_err(|e| format!("client: {e}"))
 }
 
@@ -283,7 +285,8 @@ impl ControlPlane {
             "--v=1".into(),
         ];
         args.extend_from_slice(extra_apiserver_args);
-        let mut apiserver = Process::start("kube-apiserver", &bins.kube_apiserver, &args, &[], dir.join("kube-apiserver.log"))?;
+        let mut apiserver =
+            Process::start("kube-apiserver", &bins.kube_apiserver, &args, &[], dir.join("kube-apiserver.log"))?;
 
         let server = format!("https://127.0.0.1:{port}");
         let kubeconfig = write("admin.kubeconfig", &kubeconfig(&server, &ca.pem, &User::Certificate(&admin)))?;

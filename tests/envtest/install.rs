@@ -55,7 +55,8 @@ pub struct WebhookTls {
 
 impl WebhookTls {
     pub fn new(dir: &Path) -> Result<WebhookTls> {
-        let tls = WebhookTls { ca: Ca::new("podtailor envtest CA")?, cert: dir.join("tls.crt"), key: dir.join("tls.key") };
+        let tls =
+            WebhookTls { ca: Ca::new("podtailor envtest CA")?, cert: dir.join("tls.crt"), key: dir.join("tls.key") };
         tls.rotate()?;
         Ok(tls)
     }

@@ -159,8 +159,10 @@ async fn register_node(client: &Client, port: u16) -> Result<()> {
                      "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "",
                      "containerRuntimeVersion": "", "kubeProxyVersion": ""},
     });
-    let node: Node = serde_json::from_value(json!({"metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}}, "status": status}))
-        .map_err(|e| e.to_string())?;
+    let node: Node = serde_json::from_value(
+        json!({"metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}}, "status": status}),
+    )
+    .map_err(|e| e.to_string())?;
     let nodes: Api<Node> = Api::all(client.clone());
     nodes.create(&PostParams::default(), &node).await.map_err(|e| format!("register the node: {e}"))?;
     nodes
@@ -193,7 +195,11 @@ async fn run_pods(client: Client, shared: Arc<Mutex<Shared>>) {
                     ("Pending", None) => {
                         let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
                                              "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}});
-                        if pods.create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding).await.is_err() {
+                        if pods
+                            .create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding)
+                            .await
+                            .is_err()
+                        {
                             continue;
                         }
                         let task = Task::of(container);
@@ -210,7 +216,8 @@ async fn run_pods(client: Client, shared: Arc<Mutex<Shared>>) {
                         }
                     }
                     ("Running", Some((at, task))) if at.elapsed() >= task.runs => {
-                        let (phase, reason) = if task.exit == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
+                        let (phase, reason) =
+                            if task.exit == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
                         let status = json!({"status": {
                             "phase": phase,
                             "conditions": [{"type": "Ready", "status": "False"}],
@@ -291,5 +298,79 @@ impl LaterWebhook {
 impl Drop for LaterWebhook {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A plain-HTTP front of the API server, passing every request on as the admin, except that it
+/// answers the first pod creation with 504 after the API server has made the pod: an answer
+/// lost on the way, as a load balancer timing out loses it.
+pub struct LossyFront {
+    pub port: u16,
+    /// The creations whose answer was lost.
+    pub lost: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl LossyFront {
+    pub async fn start(admin: Client) -> Result<LossyFront> {
+        let lost = Arc::new(AtomicUsize::new(0));
+        let router = axum::Router::new().fallback(pass_on).with_state((admin, lost.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(LossyFront { port, lost, task })
+    }
+
+    /// A kubeconfig for this front (no credentials: the front brings the admin's).
+    pub fn kubeconfig(&self, namespace: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: front\n  cluster: {{server: 'http://127.0.0.1:{}'}}\nusers:\n- name: nobody\n  user: {{}}\ncontexts:\n- name: front\n  context: {{cluster: front, user: nobody, namespace: {namespace}}}\ncurrent-context: front\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for LossyFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pass_on(
+    State((client, lost)): State<(Client, Arc<AtomicUsize>)>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http::{StatusCode, header};
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, 8 << 20).await {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let creates_pod = parts.method == http::Method::POST && parts.uri.path().ends_with("/pods");
+    let mut forward =
+        http::Request::builder().method(parts.method).uri(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    for name in [header::CONTENT_TYPE, header::ACCEPT] {
+        if let Some(value) = parts.headers.get(&name) {
+            forward = forward.header(name, value);
+        }
+    }
+    let forward = match forward.body(kube::client::Body::from(bytes.to_vec())) {
+        Ok(f) => f,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match client.send(forward).await {
+        Ok(answer) => {
+            if creates_pod && answer.status().is_success() && lost.fetch_add(1, Ordering::SeqCst) == 0 {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Timeout", "code": 504,
+                                    "message": "the envtest front lost the API server's answer"});
+                return (StatusCode::GATEWAY_TIMEOUT, Json(status)).into_response();
+            }
+            let (parts, body) = answer.into_parts();
+            axum::response::Response::from_parts(parts, axum::body::Body::new(body))
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
 }

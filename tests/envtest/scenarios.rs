@@ -37,6 +37,7 @@ pub fn names() -> Vec<&'static str> {
         "certificate_rotation_under_a_stream_of_creations",
         "webhook_down_refuses_opted_in_pods_only",
         "launcher_against_the_api_server_with_a_kubelet_stand_in",
+        "launcher_whose_create_answer_is_lost_makes_one_pod",
     ]
 }
 
@@ -54,6 +55,7 @@ pub async fn run(name: &str, env: &Env) -> Result<()> {
         "certificate_rotation_under_a_stream_of_creations" => rotation(env).await,
         "webhook_down_refuses_opted_in_pods_only" => webhook_down(env).await,
         "launcher_against_the_api_server_with_a_kubelet_stand_in" => launcher(env).await,
+        "launcher_whose_create_answer_is_lost_makes_one_pod" => launcher_lost_answer(env).await,
         other => Err(format!("no scenario {other}")),
     }
 }
@@ -69,7 +71,10 @@ pub struct Env {
 
 impl Env {
     pub async fn start(bins: Binaries) -> Result<Env> {
-        let dir = tempfile::Builder::new().prefix("podtailor-envtest-").tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("podtailor-envtest-")
+            .tempdir()
+            .map_err(|e| format!("a temporary directory: {e}"))?;
         let cp = ControlPlane::start(&bins, dir.path(), &[]).await?;
         let webhook = match Webhook::install(&bins, &cp).await {
             Ok(w) => w,
@@ -121,12 +126,26 @@ impl Env {
 
     pub async fn service_account(&self, ns: &str, name: &str) -> Result<()> {
         let api: Api<ServiceAccount> = Api::namespaced(self.cp.admin.clone(), ns);
-        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).map_err(|e| e.to_string())?;
+        let sa: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": name}})).map_err(|e| e.to_string())?;
         match api.create(&PostParams::default(), &sa).await {
             Ok(_) => Ok(()),
             Err(e) if e.to_string().contains("already exists") => Ok(()),
             Err(e) => Err(format!("create serviceaccount {ns}/{name}: {e}")),
         }
+    }
+
+    /// A PriorityClass or RuntimeClass named `name` (cluster-wide; kept if it exists), so that
+    /// a pod naming it is admitted.
+    pub fn cluster_class(&self, kind: &str, name: &str) -> Result<()> {
+        let object = match kind {
+            "PriorityClass" => {
+                json!({"apiVersion": "scheduling.k8s.io/v1", "kind": kind, "metadata": {"name": name}, "value": 1000})
+            }
+            _ => json!({"apiVersion": "node.k8s.io/v1", "kind": kind, "metadata": {"name": name}, "handler": name}),
+        };
+        let out = self.kubectl(&["apply", "-f", "-"], Some(&object.to_string()))?;
+        ensure(out.status.success(), || format!("apply {kind} {name}: {}", String::from_utf8_lossy(&out.stderr)))
     }
 
     pub fn pods(&self, ns: &str) -> Api<DynamicObject> {
@@ -144,7 +163,10 @@ impl Env {
             "metadata": {"name": name, "namespace": ns}, "spec": spec,
         });
         let object: DynamicObject = serde_json::from_value(object).map_err(|e| e.to_string())?;
-        self.overrides(ns).create(&PostParams::default(), &object).await.map_err(|e| format!("create PodOverride {ns}/{name}: {e}"))?;
+        self.overrides(ns)
+            .create(&PostParams::default(), &object)
+            .await
+            .map_err(|e| format!("create PodOverride {ns}/{name}: {e}"))?;
         Ok(())
     }
 
@@ -224,19 +246,26 @@ fn check_seed_pod(pod: &Value) -> Result<()> {
     let secret: Vec<&Value> = env.iter().filter(|e| e["name"] == "MY_SECRET").collect();
     ensure(
         secret.len() == 1
-            && secret[0]["valueFrom"]["secretKeyRef"] == json!({"name": "infrared-photon-7780-env", "key": "MY_SECRET"}),
+            && secret[0]["valueFrom"]["secretKeyRef"]
+                == json!({"name": "infrared-photon-7780-env", "key": "MY_SECRET"}),
         || format!("MY_SECRET: {secret:?}"),
     )?;
     ensure(env.iter().any(|e| e["name"] == "AIRFLOW__CORE__EXECUTOR"), || format!("the template's env: {env:?}"))?;
     ensure(pod["spec"]["restartPolicy"] == "Never", || format!("restartPolicy: {}", pod["spec"]["restartPolicy"]))?;
-    ensure(pod["spec"]["serviceAccountName"] == WORKER_SA, || format!("serviceAccountName: {}", pod["spec"]["serviceAccountName"]))?;
+    ensure(pod["spec"]["serviceAccountName"] == WORKER_SA, || {
+        format!("serviceAccountName: {}", pod["spec"]["serviceAccountName"])
+    })?;
     let labels = &pod["metadata"]["labels"];
     ensure(labels["tier"] == "airflow" && labels["release"] == "infrared-photon-7780", || format!("labels: {labels}"))?;
-    ensure(pod["metadata"]["annotations"][APPLIED].is_string(), || format!("annotations: {}", pod["metadata"]["annotations"]))?;
+    ensure(pod["metadata"]["annotations"][APPLIED].is_string(), || {
+        format!("annotations: {}", pod["metadata"]["annotations"])
+    })?;
     let volumes: Vec<&str> =
         pod["spec"]["volumes"].as_array().into_iter().flatten().filter_map(|v| v["name"].as_str()).collect();
     ensure(
-        volumes.contains(&"logs") && volumes.contains(&"config") && volumes.iter().any(|v| v.starts_with("kube-api-access-")),
+        volumes.contains(&"logs")
+            && volumes.contains(&"config")
+            && volumes.iter().any(|v| v.starts_with("kube-api-access-")),
         || format!("volumes: {volumes:?}"),
     )
 }
@@ -251,25 +280,36 @@ async fn seed(env: &Env) -> Result<()> {
     ensure(out.status.success(), || format!("kubectl create: {}", String::from_utf8_lossy(&out.stderr)))?;
     let created: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
     let name = created["metadata"]["name"].as_str().ok_or("kubectl printed no name")?;
-    let stored = serde_json::to_value(env.pods(&ns).get(name).await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let stored =
+        serde_json::to_value(env.pods(&ns).get(name).await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     check_seed_pod(&stored).map_err(|e| format!("the pod kubectl created: {e}"))?;
 
     let out = env.podtailor(&[
-        "launch", "-n", &ns, "--override", "resource-requirements,secret-env", "--detach", "--", "airflow", "version",
+        "launch",
+        "-n",
+        &ns,
+        "--override",
+        "resource-requirements,secret-env",
+        "--detach",
+        "--",
+        "airflow",
+        "version",
     ])?;
     ensure(out.status.success(), || format!("launch --detach: {}", String::from_utf8_lossy(&out.stderr)))?;
     let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let stored = serde_json::to_value(env.pods(&ns).get(&name).await.map_err(|e| format!("launched pod {name}: {e}"))?)
         .map_err(|e| e.to_string())?;
     check_seed_pod(&stored).map_err(|e| format!("the pod launch created: {e}"))?;
-    ensure(container(&stored, "base")?["args"] == json!(["airflow", "version"]), || {
-        format!("launch's command: {}", container(&stored, "base").map(|c| c["args"].clone()).unwrap_or_default())
+    ensure(container(&stored, "base")?["command"] == json!(["airflow", "version"]), || {
+        format!("launch's command: {}", container(&stored, "base").map(|c| c["command"].clone()).unwrap_or_default())
     })
 }
 
 /// One case of the render corpus (tests/oracle/cases).
 struct Case {
     name: String,
+    /// The namespace the case's pod is in (the case's, else the pod's).
+    namespace: Option<String>,
     template: Value,
     pod: Value,
     overrides: Vec<Value>,
@@ -289,6 +329,10 @@ fn corpus_cases() -> Result<Vec<Case>> {
             let case = yaml_file(p)?;
             Ok(Case {
                 name: p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                namespace: case["namespace"]
+                    .as_str()
+                    .or_else(|| case["pod"]["metadata"]["namespace"].as_str())
+                    .map(str::to_owned),
                 template: case["template"].clone(),
                 pod: case["pod"].clone(),
                 overrides: case["overrides"].as_array().cloned().unwrap_or_default(),
@@ -310,14 +354,41 @@ fn service_accounts(values: &[&Value]) -> Vec<String> {
     names
 }
 
+/// The PriorityClasses and RuntimeClasses a pod, its template and its overrides name.
+fn classes(values: &[&Value]) -> Vec<(&'static str, String)> {
+    let mut names = Vec::new();
+    for v in values {
+        for spec in [&v["spec"], &v["spec"]["pod"]["spec"]] {
+            for (field, kind) in [("priorityClassName", "PriorityClass"), ("runtimeClassName", "RuntimeClass")] {
+                if let Some(name) = spec[field].as_str() {
+                    names.push((kind, name.to_owned()));
+                }
+            }
+        }
+    }
+    names
+}
+
 /// A stored pod, as compared: its spec, labels and annotations; the name of the
-/// service-account token volume (random) made the same.
+/// service-account token volume (random) made the same, and the lists whose order means
+/// nothing (volumes by name, volume mounts by path: maps to the API) sorted.
 fn comparable(pod: &Value, drop_annotation: Option<&str>) -> Value {
     let mut spec = pod["spec"].clone();
     let text = serde_json::to_string(&spec).unwrap_or_default();
     let random = text.find("kube-api-access-").map(|i| text[i..i + "kube-api-access-".len() + 5].to_owned());
     if let Some(random) = random {
         spec = serde_json::from_str(&text.replace(&random, "kube-api-access-XXXXX")).unwrap_or(spec);
+    }
+    let by = |key: &'static str| move |a: &Value, b: &Value| a[key].as_str().cmp(&b[key].as_str());
+    if let Some(volumes) = spec["volumes"].as_array_mut() {
+        volumes.sort_by(by("name"));
+    }
+    for list in ["containers", "initContainers"] {
+        for c in spec[list].as_array_mut().into_iter().flatten() {
+            if let Some(mounts) = c["volumeMounts"].as_array_mut() {
+                mounts.sort_by(by("mountPath"));
+            }
+        }
     }
     let mut annotations = pod["metadata"]["annotations"].clone();
     if let (Some(a), Some(key)) = (annotations.as_object_mut(), drop_annotation) {
@@ -334,7 +405,12 @@ fn differences(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             for key in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
-                differences(x.get(key).unwrap_or(&Value::Null), y.get(key).unwrap_or(&Value::Null), &format!("{path}/{key}"), out);
+                differences(
+                    x.get(key).unwrap_or(&Value::Null),
+                    y.get(key).unwrap_or(&Value::Null),
+                    &format!("{path}/{key}"),
+                    out,
+                );
             }
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
@@ -359,7 +435,9 @@ async fn corpus(env: &Env) -> Result<()> {
         }
     }
     std::fs::write(&template_file, original).map_err(|e| e.to_string())?;
-    ensure(failures.is_empty(), || format!("{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n")))
+    ensure(failures.is_empty(), || {
+        format!("{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"))
+    })
 }
 
 async fn corpus_case(env: &Env, case: &Case, work: &Path, template_file: &Path) -> Result<()> {
@@ -367,17 +445,41 @@ async fn corpus_case(env: &Env, case: &Case, work: &Path, template_file: &Path) 
     let dir = work.join(&ns);
     let overrides_dir = dir.join("overrides");
     std::fs::create_dir_all(&overrides_dir).map_err(|e| e.to_string())?;
+    // the case's namespace becomes this one; an override of another namespace goes to another
+    // (where it must not apply); a global one (files mode only) is this namespace's
+    let mut elsewhere: Option<String> = None;
     for (i, o) in case.overrides.iter().enumerate() {
         let name = o["metadata"]["name"].as_str().ok_or("an override without a name")?;
-        env.create_override(&ns, name, &o["spec"]).await?;
+        let own = o["metadata"]["namespace"].as_str();
+        let (in_cluster, in_file) = match own {
+            None => (ns.clone(), None),
+            Some(own) if Some(own) == case.namespace.as_deref() => (ns.clone(), Some(ns.clone())),
+            Some(_) => {
+                if elsewhere.is_none() {
+                    elsewhere = Some(env.namespace("corpus-other").await?);
+                }
+                let other = elsewhere.clone().unwrap_or_default();
+                (other.clone(), Some(other))
+            }
+        };
+        env.create_override(&in_cluster, name, &o["spec"]).await?;
         let mut o = o.clone();
-        o["metadata"]["namespace"] = json!(ns);
+        o["metadata"]["namespace"] = in_file.map_or(Value::Null, Value::from);
+        if o["metadata"]["namespace"].is_null() {
+            if let Some(m) = o["metadata"].as_object_mut() {
+                m.remove("namespace");
+            }
+        }
         std::fs::write(overrides_dir.join(format!("{i}.json")), o.to_string()).map_err(|e| e.to_string())?;
     }
     let mut pod = case.pod.clone();
     pod["metadata"]["namespace"] = json!(ns);
-    for sa in service_accounts(&[&case.template, &pod]).into_iter().chain(service_accounts(&case.overrides.iter().collect::<Vec<_>>())) {
+    let layers: Vec<&Value> = [&case.template, &pod].into_iter().chain(&case.overrides).collect();
+    for sa in service_accounts(&layers) {
         env.service_account(&ns, &sa).await?;
+    }
+    for (kind, name) in classes(&layers) {
+        env.cluster_class(kind, &name)?;
     }
     let local_template = dir.join("template.json");
     std::fs::write(&local_template, case.template.to_string()).map_err(|e| e.to_string())?;
@@ -397,18 +499,20 @@ async fn corpus_case(env: &Env, case: &Case, work: &Path, template_file: &Path) 
     let rendered: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("render's output: {e}"))?;
     let marker = rendered["metadata"]["annotations"][APPLIED].clone();
 
+    // render's output submitted directly (a dry run, first: a pod with a fixed name is then created
+    // through the webhook): without the opt-in no webhook is called
+    let mut direct = rendered.clone();
+    if let Some(a) = direct["metadata"]["annotations"].as_object_mut() {
+        a.remove(OVERRIDE);
+    }
+    let direct =
+        env.create_pod(&ns, &direct, true).await.map_err(|e| format!("render's pod, submitted directly: {e}"))?;
     // the server's template is this case's; the pod is created once the webhook serves it
     std::fs::write(template_file, case.template.to_string()).map_err(|e| e.to_string())?;
     let through_webhook = env
         .create_when(&ns, &pod, |a| a.as_ref().is_ok_and(|p| p["metadata"]["annotations"][APPLIED] == marker))
         .await
         .map_err(|e| format!("render's marker {marker}: {}", &e[..e.len().min(400)]))?;
-    // render's output submitted directly: without the opt-in no webhook is called
-    let mut direct = rendered.clone();
-    if let Some(a) = direct["metadata"]["annotations"].as_object_mut() {
-        a.remove(OVERRIDE);
-    }
-    let direct = env.create_pod(&ns, &direct, true).await.map_err(|e| format!("render's pod, submitted directly: {e}"))?;
     let (a, b) = (comparable(&through_webhook, Some(OVERRIDE)), comparable(&direct, None));
     let mut diffs = Vec::new();
     differences(&a, &b, "", &mut diffs);
@@ -427,11 +531,19 @@ async fn not_opted_in(env: &Env) -> Result<()> {
     // cannot pass this test
     env.create_pod(&ns, &example_pod(&ns)?, false).await?;
     let after = env.mutate_calls().await?;
-    ensure(after - before == 1.0, || format!("the webhook was called {} times for one opted-in pod and one not", after - before))?;
+    ensure(after - before == 1.0, || {
+        format!("the webhook was called {} times for one opted-in pod and one not", after - before)
+    })?;
     let base = container(&stored, "base")?;
-    ensure(base["image"] == "busybox:1.36" && base.get("env").is_none(), || format!("the plain pod was changed: {base}"))?;
-    ensure(stored["spec"]["restartPolicy"] == "Always", || format!("restartPolicy: {}", stored["spec"]["restartPolicy"]))?;
-    ensure(stored["metadata"]["annotations"].get(APPLIED).is_none(), || "the plain pod carries podtailor's marker".into())
+    ensure(base["image"] == "busybox:1.36" && base.get("env").is_none(), || {
+        format!("the plain pod was changed: {base}")
+    })?;
+    ensure(stored["spec"]["restartPolicy"] == "Always", || {
+        format!("restartPolicy: {}", stored["spec"]["restartPolicy"])
+    })?;
+    ensure(stored["metadata"]["annotations"].get(APPLIED).is_none(), || {
+        "the plain pod carries podtailor's marker".into()
+    })
 }
 
 async fn missing_override(env: &Env) -> Result<()> {
@@ -447,7 +559,9 @@ async fn missing_override(env: &Env) -> Result<()> {
     }
     let out = env.podtailor(&["launch", "-n", &ns, "--override", "no-such-override", "--", "true"])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure(out.status.code() == Some(1) || out.status.code() == Some(2), || format!("launch exit: {:?}", out.status.code()))?;
+    ensure(out.status.code() == Some(1) || out.status.code() == Some(2), || {
+        format!("launch exit: {:?}", out.status.code())
+    })?;
     for part in ["no-such-override", &ns] {
         ensure(stderr.contains(part), || format!("launch's error lacks {part:?}: {stderr}"))?;
     }
@@ -465,9 +579,13 @@ async fn invalid_overrides(env: &Env) -> Result<()> {
     })?;
     // /validate: the schema takes it, podtailor does not (a volume secret without a target)
     let before = env.webhook.lock().await.metric_sum("podtailor_admission_requests_total{webhook=\"validate\"").await?;
-    let err = env.create_override(&ns, "bad-secret", &json!({"secrets": [{"deployType": "volume", "secret": "creds"}]})).await;
+    let err = env
+        .create_override(&ns, "bad-secret", &json!({"secrets": [{"deployType": "volume", "secret": "creds"}]}))
+        .await;
     let msg = err.err().ok_or("a volume secret without a deployTarget was accepted")?;
-    ensure(msg.contains("validate.podtailor.dev") && msg.contains("bad-secret"), || format!("not /validate's refusal: {msg}"))?;
+    ensure(msg.contains("validate.podtailor.dev") && msg.contains("bad-secret"), || {
+        format!("not /validate's refusal: {msg}")
+    })?;
     let after = env.webhook.lock().await.metric_sum("podtailor_admission_requests_total{webhook=\"validate\"").await?;
     ensure(after > before, || "the validate webhook was not called".into())?;
     // and a valid one is taken
@@ -519,12 +637,15 @@ async fn reinvocation(env: &Env) -> Result<()> {
     let result = async {
         let before = env.mutate_calls().await?;
         let stored = env
-            .create_when(&ns, &example_pod(&ns)?, |a| a.as_ref().is_ok_and(|p| p["metadata"]["labels"]["later"] == "yes"))
+            .create_when(&ns, &example_pod(&ns)?, |a| {
+                a.as_ref().is_ok_and(|p| p["metadata"]["labels"]["later"] == "yes")
+            })
             .await?;
         let calls = env.mutate_calls().await? - before;
         check_seed_pod(&stored)?;
         let base = container(&stored, "base")?;
-        let env_names: Vec<&str> = base["env"].as_array().into_iter().flatten().filter_map(|e| e["name"].as_str()).collect();
+        let env_names: Vec<&str> =
+            base["env"].as_array().into_iter().flatten().filter_map(|e| e["name"].as_str()).collect();
         let mut unique = env_names.clone();
         unique.sort_unstable();
         unique.dedup();
@@ -553,7 +674,9 @@ async fn dry_run(env: &Env) -> Result<()> {
     let before = env.pods(&ns).list(&Default::default()).await.map_err(|e| e.to_string())?.items.len();
     let yaml = serde_yaml_ng::to_string(&example_pod(&ns)?).map_err(|e| e.to_string())?;
     let out = env.kubectl(&["create", "--dry-run=server", "-o", "yaml", "-f", "-"], Some(&yaml))?;
-    ensure(out.status.success(), || format!("kubectl create --dry-run=server: {}", String::from_utf8_lossy(&out.stderr)))?;
+    ensure(out.status.success(), || {
+        format!("kubectl create --dry-run=server: {}", String::from_utf8_lossy(&out.stderr))
+    })?;
     let shown: Value = serde_yaml_ng::from_slice(&out.stdout).map_err(|e| e.to_string())?;
     check_seed_pod(&shown)?;
     let after = env.pods(&ns).list(&Default::default()).await.map_err(|e| e.to_string())?.items.len();
@@ -589,7 +712,9 @@ async fn rbac(env: &Env) -> Result<()> {
         format!("podtailor's kubeconfig read secrets: {}", String::from_utf8_lossy(&out.stderr))
     })?;
     let out = kubectl(&env.bins, &webhook.kubeconfig, &["get", "podoverrides", "-A"], None)?;
-    ensure(out.status.success(), || format!("podtailor's kubeconfig cannot list podoverrides: {}", String::from_utf8_lossy(&out.stderr)))?;
+    ensure(out.status.success(), || {
+        format!("podtailor's kubeconfig cannot list podoverrides: {}", String::from_utf8_lossy(&out.stderr))
+    })?;
     ensure(wrong.is_empty(), || wrong.join("; "))
 }
 
@@ -636,7 +761,9 @@ async fn webhook_down(env: &Env) -> Result<()> {
     drop(webhook);
     restarted?;
     let msg = refused.err().ok_or("an opted-in pod was created with the webhook down")?;
-    ensure(msg.contains("failed calling webhook") && msg.contains("mutate.podtailor.dev"), || format!("the refusal: {msg}"))?;
+    ensure(msg.contains("failed calling webhook") && msg.contains("mutate.podtailor.dev"), || {
+        format!("the refusal: {msg}")
+    })?;
     plain.map_err(|e| format!("a pod that did not opt in was refused with the webhook down: {e}"))?;
     // back up: opted-in pods are created again
     env.create_when(&ns, &example_pod(&ns)?, |a| a.is_ok()).await.map(|_| ())
@@ -648,7 +775,8 @@ async fn launcher(env: &Env) -> Result<()> {
     env.create_when(&ns, &example_pod(&ns)?, |a| a.is_ok()).await?;
     env.kubelet.serve_namespace(&ns).await;
     let launch = |args: &[&str]| {
-        let mut all = vec!["launch", "-n", &ns, "--override", "resource-requirements,secret-env", "--image", "busybox:1.36"];
+        let mut all =
+            vec!["launch", "-n", &ns, "--override", "resource-requirements,secret-env", "--image", "busybox:1.36"];
         all.extend_from_slice(args);
         env.podtailor(&all)
     };
@@ -657,20 +785,31 @@ async fn launcher(env: &Env) -> Result<()> {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     ensure(out.status.code() == Some(0), || format!("a succeeding task: exit {:?}: {stderr}", out.status.code()))?;
-    ensure(stdout.contains("hello from the task"), || format!("the task's log is not in launch's output: {stdout}\n{stderr}"))?;
+    ensure(stdout.contains("hello from the task"), || {
+        format!("the task's log is not in launch's output: {stdout}\n{stderr}")
+    })?;
     ensure(stderr.contains("Running") && stderr.contains("Succeeded"), || format!("the phases: {stderr}"))?;
     let left = env.pods(&ns).list(&Default::default()).await.map_err(|e| e.to_string())?;
-    let launched: Vec<&DynamicObject> =
-        left.items.iter().filter(|p| p.metadata.labels.as_ref().is_some_and(|l| l.contains_key("podtailor.dev/launch-id"))).collect();
+    let launched: Vec<&DynamicObject> = left
+        .items
+        .iter()
+        .filter(|p| p.metadata.labels.as_ref().is_some_and(|l| l.contains_key("podtailor.dev/launch-id")))
+        .collect();
     let running: Vec<&&DynamicObject> = launched.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
-    ensure(running.is_empty(), || format!("the succeeded pod was not deleted: {:?}", running.iter().map(|p| &p.metadata.name).collect::<Vec<_>>()))?;
+    ensure(running.is_empty(), || {
+        format!("the succeeded pod was not deleted: {:?}", running.iter().map(|p| &p.metadata.name).collect::<Vec<_>>())
+    })?;
     // failure: the container's exit code is launch's own, the pod kept
     let out = launch(&["--", "sh", "-c", "exit 3"])?;
-    ensure(out.status.code() == Some(3), || format!("a task exiting 3: launch exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr)))?;
+    ensure(out.status.code() == Some(3), || {
+        format!("a task exiting 3: launch exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr))
+    })?;
     // timeout: a task that runs too long
     let out = launch(&["--timeout", "2s", "--", "sh", "-c", "sleep 60"])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure(out.status.code() != Some(0) && stderr.contains("2s"), || format!("--timeout 2s: exit {:?}: {stderr}", out.status.code()))?;
+    ensure(out.status.code() != Some(0) && stderr.contains("2s"), || {
+        format!("--timeout 2s: exit {:?}: {stderr}", out.status.code())
+    })?;
     // one pod a task: each launch made exactly one pod
     let pods = env.pods(&ns).list(&Default::default()).await.map_err(|e| e.to_string())?;
     let mut by_launch: BTreeMap<String, usize> = BTreeMap::new();
@@ -680,4 +819,40 @@ async fn launcher(env: &Env) -> Result<()> {
         }
     }
     ensure(by_launch.values().all(|n| *n == 1), || format!("pods per launch: {by_launch:?}"))
+}
+
+/// The API server makes the pod but its answer is lost (504 from a front): the launcher
+/// retries, finds the pod its first try made (by its launch id), and makes no second one.
+async fn launcher_lost_answer(env: &Env) -> Result<()> {
+    let ns = env.namespace("lost").await?;
+    env.example_overrides(&ns).await?;
+    env.create_when(&ns, &example_pod(&ns)?, |a| a.is_ok()).await?;
+    let front = kubelet::LossyFront::start(env.cp.admin.clone()).await?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let kubeconfig = dir.path().join("front.kubeconfig");
+    std::fs::write(&kubeconfig, front.kubeconfig(&ns)).map_err(|e| e.to_string())?;
+    let out = Command::new(env!("CARGO_BIN_EXE_podtailor"))
+        .args(["launch", "--detach", "--override", "resource-requirements,secret-env", "--", "true"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .map_err(|e| format!("podtailor launch: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure(out.status.success(), || {
+        format!("launch --detach through the front: exit {:?}: {stderr}", out.status.code())
+    })?;
+    ensure(front.lost.load(std::sync::atomic::Ordering::SeqCst) == 1, || {
+        "the front lost no answer: nothing was retried".into()
+    })?;
+    ensure(stderr.contains("504") && stderr.contains("created by an earlier try whose answer was lost"), || {
+        format!("launch did not say it retried and found its pod: {stderr}")
+    })?;
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let pods = env.pods(&ns).list(&Default::default()).await.map_err(|e| e.to_string())?;
+    let launched: Vec<String> = pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.labels.as_ref().is_some_and(|l| l.contains_key("podtailor.dev/launch-id")))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    ensure(launched == [name.clone()], || format!("launch printed {name:?}; the launched pods are {launched:?}"))
 }
