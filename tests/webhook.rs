@@ -284,9 +284,11 @@ async fn each_request_moves_exactly_its_counter() {
         ("mutate", "unchanged"),
         ("mutate", "denied"),
         ("mutate", "invalid"),
+        ("mutate", "error"),
         ("validate", "unchanged"),
         ("validate", "denied"),
         ("validate", "invalid"),
+        ("validate", "error"),
     ]
     .iter()
     .map(|(w, o)| (series(w, o), 0))
@@ -305,6 +307,9 @@ async fn each_request_moves_exactly_its_counter() {
     };
     let mut missing = review();
     missing["request"]["object"]["metadata"]["annotations"]["podtailor.dev/override"] = json!("gpu");
+    let mut panics = review();
+    panics["request"]["object"]["metadata"]["annotations"]["podtailor.dev/override"] =
+        json!(podtailor::mutate::PANIC_OVERRIDE);
     let no_request = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
     let good = override_review("CREATE", json!({"resources": {"limits": {"cpu": 1}}}));
     let bad = override_review("CREATE", json!({"resorces": {}}));
@@ -321,6 +326,7 @@ async fn each_request_moves_exactly_its_counter() {
         ("mutate", "denied", "application/json", missing),
         ("mutate", "invalid", "application/json", no_request.clone()),
         ("mutate", "invalid", "text/plain", review()),
+        ("mutate", "error", "application/json", panics),
         ("validate", "unchanged", "application/json", good),
         ("validate", "unchanged", "application/json", delete),
         ("validate", "denied", "application/json", bad),
