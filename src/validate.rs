@@ -211,8 +211,8 @@ fn pod_fragment(pod: &Value, err: &mut impl FnMut(String, String)) {
     }
     // an element without its merge key (a container's name, a mount's mountPath...) would be
     // added again at every pass
-    for (path, key) in crate::merge::schema::missing_merge_keys(pod, crate::merge::schema::Kind::Pod) {
-        err(format!("spec.pod.{path}"), format!("is required: the elements of this list merge by {key}"));
+    for (path, reason) in crate::merge::schema::unmatchable_elements(pod, crate::merge::schema::Kind::Pod) {
+        err(format!("spec.pod.{path}"), reason);
     }
     directives(pod, &mut "spec.pod".to_owned(), err);
     for field in crate::podschema::unknown_fields(pod) {
@@ -341,6 +341,7 @@ mod tests {
     #[case::pod_directive(PodOverrideSpec { pod: Some(json!({"spec": {"tolerations": [{"$patch": "replace"}]}})), ..Default::default() }, "spec.pod.spec.tolerations[0].$patch")]
     #[case::pod_unknown_field(PodOverrideSpec { pod: Some(json!({"spec": {"nodeSelektor": {"pool": "a"}}})), ..Default::default() }, "spec.pod.spec.nodeSelektor")]
     #[case::pod_unnamed_container(PodOverrideSpec { pod: Some(json!({"spec": {"containers": [{"image": "x"}]}})), ..Default::default() }, "spec.pod.spec.containers[0].name")]
+    #[case::pod_env_twice(PodOverrideSpec { pod: Some(json!({"spec": {"containers": [{"name": "base", "env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}]}})), ..Default::default() }, "spec.pod.spec.containers[0].env[1].name")]
     #[case::pod_mount_without_its_path(PodOverrideSpec { pod: Some(json!({"spec": {"containers": [{"name": "base", "volumeMounts": [{"name": "x"}]}]}})), ..Default::default() }, "spec.pod.spec.containers[0].volumeMounts[0].mountPath")]
     fn rejects_naming_the_field(#[case] spec: PodOverrideSpec, #[case] field: &str) {
         let errors = override_spec(&spec);

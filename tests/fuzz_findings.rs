@@ -78,11 +78,38 @@ fn a_template_mount_without_its_merge_key_is_refused() {
     let err = podtailor::store::files::parse_template(text).err().unwrap_or_default();
     assert_eq!(
         err,
-        "spec.containers[0].volumeMounts[0].mountPath: is required (the elements of this list merge by mountPath; without it one would be added at every pass)"
+        "spec.containers[0].volumeMounts[0].mountPath: is required: the elements of this list merge by mountPath; such an element would be added again at every pass"
     );
     assert_eq!(checks::template_file(text), Ok(()));
     // the same mount with its key loads, and holds the properties
     let fixed = text.replace("mountPaht:", "mountPath:");
     assert!(podtailor::store::files::parse_template(&fixed).is_ok());
     assert_eq!(checks::template_file(&fixed), Ok(()));
+}
+
+/// Finding (template_file): `- name:ow-config` (no space) is a string, not an object: an
+/// imagePullSecrets element the merge cannot match by name, added again at every pass. Refused
+/// when the template loads.
+#[test]
+fn a_template_pull_secret_that_is_not_an_object_is_refused() {
+    let text = include_str!("../fuzz/findings/template_file-pull-secret-not-an-object.yaml");
+    let err = podtailor::store::files::parse_template(text).err().unwrap_or_default();
+    assert_eq!(
+        err,
+        "spec.imagePullSecrets[0]: must be an object (the elements of this list merge by name); such an element would be added again at every pass"
+    );
+    assert_eq!(checks::template_file(text), Ok(()));
+    let fixed = text.replace("- name:ow-config", "- name: ow-config");
+    assert!(podtailor::store::files::parse_template(&fixed).is_ok());
+    assert_eq!(checks::template_file(&fixed), Ok(()));
+}
+
+/// Finding (template_file): a template with two containers named `base`. Two elements with one
+/// merge key cannot both be matched (the second pass was a patch): refused when it loads.
+#[test]
+fn a_template_with_two_containers_of_one_name_is_refused() {
+    let text = include_str!("../fuzz/findings/template_file-two-containers-named-base.yaml");
+    let err = podtailor::store::files::parse_template(text).err().unwrap_or_default();
+    assert!(err.starts_with("spec.containers[1].name: \"base\" is element 0's too"), "{err}");
+    assert_eq!(checks::template_file(text), Ok(()));
 }

@@ -75,16 +75,17 @@ pub fn field(kind: Kind, name: &str) -> Field {
     }
 }
 
-/// The paths (`spec.containers[0].volumeMounts[1].mountPath`) of the merge keys that elements
-/// of keyed lists in `value` (an object of kind `kind`) lack, with the list's name. Such an
-/// element cannot be matched with another layer's: merged in, it would be added at every pass.
-pub fn missing_merge_keys(value: &serde_json::Value, kind: Kind) -> Vec<(String, &'static str)> {
+/// The elements of keyed lists in `value` (an object of kind `kind`) that cannot be matched
+/// with another layer's: one that is not an object, or lacks the list's merge key. Merged in,
+/// such an element would be added again at every pass. Each as (path, reason):
+/// (`spec.containers[0].volumeMounts[1].mountPath`, "is required: ...").
+pub fn unmatchable_elements(value: &serde_json::Value, kind: Kind) -> Vec<(String, String)> {
     let mut out = Vec::new();
     walk_keys(value, kind, "", &mut out);
     out
 }
 
-fn walk_keys(value: &serde_json::Value, kind: Kind, path: &str, out: &mut Vec<(String, &'static str)>) {
+fn walk_keys(value: &serde_json::Value, kind: Kind, path: &str, out: &mut Vec<(String, String)>) {
     use serde_json::Value;
     let Some(map) = value.as_object() else { return };
     for (name, child) in map {
@@ -92,10 +93,26 @@ fn walk_keys(value: &serde_json::Value, kind: Kind, path: &str, out: &mut Vec<(S
         let at = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
         match (f.list, child) {
             (List::Keyed { key, .. }, Value::Array(items)) => {
+                let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
                 for (i, item) in items.iter().enumerate() {
                     let at = format!("{at}[{i}]");
-                    if item.is_object() && item.get(key).is_none_or(Value::is_null) {
-                        out.push((format!("{at}.{key}"), key));
+                    if !item.is_object() {
+                        out.push((at, format!("must be an object (the elements of this list merge by {key})")));
+                        continue;
+                    }
+                    match item.get(key) {
+                        None | Some(Value::Null) => out.push((
+                            format!("{at}.{key}"),
+                            format!("is required: the elements of this list merge by {key}"),
+                        )),
+                        Some(value) => {
+                            if let Some(first) = seen.insert(value.to_string(), i) {
+                                out.push((
+                                    format!("{at}.{key}"),
+                                    format!("{value} is element {first}'s too: the elements of this list merge by {key}, one each"),
+                                ));
+                            }
+                        }
                     }
                     if f.kind != Kind::Other {
                         walk_keys(item, f.kind, &at, out);

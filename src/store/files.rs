@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{Config, Loaded, Overrides};
 use crate::crd::PodOverrideSpec;
 use crate::input;
-use crate::merge::schema::{Kind, missing_merge_keys};
+use crate::merge::schema::{Kind, unmatchable_elements};
 use crate::merge::{Override, Template};
 use crate::validate;
 use crate::{Error, Result};
@@ -70,11 +70,9 @@ pub fn parse_template(text: &str) -> Result<Template, String> {
             }
         }
     }
-    // an element without its merge key would be added again at every pass
-    if let Some((path, key)) = missing_merge_keys(&pod, Kind::Pod).into_iter().next() {
-        return Err(format!(
-            "{path}: is required (the elements of this list merge by {key}; without it one would be added at every pass)"
-        ));
+    // an element that is not an object or lacks its merge key would be added at every pass
+    if let Some((path, reason)) = unmatchable_elements(&pod, Kind::Pod).into_iter().next() {
+        return Err(format!("{path}: {reason}; such an element would be added again at every pass"));
     }
     Ok(Template::new(pod))
 }
