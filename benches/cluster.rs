@@ -246,12 +246,16 @@ async fn measure(o: &Options, bins: &Binaries, cp: &ControlPlane, webhook: &mut 
     webhook.start().await?;
     let ready = started.elapsed();
     let (_, metrics) = webhook.admin("/metrics").await?;
-    let loaded = metrics.lines().find(|l| l.starts_with("podtailor_overrides_loaded")).unwrap_or("").to_owned();
+    let loaded = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("podtailor_overrides_loaded "))
+        .unwrap_or("(not reported)")
+        .to_owned();
     let rss = webhook.rss_kib().ok_or("the server's resident memory could not be read")?;
     println!();
     println!("serve --cluster with {} PodOverrides in {namespaces} namespaces:", o.overrides);
-    println!("| time to ready | resident memory | {} |", loaded.trim());
+    println!("| time to ready | resident memory | overrides loaded |");
     println!("|---|---|---|");
-    println!("| {:.2} s | {:.1} MiB | |", ready.as_secs_f64(), rss as f64 / 1024.0);
+    println!("| {:.2} s | {:.1} MiB | {} |", ready.as_secs_f64(), rss as f64 / 1024.0, loaded.trim());
     Ok(())
 }
