@@ -68,6 +68,20 @@ fn bytes_that_are_not_utf8_in_a_review() {
     assert_eq!((status.as_u16(), answer.response.uid.as_str()), (200, "b7a3c1f0-5d2e-4c8a-9f61-2e4b7d9a1c33"));
 }
 
+/// A template finding now refused when it loads: its error starts with `error`, it holds
+/// the properties (a template that does not load is no finding), and `fixed` (the same text
+/// with the mistake mended, if given) loads and holds them too.
+fn refused_template(text: &str, error: &str, fixed: Option<String>) {
+    let err = podtailor::store::files::parse_template(text).err().unwrap_or_default();
+    assert!(err.starts_with(error), "{err}\nwanted {error}");
+    assert!(err.ends_with("such an element would be added again at every pass"), "{err}");
+    assert_eq!(checks::template_file(text), Ok(()));
+    if let Some(fixed) = fixed {
+        assert!(podtailor::store::files::parse_template(&fixed).is_ok());
+        assert_eq!(checks::template_file(&fixed), Ok(()));
+    }
+}
+
 /// Finding (template_file): a template whose volumeMount has no `mountPath` (its merge key)
 /// added that mount again at every pass: the second pass over the patched pod was a patch. A
 /// keyed-list element without its key is now refused when the template loads (and in a
@@ -75,41 +89,24 @@ fn bytes_that_are_not_utf8_in_a_review() {
 #[test]
 fn a_template_mount_without_its_merge_key_is_refused() {
     let text = include_str!("../fuzz/findings/template_file-mount-without-mountpath.yaml");
-    let err = podtailor::store::files::parse_template(text).err().unwrap_or_default();
-    assert_eq!(
-        err,
-        "spec.containers[0].volumeMounts[0].mountPath: is required: the elements of this list merge by mountPath; such an element would be added again at every pass"
-    );
-    assert_eq!(checks::template_file(text), Ok(()));
-    // the same mount with its key loads, and holds the properties
-    let fixed = text.replace("mountPaht:", "mountPath:");
-    assert!(podtailor::store::files::parse_template(&fixed).is_ok());
-    assert_eq!(checks::template_file(&fixed), Ok(()));
+    let error =
+        "spec.containers[0].volumeMounts[0].mountPath: is required: the elements of this list merge by mountPath;";
+    refused_template(text, error, Some(text.replace("mountPaht:", "mountPath:")));
 }
 
 /// Finding (template_file): `- name:ow-config` (no space) is a string, not an object: an
-/// imagePullSecrets element the merge cannot match by name, added again at every pass. Refused
-/// when the template loads.
+/// imagePullSecrets element the merge cannot match by name, added again at every pass.
 #[test]
 fn a_template_pull_secret_that_is_not_an_object_is_refused() {
     let text = include_str!("../fuzz/findings/template_file-pull-secret-not-an-object.yaml");
-    let err = podtailor::store::files::parse_template(text).err().unwrap_or_default();
-    assert_eq!(
-        err,
-        "spec.imagePullSecrets[0]: must be an object (the elements of this list merge by name); such an element would be added again at every pass"
-    );
-    assert_eq!(checks::template_file(text), Ok(()));
-    let fixed = text.replace("- name:ow-config", "- name: ow-config");
-    assert!(podtailor::store::files::parse_template(&fixed).is_ok());
-    assert_eq!(checks::template_file(&fixed), Ok(()));
+    let error = "spec.imagePullSecrets[0]: must be an object (the elements of this list merge by name);";
+    refused_template(text, error, Some(text.replace("- name:ow-config", "- name: ow-config")));
 }
 
 /// Finding (template_file): a template with two containers named `base`. Two elements with one
-/// merge key cannot both be matched (the second pass was a patch): refused when it loads.
+/// merge key cannot both be matched (the second pass was a patch).
 #[test]
 fn a_template_with_two_containers_of_one_name_is_refused() {
     let text = include_str!("../fuzz/findings/template_file-two-containers-named-base.yaml");
-    let err = podtailor::store::files::parse_template(text).err().unwrap_or_default();
-    assert!(err.starts_with("spec.containers[1].name: \"base\" is element 0's too"), "{err}");
-    assert_eq!(checks::template_file(text), Ok(()));
+    refused_template(text, "spec.containers[1].name: \"base\" is element 0's too", None);
 }
