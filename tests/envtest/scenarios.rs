@@ -341,32 +341,14 @@ fn corpus_cases() -> Result<Vec<Case>> {
         .collect()
 }
 
-/// The service accounts a pod, its template and its overrides name.
-fn service_accounts(values: &[&Value]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for v in values {
-        for spec in [&v["spec"], &v["spec"]["pod"]["spec"]] {
-            if let Some(sa) = spec["serviceAccountName"].as_str() {
-                names.push(sa.to_owned());
-            }
-        }
-    }
-    names
-}
-
-/// The PriorityClasses and RuntimeClasses a pod, its template and its overrides name.
-fn classes(values: &[&Value]) -> Vec<(&'static str, String)> {
-    let mut names = Vec::new();
-    for v in values {
-        for spec in [&v["spec"], &v["spec"]["pod"]["spec"]] {
-            for (field, kind) in [("priorityClassName", "PriorityClass"), ("runtimeClassName", "RuntimeClass")] {
-                if let Some(name) = spec[field].as_str() {
-                    names.push((kind, name.to_owned()));
-                }
-            }
-        }
-    }
-    names
+/// The values of `field` in the specs of a pod, its template and its overrides (their pod
+/// fragments): the service accounts or classes they name.
+fn named(values: &[&Value], field: &str) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| [&v["spec"], &v["spec"]["pod"]["spec"]])
+        .filter_map(|spec| spec[field].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// A stored pod, as compared: its spec, labels and annotations; the name of the
@@ -455,31 +437,37 @@ async fn corpus_case(env: &Env, case: &Case, work: &Path, template_file: &Path) 
             None => (ns.clone(), None),
             Some(own) if Some(own) == case.namespace.as_deref() => (ns.clone(), Some(ns.clone())),
             Some(_) => {
-                if elsewhere.is_none() {
-                    elsewhere = Some(env.namespace("corpus-other").await?);
-                }
-                let other = elsewhere.clone().unwrap_or_default();
+                let other = match &elsewhere {
+                    Some(other) => other.clone(),
+                    None => env.namespace("corpus-other").await?,
+                };
+                elsewhere = Some(other.clone());
                 (other.clone(), Some(other))
             }
         };
         env.create_override(&in_cluster, name, &o["spec"]).await?;
         let mut o = o.clone();
-        o["metadata"]["namespace"] = in_file.map_or(Value::Null, Value::from);
-        if o["metadata"]["namespace"].is_null() {
-            if let Some(m) = o["metadata"].as_object_mut() {
+        match (in_file, o["metadata"].as_object_mut()) {
+            (Some(ns), Some(m)) => {
+                m.insert("namespace".into(), json!(ns));
+            }
+            (None, Some(m)) => {
                 m.remove("namespace");
             }
+            (_, None) => {}
         }
         std::fs::write(overrides_dir.join(format!("{i}.json")), o.to_string()).map_err(|e| e.to_string())?;
     }
     let mut pod = case.pod.clone();
     pod["metadata"]["namespace"] = json!(ns);
     let layers: Vec<&Value> = [&case.template, &pod].into_iter().chain(&case.overrides).collect();
-    for sa in service_accounts(&layers) {
+    for sa in named(&layers, "serviceAccountName") {
         env.service_account(&ns, &sa).await?;
     }
-    for (kind, name) in classes(&layers) {
-        env.cluster_class(kind, &name)?;
+    for (field, kind) in [("priorityClassName", "PriorityClass"), ("runtimeClassName", "RuntimeClass")] {
+        for name in named(&layers, field) {
+            env.cluster_class(kind, &name)?;
+        }
     }
     let local_template = dir.join("template.json");
     std::fs::write(&local_template, case.template.to_string()).map_err(|e| e.to_string())?;
