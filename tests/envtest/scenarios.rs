@@ -2,7 +2,9 @@
 //! when the behaviour it names breaks.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -23,40 +25,34 @@ const WORKER_SA: &str = "infrared-photon-7780-worker";
 /// How long a change in the cluster may take to reach the webhook (a watch event, not a relist).
 const PROPAGATION: Duration = Duration::from_secs(5);
 
+/// A scenario: its future, borrowing the environment.
+type Scenario = for<'a> fn(&'a Env) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+
+/// Every scenario, by name, in the order they run.
+const SCENARIOS: [(&str, Scenario); 13] = [
+    ("seed_through_kubectl_and_launch", |env| Box::pin(seed(env))),
+    ("render_corpus_equals_the_api_servers_own_defaulting", |env| Box::pin(corpus(env))),
+    ("not_opted_in_is_stored_as_submitted_and_never_reaches_the_webhook", |env| Box::pin(not_opted_in(env))),
+    ("missing_override_is_denied_naming_it_and_the_namespace", |env| Box::pin(missing_override(env))),
+    ("invalid_podoverrides_are_refused_by_the_schema_and_by_validate", |env| Box::pin(invalid_overrides(env))),
+    ("podoverride_changed_then_deleted_reaches_the_next_pod", |env| Box::pin(changed_then_deleted(env))),
+    ("reinvocation_by_a_later_webhook_adds_nothing_twice", |env| Box::pin(reinvocation(env))),
+    ("server_side_dry_run_shows_the_tailored_pod_and_stores_nothing", |env| Box::pin(dry_run(env))),
+    ("rbac_lists_and_watches_podoverrides_and_reads_no_secret_or_pod", |env| Box::pin(rbac(env))),
+    ("certificate_rotation_under_a_stream_of_creations", |env| Box::pin(rotation(env))),
+    ("webhook_down_refuses_opted_in_pods_only", |env| Box::pin(webhook_down(env))),
+    ("launcher_against_the_api_server_with_a_kubelet_stand_in", |env| Box::pin(launcher(env))),
+    ("launcher_whose_create_answer_is_lost_makes_one_pod", |env| Box::pin(launcher_lost_answer(env))),
+];
+
 pub fn names() -> Vec<&'static str> {
-    vec![
-        "seed_through_kubectl_and_launch",
-        "render_corpus_equals_the_api_servers_own_defaulting",
-        "not_opted_in_is_stored_as_submitted_and_never_reaches_the_webhook",
-        "missing_override_is_denied_naming_it_and_the_namespace",
-        "invalid_podoverrides_are_refused_by_the_schema_and_by_validate",
-        "podoverride_changed_then_deleted_reaches_the_next_pod",
-        "reinvocation_by_a_later_webhook_adds_nothing_twice",
-        "server_side_dry_run_shows_the_tailored_pod_and_stores_nothing",
-        "rbac_lists_and_watches_podoverrides_and_reads_no_secret_or_pod",
-        "certificate_rotation_under_a_stream_of_creations",
-        "webhook_down_refuses_opted_in_pods_only",
-        "launcher_against_the_api_server_with_a_kubelet_stand_in",
-        "launcher_whose_create_answer_is_lost_makes_one_pod",
-    ]
+    SCENARIOS.iter().map(|(name, _)| *name).collect()
 }
 
 pub async fn run(name: &str, env: &Env) -> Result<()> {
-    match name {
-        "seed_through_kubectl_and_launch" => seed(env).await,
-        "render_corpus_equals_the_api_servers_own_defaulting" => corpus(env).await,
-        "not_opted_in_is_stored_as_submitted_and_never_reaches_the_webhook" => not_opted_in(env).await,
-        "missing_override_is_denied_naming_it_and_the_namespace" => missing_override(env).await,
-        "invalid_podoverrides_are_refused_by_the_schema_and_by_validate" => invalid_overrides(env).await,
-        "podoverride_changed_then_deleted_reaches_the_next_pod" => changed_then_deleted(env).await,
-        "reinvocation_by_a_later_webhook_adds_nothing_twice" => reinvocation(env).await,
-        "server_side_dry_run_shows_the_tailored_pod_and_stores_nothing" => dry_run(env).await,
-        "rbac_lists_and_watches_podoverrides_and_reads_no_secret_or_pod" => rbac(env).await,
-        "certificate_rotation_under_a_stream_of_creations" => rotation(env).await,
-        "webhook_down_refuses_opted_in_pods_only" => webhook_down(env).await,
-        "launcher_against_the_api_server_with_a_kubelet_stand_in" => launcher(env).await,
-        "launcher_whose_create_answer_is_lost_makes_one_pod" => launcher_lost_answer(env).await,
-        other => Err(format!("no scenario {other}")),
+    match SCENARIOS.iter().find(|(n, _)| *n == name) {
+        Some((_, scenario)) => scenario(env).await,
+        None => Err(format!("no scenario {name}")),
     }
 }
 
