@@ -453,3 +453,47 @@ async fn a_panic_in_the_decision_is_answered_with_the_uid_and_counted() {
     assert!(text.contains("podtailor_admission_requests_total{webhook=\"mutate\",outcome=\"patched\"} 1"), "{text}");
     assert!(text.contains("podtailor_admission_requests_total{webhook=\"validate\",outcome=\"error\"} 0"), "{text}");
 }
+
+/// `levels` objects nested one in another, the innermost empty.
+fn nested(levels: usize) -> Value {
+    (1..levels).fold(json!({}), |inner, _| json!({ "f:a": inner }))
+}
+
+#[tokio::test]
+async fn an_object_nested_deeper_than_any_pod_is_refused_unread_and_one_at_the_limit_is_read() {
+    use podtailor::webhook::admission::MAX_DEPTH;
+    let state = state();
+    // The pod is level 1, metadata 2, managedFields 3, its entry 4: fieldsV1 starts at 5.
+    let with_fields = |levels: usize| {
+        let mut review = review();
+        let meta = &mut review["request"]["object"]["metadata"];
+        meta["managedFields"] = json!([{"manager": "m", "operation": "Update", "fieldsV1": nested(levels)}]);
+        // Brackets and escaped quotes inside strings are not nesting.
+        meta["annotations"]["note"] = json!("\\\"{[".repeat(MAX_DEPTH * 2));
+        review
+    };
+    let at_limit = with_fields(MAX_DEPTH - 4);
+    let (status, answer) = post(&state, &at_limit).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let mut pod = at_limit["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch_of(&answer)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pod["metadata"]["managedFields"], at_limit["request"]["object"]["metadata"]["managedFields"]);
+    assert!(pod["spec"]["containers"][0]["resources"].is_object(), "not patched: {pod}");
+
+    let over = with_fields(MAX_DEPTH - 3);
+    let (status, answer) = post(&state, &over).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["response"]["uid"], over["request"]["uid"]);
+    assert_eq!(answer["response"]["allowed"], false);
+    let message = answer["response"]["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&format!("more than {MAX_DEPTH} deep")), "{message}");
+
+    // An override's spec is level 2: the same bound on /validate (at the limit, the spec is
+    // read and denied for its unknown field).
+    let (status, answer) = validate(&state, &override_review("CREATE", nested(MAX_DEPTH - 1))).await;
+    assert_eq!((status, &answer["response"]["status"]["code"]), (StatusCode::OK, &json!(422)), "{answer}");
+    let (status, answer) = validate(&state, &override_review("CREATE", nested(MAX_DEPTH))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["response"]["uid"], "v-1");
+}

@@ -1,7 +1,10 @@
 //! AdmissionReview v1 on the wire, and the answer to one review.
 //!
 //! The request's object is kept as raw JSON: the merge engine works on values, never on
-//! typed structs that would drop fields they do not know. The response is written as the API
+//! typed structs that would drop fields they do not know. It is read into a value only when
+//! the review is one the webhook decides on, and only when it nests no deeper than
+//! [`MAX_DEPTH`]: a parsed value costs about 400 bytes an object, so a 3 MiB body of small
+//! deeply nested objects would cost far more memory than its size. The response is written as the API
 //! server documents it: `patch` is a base64 string (kube-core's `AdmissionResponse` writes an
 //! array of numbers instead, kube-rs issue 1781).
 
@@ -10,6 +13,7 @@ use std::convert::Infallible;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::merge::Want;
 use crate::merge::{write_list, write_map, write_str};
@@ -17,6 +21,11 @@ use crate::mutate::{Decision, decide};
 use crate::store::Config;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// How deep a request's object may nest objects and arrays. The deepest a Pod or PodOverride
+/// goes is about 15 (a managed field's `fieldsV1` of an env var's `secretKeyRef`); an object
+/// deeper than this is refused before it is read.
+pub const MAX_DEPTH: usize = 32;
 
 /// The part of an incoming AdmissionReview that the webhook reads.
 #[derive(Debug, Deserialize)]
@@ -42,7 +51,7 @@ pub struct RequestIn {
     #[serde(default)]
     pub operation: String,
     #[serde(default)]
-    pub object: Option<Value>,
+    pub object: Option<Box<RawValue>>,
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
@@ -246,10 +255,48 @@ fn open(review: ReviewIn, facts: &mut Facts, ours: impl Fn(&RequestIn) -> bool) 
     if !ours(&request) {
         return Err(Box::new((Outcome::Unchanged, allowed(request.uid))));
     }
-    match request.object.take().filter(Value::is_object) {
-        Some(object) => Ok((request, object)),
-        None => Err(Box::new((Outcome::Invalid, invalid(request.uid, 400, "the request has no object")))),
+    let Some(raw) = request.object.take() else {
+        return Err(Box::new((Outcome::Invalid, invalid(request.uid, 400, "the request has no object"))));
+    };
+    if deeper_than(raw.get().as_bytes(), MAX_DEPTH) {
+        let message = format!(
+            "the object nests objects and arrays more than {MAX_DEPTH} deep, which no Pod or PodOverride does (refused unread)"
+        );
+        return Err(Box::new((Outcome::Invalid, invalid(request.uid, 400, &message))));
     }
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(object) if object.is_object() => Ok((request, object)),
+        _ => Err(Box::new((Outcome::Invalid, invalid(request.uid, 400, "the request has no object")))),
+    }
+}
+
+/// Whether the JSON text `json` (already known to be valid) nests objects and arrays more
+/// than `limit` deep: one pass over its bytes, skipping the contents of strings.
+fn deeper_than(json: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The answer for a review that parsed (the mutating webhook).
@@ -350,6 +397,18 @@ mod tests {
     use super::*;
     use base64::Engine;
     use serde_json::json;
+
+    #[test]
+    fn depth_counts_objects_and_arrays_but_not_what_strings_hold() {
+        assert!(!deeper_than(br#"{"a":[{"b":1}]}"#, 3));
+        assert!(deeper_than(br#"{"a":[{"b":[]}]}"#, 3));
+        // closed levels are not counted again
+        assert!(!deeper_than(br#"{"a":[1],"b":{"c":{}},"d":[[]]}"#, 3));
+        // brackets, quotes and backslashes inside strings
+        assert!(!deeper_than(br#"{"a":"{[{[\"{[","b\\":"\\"}"#, 1));
+        assert!(deeper_than(br#"{"a\\":{"\"":{}}}"#, 2));
+        assert!(!deeper_than(b"\"{{{{\"", 0));
+    }
 
     #[test]
     fn an_encoded_patch_is_a_base64_json_string_and_reads_back() {
