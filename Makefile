@@ -170,7 +170,7 @@ $(MUTANTS_BIN):
 # No debug info in the mutants' builds: each mutant relinks the test binaries, and linking is
 # most of a mutant's build.
 mutants: $(MUTANTS_BIN)
-	@status=0; $(foreach a,$(MUTANTS_AREAS),CARGO_PROFILE_DEV_DEBUG=0 CARGO_TARGET_DIR=$(CURDIR)/target/mutants-build $(MUTANTS_BIN) mutants $(MUTANTS_FLAGS) -o target/mutants/$(a) $(MUTANTS_$(a)) || status=1;) exit $$status
+	@mkdir -p target/mutants; status=0; $(foreach a,$(MUTANTS_AREAS),CARGO_PROFILE_DEV_DEBUG=0 CARGO_TARGET_DIR=$(CURDIR)/target/mutants-build $(MUTANTS_BIN) mutants $(MUTANTS_FLAGS) -o target/mutants/$(a) $(MUTANTS_$(a)) || status=1;) exit $$status
 
 ## Coverage-guided fuzzing of every place bytes from outside enter (fuzz/, README: Tests):
 ## each target for FUZZ_SECONDS (default 60), then its executions and exec/s. cargo-fuzz is
