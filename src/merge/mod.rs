@@ -283,7 +283,7 @@ fn apply_override<'a>(
         ]);
         layer(desired, Draft::object([("spec", Draft::object([("containers", Draft::Array(vec![container]))]))]));
     }
-    if let Some(fragment) = secrets::fragment(desired.node(), &target, &o.secrets) {
+    if let Some(fragment) = secrets::fragment(&target, &o.secrets) {
         layer(desired, fragment);
     }
     Ok(())
