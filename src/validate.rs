@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::crd::{DeployType, PodOverrideSpec, Quantity};
+use crate::merge::exposed_name;
 use crate::merge::schema::{Kind, List, field};
 
 /// One problem with one field.
@@ -151,6 +152,7 @@ pub fn override_spec(spec: &PodOverrideSpec) -> Vec<FieldError> {
             }
         }
     }
+    let mut exposed = std::collections::HashMap::new();
     for (i, s) in spec.secrets.iter().enumerate() {
         let at = |f: &str| format!("spec.secrets[{i}].{f}");
         if let Err(m) = dns_subdomain(&s.secret) {
@@ -166,8 +168,17 @@ pub fn override_spec(spec: &PodOverrideSpec) -> Vec<FieldError> {
                 err(at("deployTarget"), "is required with key: it names the environment variable".into());
             }
             (DeployType::Env, Some(t), Some(_)) => {
-                if let Err(m) = env_name(t) {
+                // checked as written and as exposed (upper-cased): the same for these names
+                if let Err(m) = env_name(t).and_then(|()| env_name(&exposed_name(t))) {
                     err(at("deployTarget"), format!("{t:?} is not an environment variable name: {m}"));
+                } else if let Some(first) = exposed.insert(exposed_name(t), i) {
+                    err(
+                        at("deployTarget"),
+                        format!(
+                            "{t:?} is exposed as {}, like spec.secrets[{first}]: one variable each (env targets are upper-cased, as Airflow's Secret does)",
+                            exposed_name(t)
+                        ),
+                    );
                 }
             }
             (DeployType::Env, Some(_), None) => err(
@@ -191,6 +202,23 @@ pub fn override_spec(spec: &PodOverrideSpec) -> Vec<FieldError> {
         pod_fragment(pod, &mut err);
     }
     errors
+}
+
+/// Notes for people on a valid `spec`: each `env` secret whose variable is not named as
+/// written, because it is upper-cased as Airflow's `Secret` does.
+pub fn override_warnings(spec: &PodOverrideSpec) -> Vec<String> {
+    spec.secrets
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.deploy_type == DeployType::Env && s.key.is_some())
+        .filter_map(|(i, s)| {
+            let t = s.deploy_target.as_deref()?;
+            let name = exposed_name(t);
+            (name != t).then(|| {
+                format!("spec.secrets[{i}].deployTarget: {t:?} is exposed as {name} (env targets are upper-cased, as Airflow's Secret does)")
+            })
+        })
+        .collect()
 }
 
 fn pod_fragment(pod: &Value, err: &mut impl FnMut(String, String)) {
@@ -360,6 +388,10 @@ mod tests {
     #[case::bad_env_name(secret(DeployType::Env, Some("1BAD"), "s", Some("k")), "spec.secrets[0].deployTarget")]
     #[case::env_key_without_target(secret(DeployType::Env, None, "s", Some("k")), "spec.secrets[0].deployTarget")]
     #[case::env_target_without_key(secret(DeployType::Env, Some("X"), "s", None), "spec.secrets[0].deployTarget")]
+    #[case::env_targets_the_same_once_upper_cased(PodOverrideSpec { secrets: vec![
+        SecretRef { deploy_type: DeployType::Env, deploy_target: Some("MY_TOKEN".into()), secret: "s".into(), key: Some("a".into()) },
+        SecretRef { deploy_type: DeployType::Env, deploy_target: Some("my_token".into()), secret: "s".into(), key: Some("b".into()) }],
+        ..Default::default() }, "spec.secrets[1].deployTarget")]
     #[case::bad_secret_name(secret(DeployType::Env, None, "Not_A_Name", None), "spec.secrets[0].secret")]
     #[case::bad_key(secret(DeployType::Env, Some("X"), "s", Some("a/b")), "spec.secrets[0].key")]
     #[case::bad_container(PodOverrideSpec { container: Some("Base".into()), ..Default::default() }, "spec.container")]
@@ -378,6 +410,40 @@ mod tests {
         let errors = override_spec(&spec);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].field, field);
+    }
+
+    #[test]
+    fn warns_where_an_env_target_is_exposed_upper_cased() {
+        let spec = PodOverrideSpec {
+            secrets: vec![
+                SecretRef {
+                    deploy_type: DeployType::Env,
+                    deploy_target: Some("my_token".into()),
+                    secret: "s".into(),
+                    key: Some("t".into()),
+                },
+                SecretRef {
+                    deploy_type: DeployType::Env,
+                    deploy_target: Some("MY_SECRET".into()),
+                    secret: "s".into(),
+                    key: Some("k".into()),
+                },
+                SecretRef {
+                    deploy_type: DeployType::Volume,
+                    deploy_target: Some("/etc/lower".into()),
+                    secret: "s".into(),
+                    key: None,
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(override_spec(&spec), vec![]);
+        assert_eq!(
+            override_warnings(&spec),
+            vec![
+                r#"spec.secrets[0].deployTarget: "my_token" is exposed as MY_TOKEN (env targets are upper-cased, as Airflow's Secret does)"#
+            ]
+        );
     }
 
     #[test]

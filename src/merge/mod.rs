@@ -30,7 +30,7 @@ use strategic::{Nulls, merge_draft};
 use texts::{Known, Texts};
 
 pub(crate) use draft::{write_list, write_map, write_str};
-pub use secrets::secret_volume_name;
+pub use secrets::{exposed_name, secret_volume_name};
 
 /// The annotation by which a pod opts in: PodOverride names, comma-separated, in order.
 pub const OVERRIDE_ANNOTATION: &str = "podtailor.dev/override";

@@ -1,5 +1,5 @@
 //! Secrets exposed to a container, as Airflow's `Secret` does, without its duplicates:
-//! `env` with a key is one variable (`secretKeyRef`), `env` without a key is the whole secret
+//! `env` with a key is one variable (`secretKeyRef`) named by the target upper-cased, `env` without a key is the whole secret
 //! (`envFrom`, listed once), `volume` is a read-only mount of a volume whose name is derived
 //! from the secret and key, so applying twice adds nothing.
 
@@ -21,6 +21,12 @@ pub fn secret_volume_name(secret: &str, key: Option<&str>) -> String {
     let digest = Sha256::digest(format!("{secret}\n{}", key.unwrap_or_default()).as_bytes());
     let hash = super::hex(&digest[..4]);
     format!("secret-{base}-{hash}")
+}
+
+/// The variable an `env` secret is exposed as: its target upper-cased, as Airflow's `Secret`
+/// does (`my_token` is `MY_TOKEN`). A variable name is ASCII (validation checks it).
+pub fn exposed_name(target: &str) -> String {
+    target.to_ascii_uppercase()
 }
 
 /// What one secret reference adds to a pod, made once for an override.
@@ -51,7 +57,7 @@ pub fn prepare(secrets: &[SecretRef]) -> Vec<Prepared> {
         .iter()
         .map(|s| match (s.deploy_type, &s.key) {
             (DeployType::Env, Some(key)) => Prepared::Env(json!({
-                "name": s.deploy_target.as_deref().unwrap_or(key),
+                "name": exposed_name(s.deploy_target.as_deref().unwrap_or(key)),
                 "valueFrom": {"secretKeyRef": {"name": s.secret, "key": key}},
             })),
             (DeployType::Env, None) => Prepared::EnvFrom(json!({"secretRef": {"name": s.secret}})),
@@ -141,6 +147,21 @@ mod tests {
         assert_eq!(
             p["spec"]["containers"][0]["env"],
             json!([{"name": "MY_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])
+        );
+    }
+
+    #[test]
+    fn an_env_target_is_upper_cased_as_airflow_does() {
+        let mut p = pod();
+        apply(
+            &mut p,
+            "base",
+            &[secret(Env, Some("my_token"), "s", Some("token")), secret(Env, Some("my_secret"), "s", Some("k"))],
+        );
+        assert_eq!(
+            p["spec"]["containers"][0]["env"],
+            json!([{"name": "MY_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                   {"name": "MY_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}}])
         );
     }
 

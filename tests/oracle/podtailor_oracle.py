@@ -475,7 +475,8 @@ def secret_layer(current: dict, target: str, secret: dict) -> dict | None:
     name = secret.get("secret")
     key = secret.get("key")
     if deploy_type == "env" and deploy_target and key:
-        env = {"name": deploy_target, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+        # Airflow's Secret upper-cases an env target (str.upper())
+        env = {"name": deploy_target.upper(), "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
         return {"spec": {"containers": [{"name": target, "env": [env]}]}}
     if deploy_type == "env" and not deploy_target and not key:
         # merged by source by apply_layer, like any envFrom entry
