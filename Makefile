@@ -128,7 +128,8 @@ $(VENV)/.installed: tests/oracle/requirements.txt
 
 venv: $(VENV)/.installed
 
-## kubectl's strategic merge, Python's jsonpatch and kubernetes-validate against `render`.
+## kubectl's strategic merge, Python's jsonpatch, kubernetes-validate and Airflow's own pod
+## construction (apache-airflow-providers-cncf-kubernetes) against `render`.
 oracle: venv envtest-bin
 	@$(TEST_BUILD)
 	@command -v $(KUBECTL) >/dev/null || { echo "oracle: kubectl is required (offline use only): make envtest-bin builds it (needs Go)"; exit 1; }

@@ -59,7 +59,8 @@ pub struct SecretRef {
     /// `env`: an environment variable (with `key`) or every key of the secret (without);
     /// `volume`: files under `deployTarget`.
     pub deploy_type: DeployType,
-    /// The variable's name (`env` with `key`) or the absolute mount path (`volume`).
+    /// The variable's name (`env` with `key`; upper-cased, as Airflow's `Secret` does: `my_token`
+    /// is exposed as `MY_TOKEN`) or the absolute mount path (`volume`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_target: Option<String>,
     /// The Secret's name, in the pod's namespace.

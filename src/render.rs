@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::merge::Want;
 use crate::mutate::{Decision, decide};
-use crate::{Error, input, store};
+use crate::{Error, input, store, validate};
 
 #[derive(Args, Debug)]
 pub struct RenderArgs {
@@ -36,8 +36,9 @@ pub enum Output {
     Patch,
 }
 
-/// What `render` prints: `text` on standard output, `warnings` (the webhook's, for values the
-/// pod set itself that an override replaced) on standard error.
+/// What `render` prints: `text` on standard output, `warnings` on standard error: the
+/// validating webhook's for each override applied (an env secret exposed upper-cased), then
+/// the webhook's (values the pod set itself that an override replaced).
 #[derive(Debug)]
 pub struct Rendered {
     pub text: String,
@@ -57,7 +58,18 @@ pub fn run(args: &RenderArgs) -> crate::Result<Rendered> {
     let (desired, patch, warnings) =
         match decide(&config, namespace, &given.pod, Want::Desired).map_err(|d| bad(d.message))? {
             Decision::NotOptedIn => (given.pod, json_patch::Patch(Vec::new()), Vec::new()),
-            Decision::Mutated { outcome, .. } => (outcome.desired.unwrap_or_default(), outcome.patch, outcome.warnings),
+            Decision::Mutated { outcome, overrides } => {
+                // what the validating webhook says of each override applied, then the webhook's
+                let mut warnings: Vec<String> = overrides
+                    .iter()
+                    .filter_map(|name| config.overrides.get(namespace, name))
+                    .flat_map(|o| {
+                        validate::override_warnings(o.spec()).into_iter().map(|w| format!("override {:?}: {w}", o.name))
+                    })
+                    .collect();
+                warnings.extend(outcome.warnings);
+                (outcome.desired.unwrap_or_default(), outcome.patch, warnings)
+            }
         };
     let printed = match args.output {
         Output::Yaml => serde_yaml_ng::to_string(&desired).map_err(|e| bad(e.to_string()))?,

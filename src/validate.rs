@@ -4,6 +4,8 @@
 use serde_json::Value;
 
 use crate::crd::{DeployType, PodOverrideSpec, Quantity};
+use crate::merge::exposed_name;
+use crate::merge::schema::{Kind, List, field};
 
 /// One problem with one field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +152,7 @@ pub fn override_spec(spec: &PodOverrideSpec) -> Vec<FieldError> {
             }
         }
     }
+    let mut exposed = std::collections::HashMap::new();
     for (i, s) in spec.secrets.iter().enumerate() {
         let at = |f: &str| format!("spec.secrets[{i}].{f}");
         if let Err(m) = dns_subdomain(&s.secret) {
@@ -165,8 +168,17 @@ pub fn override_spec(spec: &PodOverrideSpec) -> Vec<FieldError> {
                 err(at("deployTarget"), "is required with key: it names the environment variable".into());
             }
             (DeployType::Env, Some(t), Some(_)) => {
-                if let Err(m) = env_name(t) {
+                // checked as written and as exposed (upper-cased): the same for these names
+                if let Err(m) = env_name(t).and_then(|()| env_name(&exposed_name(t))) {
                     err(at("deployTarget"), format!("{t:?} is not an environment variable name: {m}"));
+                } else if let Some(first) = exposed.insert(exposed_name(t), i) {
+                    err(
+                        at("deployTarget"),
+                        format!(
+                            "{t:?} is exposed as {}, like spec.secrets[{first}]: one variable each (env targets are upper-cased, as Airflow's Secret does)",
+                            exposed_name(t)
+                        ),
+                    );
                 }
             }
             (DeployType::Env, Some(_), None) => err(
@@ -192,6 +204,23 @@ pub fn override_spec(spec: &PodOverrideSpec) -> Vec<FieldError> {
     errors
 }
 
+/// Notes for people on a valid `spec`: each `env` secret whose variable is not named as
+/// written, because it is upper-cased as Airflow's `Secret` does.
+pub fn override_warnings(spec: &PodOverrideSpec) -> Vec<String> {
+    spec.secrets
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.deploy_type == DeployType::Env && s.key.is_some())
+        .filter_map(|(i, s)| {
+            let t = s.deploy_target.as_deref()?;
+            let name = exposed_name(t);
+            (name != t).then(|| {
+                format!("spec.secrets[{i}].deployTarget: {t:?} is exposed as {name} (env targets are upper-cased, as Airflow's Secret does)")
+            })
+        })
+        .collect()
+}
+
 fn pod_fragment(pod: &Value, err: &mut impl FnMut(String, String)) {
     let Some(map) = pod.as_object() else {
         return err("spec.pod".into(), "must be an object with metadata and/or spec".into());
@@ -211,17 +240,19 @@ fn pod_fragment(pod: &Value, err: &mut impl FnMut(String, String)) {
     }
     // an element without its merge key (a container's name, a mount's mountPath...) would be
     // added again at every pass
-    for (path, reason) in crate::merge::schema::unmatchable_elements(pod, crate::merge::schema::Kind::Pod) {
+    for (path, reason) in crate::merge::schema::unmatchable_elements(pod, Kind::Pod) {
         err(format!("spec.pod.{path}"), reason);
     }
-    directives(pod, &mut "spec.pod".to_owned(), err);
+    directives(pod, Kind::Pod, &mut "spec.pod".to_owned(), err);
     for field in crate::podschema::unknown_fields(pod) {
         err(format!("spec.pod.{field}"), "is not a field of a Pod".into());
     }
 }
 
-/// Strategic-merge directives (`$patch`, `$retainKeys`…) are not part of the override format.
-fn directives(v: &Value, path: &mut String, err: &mut impl FnMut(String, String)) {
+/// Strategic-merge directives (`$patch`, `$retainKeys`…) are not part of the override format,
+/// but one: an element `{"$patch": "replace"}` of a container's `envFrom` replaces the list
+/// (which otherwise merges by source).
+fn directives(v: &Value, kind: Kind, path: &mut String, err: &mut impl FnMut(String, String)) {
     match v {
         Value::Object(map) => {
             for (k, v) in map {
@@ -231,10 +262,16 @@ fn directives(v: &Value, path: &mut String, err: &mut impl FnMut(String, String)
                 if k.starts_with('$') {
                     err(
                         path.clone(),
-                        "patch directives are not supported: write the fields, or null to remove one".into(),
+                        "patch directives are not supported: write the fields, or null to remove one (a container's \
+                         envFrom takes {\"$patch\": \"replace\"})"
+                            .into(),
                     );
                 }
-                directives(v, path, err);
+                let f = field(kind, k);
+                match v.as_array() {
+                    Some(items) if f.list == List::Sources => sources(items, path, err),
+                    _ => directives(v, f.kind, path, err),
+                }
                 path.truncate(len);
             }
         }
@@ -242,11 +279,30 @@ fn directives(v: &Value, path: &mut String, err: &mut impl FnMut(String, String)
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                directives(item, path, err);
+                directives(item, kind, path, err);
                 path.truncate(len);
             }
         }
         _ => {}
+    }
+}
+
+/// An `envFrom` list: its entries, and at most the one directive `{"$patch": "replace"}`.
+fn sources(items: &[Value], path: &mut String, err: &mut impl FnMut(String, String)) {
+    for (i, item) in items.iter().enumerate() {
+        let len = path.len();
+        path.push_str(&format!("[{i}]"));
+        match item.get("$patch") {
+            None => directives(item, Kind::Other, path, err),
+            Some(Value::String(s)) if s == "replace" && item.as_object().is_some_and(|m| m.len() == 1) => {}
+            Some(_) => err(
+                format!("{path}.$patch"),
+                "only {\"$patch\": \"replace\"}, alone in its element, is supported: it replaces the list instead of \
+                 adding to it"
+                    .into(),
+            ),
+        }
+        path.truncate(len);
     }
 }
 
@@ -332,6 +388,10 @@ mod tests {
     #[case::bad_env_name(secret(DeployType::Env, Some("1BAD"), "s", Some("k")), "spec.secrets[0].deployTarget")]
     #[case::env_key_without_target(secret(DeployType::Env, None, "s", Some("k")), "spec.secrets[0].deployTarget")]
     #[case::env_target_without_key(secret(DeployType::Env, Some("X"), "s", None), "spec.secrets[0].deployTarget")]
+    #[case::env_targets_the_same_once_upper_cased(PodOverrideSpec { secrets: vec![
+        SecretRef { deploy_type: DeployType::Env, deploy_target: Some("MY_TOKEN".into()), secret: "s".into(), key: Some("a".into()) },
+        SecretRef { deploy_type: DeployType::Env, deploy_target: Some("my_token".into()), secret: "s".into(), key: Some("b".into()) }],
+        ..Default::default() }, "spec.secrets[1].deployTarget")]
     #[case::bad_secret_name(secret(DeployType::Env, None, "Not_A_Name", None), "spec.secrets[0].secret")]
     #[case::bad_key(secret(DeployType::Env, Some("X"), "s", Some("a/b")), "spec.secrets[0].key")]
     #[case::bad_container(PodOverrideSpec { container: Some("Base".into()), ..Default::default() }, "spec.container")]
@@ -339,6 +399,9 @@ mod tests {
     #[case::pod_status(PodOverrideSpec { pod: Some(json!({"status": {}})), ..Default::default() }, "spec.pod.status")]
     #[case::pod_rename(PodOverrideSpec { pod: Some(json!({"metadata": {"name": "x"}})), ..Default::default() }, "spec.pod.metadata.name")]
     #[case::pod_directive(PodOverrideSpec { pod: Some(json!({"spec": {"tolerations": [{"$patch": "replace"}]}})), ..Default::default() }, "spec.pod.spec.tolerations[0].$patch")]
+    #[case::env_from_directive_other_than_replace(PodOverrideSpec { pod: Some(json!({"spec": {"containers": [{"name": "base", "envFrom": [{"$patch": "delete"}]}]}})), ..Default::default() }, "spec.pod.spec.containers[0].envFrom[0].$patch")]
+    #[case::env_from_replace_with_fields(PodOverrideSpec { pod: Some(json!({"spec": {"containers": [{"name": "base", "envFrom": [{"$patch": "replace", "prefix": "X_"}]}]}})), ..Default::default() }, "spec.pod.spec.containers[0].envFrom[0].$patch")]
+    #[case::replace_outside_env_from(PodOverrideSpec { pod: Some(json!({"spec": {"containers": [{"name": "base", "env": [{"name": "A", "$patch": "replace"}]}]}})), ..Default::default() }, "spec.pod.spec.containers[0].env[0].$patch")]
     #[case::pod_unknown_field(PodOverrideSpec { pod: Some(json!({"spec": {"nodeSelektor": {"pool": "a"}}})), ..Default::default() }, "spec.pod.spec.nodeSelektor")]
     #[case::pod_unnamed_container(PodOverrideSpec { pod: Some(json!({"spec": {"containers": [{"image": "x"}]}})), ..Default::default() }, "spec.pod.spec.containers[0].name")]
     #[case::pod_env_twice(PodOverrideSpec { pod: Some(json!({"spec": {"containers": [{"name": "base", "env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}]}})), ..Default::default() }, "spec.pod.spec.containers[0].env[1].name")]
@@ -347,6 +410,51 @@ mod tests {
         let errors = override_spec(&spec);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].field, field);
+    }
+
+    #[test]
+    fn warns_where_an_env_target_is_exposed_upper_cased() {
+        let spec = PodOverrideSpec {
+            secrets: vec![
+                SecretRef {
+                    deploy_type: DeployType::Env,
+                    deploy_target: Some("my_token".into()),
+                    secret: "s".into(),
+                    key: Some("t".into()),
+                },
+                SecretRef {
+                    deploy_type: DeployType::Env,
+                    deploy_target: Some("MY_SECRET".into()),
+                    secret: "s".into(),
+                    key: Some("k".into()),
+                },
+                SecretRef {
+                    deploy_type: DeployType::Volume,
+                    deploy_target: Some("/etc/lower".into()),
+                    secret: "s".into(),
+                    key: None,
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(override_spec(&spec), vec![]);
+        assert_eq!(
+            override_warnings(&spec),
+            vec![
+                r#"spec.secrets[0].deployTarget: "my_token" is exposed as MY_TOKEN (env targets are upper-cased, as Airflow's Secret does)"#
+            ]
+        );
+    }
+
+    #[test]
+    fn accepts_replace_in_env_from() {
+        let spec = PodOverrideSpec {
+            pod: Some(json!({"spec": {
+                "containers": [{"name": "base", "envFrom": [{"$patch": "replace"}, {"configMapRef": {"name": "only"}}]}],
+                "initContainers": [{"name": "init", "envFrom": [{"$patch": "replace"}]}]}})),
+            ..Default::default()
+        };
+        assert_eq!(override_spec(&spec), vec![]);
     }
 
     #[test]

@@ -401,6 +401,21 @@ fn render_prints_the_webhooks_warnings_on_stderr() {
 }
 
 #[test]
+fn render_names_the_variable_an_env_secret_is_exposed_as() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {podtailor.dev/override: o}}\nspec: {containers: [{name: base}]}\n";
+    let o = over("{secrets: [{deployType: env, deployTarget: my_token, secret: api, key: token}]}");
+    let out = scenario(TEMPLATE, &[("o.yaml", &o)], pod);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr,
+        "podtailor render: warning: override \"o\": spec.secrets[0].deployTarget: \"my_token\" is exposed as MY_TOKEN (env targets are upper-cased, as Airflow's Secret does)\n"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("name: MY_TOKEN") && !stdout.contains("my_token"), "{stdout}");
+}
+
+#[test]
 fn an_overrides_directory_keeps_its_kustomization_and_names_its_subdirectories() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     for f in ["resource-requirements.yaml", "secret-env.yaml"] {

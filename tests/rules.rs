@@ -163,6 +163,19 @@ fn check(desired: &Value, want: &Expect) {
 ], vec![
     ("/spec/containers/0/envFrom", Some(json!([{"secretRef": {"name": "app-env"}}, {"secretRef": {"name": "more"}}]))),
 ])]
+#[case::env_from_keeps_the_platforms_entries_when_a_task_adds_one("o", base(json!({"envFrom": [{"configMapRef": {"name": "task-settings"}}]})), vec![
+    (None, "o", json!({"pod": {"spec": {"containers": [{"name": "base", "envFrom": [{"configMapRef": {"name": "team-settings"}}, {"secretRef": {"name": "app-env", "optional": true}}]}]}}})),
+], vec![
+    ("/spec/containers/0/envFrom", Some(json!([
+        {"secretRef": {"name": "app-env", "optional": true}},
+        {"configMapRef": {"name": "task-settings"}},
+        {"configMapRef": {"name": "team-settings"}}]))),
+])]
+#[case::env_from_is_replaced_when_a_layer_says_replace("o", base(json!({"envFrom": [{"configMapRef": {"name": "task-settings"}}]})), vec![
+    (None, "o", json!({"pod": {"spec": {"containers": [{"name": "base", "envFrom": [{"$patch": "replace"}, {"secretRef": {"name": "only"}}]}]}}})),
+], vec![
+    ("/spec/containers/0/envFrom", Some(json!([{"secretRef": {"name": "only"}}]))),
+])]
 #[case::secret_volumes_have_one_stable_name("o,p", base(json!({})), vec![
     (None, "o", json!({"secrets": [{"deployType": "volume", "deployTarget": "/etc/creds", "secret": "creds"}]})),
     (None, "p", json!({"secrets": [{"deployType": "volume", "deployTarget": "/etc/creds", "secret": "creds"}]})),

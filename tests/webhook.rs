@@ -406,6 +406,31 @@ async fn the_validating_webhook_rejects_what_would_fail_at_pod_admission(#[case]
 }
 
 #[tokio::test]
+async fn the_validating_webhook_warns_where_an_env_target_is_exposed_upper_cased() {
+    let state = state();
+    let spec = json!({"secrets": [{"deployType": "env", "deployTarget": "MY_SECRET", "secret": "s", "key": "k"},
+                                  {"deployType": "env", "deployTarget": "my_token", "secret": "s", "key": "t"}]});
+    let (_, answer) = validate(&state, &override_review("CREATE", spec)).await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert_eq!(
+        answer["response"]["warnings"],
+        json!([
+            r#"podtailor: spec.secrets[1].deployTarget: "my_token" is exposed as MY_TOKEN (env targets are upper-cased, as Airflow's Secret does)"#
+        ]),
+        "{answer}"
+    );
+    let (_, answer) = validate(
+        &state,
+        &override_review(
+            "CREATE",
+            json!({"secrets": [{"deployType": "env", "deployTarget": "MY_SECRET", "secret": "s", "key": "k"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(answer["response"].get("warnings"), None, "{answer}");
+}
+
+#[tokio::test]
 async fn the_validating_webhook_lets_other_kinds_and_deletes_through() {
     let state = state();
     let mut review = override_review("DELETE", json!({"secrets": [{"deployType": "file"}]}));

@@ -573,11 +573,12 @@ impl<'r, 'a> Node<'r, 'a> {
         false
     }
 
-    /// Whether a `null` is anywhere inside (below this node: the node itself is not looked at).
-    pub fn has_null(self) -> bool {
+    /// Whether a `null` or a list element `{"$patch": …}` (a strategic-merge directive) is
+    /// anywhere inside (below this node: the node itself is not looked at).
+    pub fn has_directive(self) -> bool {
         match (self.entries(), self.items()) {
-            (Some(mut entries), _) => entries.any(|(_, v)| v.is_null() || v.has_null()),
-            (_, Some(mut items)) => items.any(|v| v.is_null() || v.has_null()),
+            (Some(mut entries), _) => entries.any(|(_, v)| v.is_null() || v.has_directive()),
+            (_, Some(mut items)) => items.any(|v| v.is_null() || v.field("$patch").is_some() || v.has_directive()),
             _ => false,
         }
     }

@@ -30,7 +30,7 @@ use strategic::{Nulls, merge_draft};
 use texts::{Known, Texts};
 
 pub(crate) use draft::{write_list, write_map, write_str};
-pub use secrets::secret_volume_name;
+pub use secrets::{exposed_name, secret_volume_name};
 
 /// The annotation by which a pod opts in: PodOverride names, comma-separated, in order.
 pub const OVERRIDE_ANNOTATION: &str = "podtailor.dev/override";
@@ -283,7 +283,7 @@ fn apply_override<'a>(
         ]);
         layer(desired, Draft::object([("spec", Draft::object([("containers", Draft::Array(vec![container]))]))]));
     }
-    if let Some(fragment) = secrets::fragment(desired.node(), &target, &o.secrets) {
+    if let Some(fragment) = secrets::fragment(&target, &o.secrets) {
         layer(desired, fragment);
     }
     Ok(())

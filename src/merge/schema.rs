@@ -37,6 +37,12 @@ pub enum List {
     Keyed { key: &'static str, element: Element },
     /// `patchStrategy: merge` on a list of scalars: union, in order.
     Set,
+    /// podtailor's own rule for `envFrom`, which the Pod API leaves without a key (replacing it
+    /// whole would drop a platform's `secretRef` because a task added a ConfigMap): entries
+    /// keyed by their source (`configMapRef` or `secretRef`, the name) and `prefix`; a later
+    /// entry of the same source replaces the earlier one, others are appended, nothing is
+    /// listed twice. A patch layer's list holding `{"$patch": "replace"}` replaces the list.
+    Sources,
 }
 
 /// A field's own kind (for recursion) and its list strategy (when it holds a list).
@@ -67,6 +73,7 @@ pub fn field(kind: Kind, name: &str) -> Field {
         (Kind::Spec, "hostAliases") => keyed(Kind::Other, "ip", Element::Merge),
         (Kind::Spec, "topologySpreadConstraints") => keyed(Kind::Other, "topologyKey", Element::Merge),
         (Kind::Container, "env") => keyed(Kind::Other, "name", Element::Replace),
+        (Kind::Container, "envFrom") => Field { kind: Kind::Other, list: List::Sources },
         (Kind::Container, "volumeMounts") => keyed(Kind::Mount, "mountPath", Element::Merge),
         (Kind::Container, "resources") => Field { kind: Kind::Resources, list: List::Atomic },
         (Kind::Container, "volumeDevices") => keyed(Kind::Other, "devicePath", Element::Merge),
@@ -174,7 +181,7 @@ mod tests {
     #[case(Kind::Spec, "imagePullSecrets", List::Keyed { key: "name", element: Element::Merge })]
     #[case(Kind::Spec, "tolerations", List::Atomic)]
     #[case(Kind::Container, "env", List::Keyed { key: "name", element: Element::Replace })]
-    #[case(Kind::Container, "envFrom", List::Atomic)]
+    #[case(Kind::Container, "envFrom", List::Sources)]
     #[case(Kind::Container, "volumeMounts", List::Keyed { key: "mountPath", element: Element::Merge })]
     #[case(Kind::Container, "ports", List::Keyed { key: "containerPort", element: Element::Merge })]
     #[case(Kind::Container, "args", List::Atomic)]

@@ -1,6 +1,6 @@
 //! Secrets exposed to a container, as Airflow's `Secret` does, without its duplicates:
-//! `env` with a key is one variable (`secretKeyRef`), `env` without a key is the whole secret
-//! (`envFrom`, added once), `volume` is a read-only mount of a volume whose name is derived
+//! `env` with a key is one variable (`secretKeyRef`) named by the target upper-cased, `env` without a key is the whole secret
+//! (`envFrom`, listed once), `volume` is a read-only mount of a volume whose name is derived
 //! from the secret and key, so applying twice adds nothing.
 
 use serde_json::{Value, json};
@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use std::borrow::Cow;
 
-use super::draft::{Draft, Node, Object};
+use super::draft::{Draft, Object};
 use crate::crd::{DeployType, SecretRef};
 
 /// The volume name for `secret` (and `key`): `secret-<name>-<hash>`, a valid DNS label of at
@@ -23,12 +23,18 @@ pub fn secret_volume_name(secret: &str, key: Option<&str>) -> String {
     format!("secret-{base}-{hash}")
 }
 
+/// The variable an `env` secret is exposed as: its target upper-cased, as Airflow's `Secret`
+/// does (`my_token` is `MY_TOKEN`). A variable name is ASCII (validation checks it).
+pub fn exposed_name(target: &str) -> String {
+    target.to_ascii_uppercase()
+}
+
 /// What one secret reference adds to a pod, made once for an override.
 #[derive(Clone, Debug)]
 pub enum Prepared {
     /// An env var with a `secretKeyRef`.
     Env(Value),
-    /// An `envFrom` entry for the whole secret, added once.
+    /// An `envFrom` entry for the whole secret, listed once.
     EnvFrom(Value),
     /// A secret volume and its read-only mount.
     Volume { volume: Value, mount: Value },
@@ -51,7 +57,7 @@ pub fn prepare(secrets: &[SecretRef]) -> Vec<Prepared> {
         .iter()
         .map(|s| match (s.deploy_type, &s.key) {
             (DeployType::Env, Some(key)) => Prepared::Env(json!({
-                "name": s.deploy_target.as_deref().unwrap_or(key),
+                "name": exposed_name(s.deploy_target.as_deref().unwrap_or(key)),
                 "valueFrom": {"secretKeyRef": {"name": s.secret, "key": key}},
             })),
             (DeployType::Env, None) => Prepared::EnvFrom(json!({"secretRef": {"name": s.secret}})),
@@ -70,25 +76,21 @@ pub fn prepare(secrets: &[SecretRef]) -> Vec<Prepared> {
         .collect()
 }
 
-/// The fragment that adds `secrets` (as [`prepare`]d) to container `target` of `pod` (which
-/// exists: the caller checked), if there are any.
-pub fn fragment<'a>(pod: Node, target: &str, secrets: &'a [Prepared]) -> Option<Draft<'a>> {
+/// The fragment that adds `secrets` (as [`prepare`]d) to container `target` (which exists:
+/// the caller checked), if there are any. `envFrom` merges by source, so an entry for a
+/// secret the container already reads from replaces that entry and is not listed again.
+pub fn fragment<'a>(target: &str, secrets: &'a [Prepared]) -> Option<Draft<'a>> {
     if secrets.is_empty() {
         return None;
     }
     let mut env = Vec::new();
     let mut mounts = Vec::new();
     let mut volumes = Vec::new();
-    let mut env_from: Vec<Draft> = current_env_from(pod, target).into_iter().map(Draft::owned).collect();
-    let before = env_from.len();
+    let mut env_from = Vec::new();
     for s in secrets {
         match s {
             Prepared::Env(var) => env.push(Draft::Borrowed(var)),
-            Prepared::EnvFrom(entry) => {
-                if !env_from.iter().any(|e| e.node().eq(Node::Value(entry))) {
-                    env_from.push(Draft::Borrowed(entry));
-                }
-            }
+            Prepared::EnvFrom(entry) => env_from.push(Draft::Borrowed(entry)),
             Prepared::Volume { volume, mount } => {
                 volumes.push(Draft::Borrowed(volume));
                 mounts.push(Draft::Borrowed(mount));
@@ -97,14 +99,10 @@ pub fn fragment<'a>(pod: Node, target: &str, secrets: &'a [Prepared]) -> Option<
     }
     let mut container = Object::default();
     container.push(Cow::Borrowed("name"), Draft::owned(Value::String(target.to_owned())));
-    if !env.is_empty() {
-        container.push(Cow::Borrowed("env"), Draft::Array(env));
-    }
-    if !mounts.is_empty() {
-        container.push(Cow::Borrowed("volumeMounts"), Draft::Array(mounts));
-    }
-    if env_from.len() != before {
-        container.push(Cow::Borrowed("envFrom"), Draft::Array(env_from));
+    for (field, items) in [("env", env), ("volumeMounts", mounts), ("envFrom", env_from)] {
+        if !items.is_empty() {
+            container.push(Cow::Borrowed(field), Draft::Array(items));
+        }
     }
     let mut spec = Object::default();
     spec.push(Cow::Borrowed("containers"), Draft::Array(vec![Draft::Object(container)]));
@@ -112,17 +110,6 @@ pub fn fragment<'a>(pod: Node, target: &str, secrets: &'a [Prepared]) -> Option<
         spec.push(Cow::Borrowed("volumes"), Draft::Array(volumes));
     }
     Some(Draft::object([("spec", Draft::Object(spec))]))
-}
-
-fn current_env_from(pod: Node, target: &str) -> Vec<Value> {
-    pod.field("spec")
-        .and_then(|s| s.field("containers"))
-        .and_then(Node::items)
-        .and_then(|mut cs| cs.find(|c| c.field("name").and_then(Node::as_str) == Some(target)))
-        .and_then(|c| c.field("envFrom"))
-        .filter(|e| e.is_array())
-        .map(|e| e.items().into_iter().flatten().map(Node::to_value).collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -134,7 +121,7 @@ mod tests {
 
     fn apply(pod: &mut Value, target: &str, secrets: &[SecretRef]) {
         let prepared = prepare(secrets);
-        if let Some(f) = fragment(Node::Value(pod), target, &prepared).map(Draft::into_value) {
+        if let Some(f) = fragment(target, &prepared).map(Draft::into_value) {
             merge(pod, f, Kind::Pod, Nulls::Delete);
         }
     }
@@ -160,6 +147,21 @@ mod tests {
         assert_eq!(
             p["spec"]["containers"][0]["env"],
             json!([{"name": "MY_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])
+        );
+    }
+
+    #[test]
+    fn an_env_target_is_upper_cased_as_airflow_does() {
+        let mut p = pod();
+        apply(
+            &mut p,
+            "base",
+            &[secret(Env, Some("my_token"), "s", Some("token")), secret(Env, Some("my_secret"), "s", Some("k"))],
+        );
+        assert_eq!(
+            p["spec"]["containers"][0]["env"],
+            json!([{"name": "MY_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                   {"name": "MY_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}}])
         );
     }
 

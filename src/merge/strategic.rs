@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::draft::{Draft, Entries, Items, Object};
+use super::draft::{Draft, Entries, Items, Node, Object};
 use super::hash::{Digests, Firsts, SCAN};
 use super::schema::{Element, Kind, List, field, omitted_when_zero};
 
@@ -59,6 +59,17 @@ fn merge_object<'a>(base: &mut Object<'a>, layer: Entries<'a>, kind: Kind, nulls
             continue;
         }
         let f = field(kind, &key);
+        if f.list == List::Sources && nulls == Nulls::Delete && replaces(value.node()) {
+            // `$patch: replace`: the layer's list as it is, without the directive (none left
+            // is no list)
+            let value = cleaned(value, nulls);
+            match at {
+                _ if value.node().is_null() => deleted.extend(at),
+                Some(at) => *base.at_mut(at) = value,
+                None => base.push(key, value),
+            }
+            continue;
+        }
         let Some(existing) = at.map(|at| base.at_mut(at)) else {
             base.push(key, cleaned(value, nulls));
             continue;
@@ -72,6 +83,7 @@ fn merge_object<'a>(base: &mut Object<'a>, layer: Entries<'a>, kind: Kind, nulls
             let (Some(existing), Ok(value)) = (existing.array_mut(), value.into_items()) else { continue };
             match f.list {
                 List::Keyed { key, element } => merge_keyed(existing, value, key, element, f.kind, nulls),
+                List::Sources => merge_sources(existing, value, nulls),
                 _ => merge_set(existing, value),
             }
         } else {
@@ -109,6 +121,64 @@ fn merge_set<'a>(base: &mut Vec<Draft<'a>>, layer: Items<'a>) {
             base.push(item);
         }
     }
+}
+
+/// Merges `envFrom` ([`List::Sources`]): an entry replaces the entry of the same source, any
+/// the list already holds (so nothing is listed twice), or is appended.
+fn merge_sources<'a>(base: &mut Vec<Draft<'a>>, layer: Items<'a>, nulls: Nulls) {
+    let same = |a: Node, b: Node| match (source(a), source(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => a.eq(b),
+    };
+    if base.len() + layer.size_hint().0 <= SCAN {
+        for item in layer {
+            match base.iter().position(|e| same(e.node(), item.node())) {
+                Some(at) => base[at] = cleaned(item, nulls),
+                None => base.push(cleaned(item, nulls)),
+            }
+        }
+        return;
+    }
+    let digests = Digests::default();
+    let digest = |n: Node| match source(n) {
+        Some((kind, name, prefix)) => {
+            digests.of_str(kind) ^ digests.of_str(name).rotate_left(21) ^ digests.of_str(prefix).rotate_left(42)
+        }
+        None => !digests.of(n),
+    };
+    let mut firsts = Firsts::default();
+    base.iter().enumerate().for_each(|(i, e)| firsts.insert(digest(e.node()), i));
+    for item in layer {
+        let d = digest(item.node());
+        match firsts.find(d, base.len(), |i| same(base[i].node(), item.node())) {
+            Some(at) => base[at] = cleaned(item, nulls),
+            None => {
+                firsts.insert(d, base.len());
+                base.push(cleaned(item, nulls));
+            }
+        }
+    }
+}
+
+/// The source an `envFrom` entry reads and the prefix it puts before the names:
+/// (`configMapRef` or `secretRef`, the name, the prefix), a missing name or prefix being `""`
+/// as it is once stored. `None` for an entry of another shape, which only an equal entry meets.
+pub(crate) fn source<'r>(entry: Node<'r, '_>) -> Option<(&'static str, &'r str, &'r str)> {
+    let text = |n: Option<Node<'r, '_>>| match n {
+        None => Some(""),
+        Some(n) => n.as_str(),
+    };
+    let (kind, reference) = match (entry.field("configMapRef"), entry.field("secretRef")) {
+        (Some(r), None) => ("configMapRef", r),
+        (None, Some(r)) => ("secretRef", r),
+        _ => return None,
+    };
+    Some((kind, text(reference.field("name"))?, text(entry.field("prefix"))?))
+}
+
+/// Whether a list of a patch layer holds strategic merge's `{"$patch": "replace"}`.
+pub(crate) fn replaces(list: Node) -> bool {
+    list.items().is_some_and(|mut items| items.any(|i| i.field("$patch").and_then(Node::as_str) == Some("replace")))
 }
 
 /// Merges a keyed list: an element of the layer meets the element of `base` with the same
@@ -184,10 +254,11 @@ pub fn drop_zeroes(value: &mut Value, kind: Kind, nulls: Nulls) {
     }
 }
 
-/// A layer's value as it enters the result: with `Nulls::Delete`, nested `null`s are
-/// directives, not values, and are dropped.
+/// A layer's value as it enters the result: with `Nulls::Delete`, nested `null`s and list
+/// elements `{"$patch": …}` are directives, not values, and are dropped (a list that held only
+/// directives becomes `null`, dropped in turn).
 fn cleaned(value: Draft<'_>, nulls: Nulls) -> Draft<'_> {
-    if nulls == Nulls::Keep || !value.node().has_null() {
+    if nulls == Nulls::Keep || !value.node().has_directive() {
         return value;
     }
     Draft::owned(cleaned_value(value.into_value()))
@@ -195,10 +266,19 @@ fn cleaned(value: Draft<'_>, nulls: Nulls) -> Draft<'_> {
 
 fn cleaned_value(value: Value) -> Value {
     match value {
-        Value::Object(map) => {
-            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, cleaned_value(v))).collect())
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, cleaned_value(v)))
+                .filter(|(_, v)| !v.is_null())
+                .collect(),
+        ),
+        Value::Array(items) => {
+            let had = items.len();
+            let items: Vec<Value> =
+                items.into_iter().filter(|i| i.get("$patch").is_none()).map(cleaned_value).collect();
+            if items.is_empty() && had > 0 { Value::Null } else { Value::Array(items) }
         }
-        Value::Array(items) => Value::Array(items.into_iter().map(cleaned_value).collect()),
         value => value,
     }
 }
@@ -266,6 +346,64 @@ mod tests {
         json!({"spec": {"containers": [{"name": "base", "env": [{"name": "A", "value": "1"}, {"name": "D", "value": "1"}, {"name": "D", "value": "2"}]}]}}))]
     fn merges_like_strategic_merge(#[case] base: Value, #[case] layer: Value, #[case] want: Value) {
         assert_eq!(merged(base, layer, Nulls::Keep), want);
+    }
+
+    fn env_from(entries: Value) -> Value {
+        json!({"spec": {"containers": [{"name": "base", "envFrom": entries}]}})
+    }
+
+    #[rstest]
+    #[case::entries_are_added(
+        json!([{"secretRef": {"name": "platform-env"}}]),
+        json!([{"configMapRef": {"name": "task-settings"}}]),
+        json!([{"secretRef": {"name": "platform-env"}}, {"configMapRef": {"name": "task-settings"}}]))]
+    #[case::an_entry_of_the_same_source_is_replaced_in_place(
+        json!([{"secretRef": {"name": "a"}}, {"configMapRef": {"name": "b"}}]),
+        json!([{"secretRef": {"name": "a", "optional": true}}]),
+        json!([{"secretRef": {"name": "a", "optional": true}}, {"configMapRef": {"name": "b"}}]))]
+    #[case::kind_name_and_prefix_make_the_source(
+        json!([{"secretRef": {"name": "a"}}, {"configMapRef": {"name": "b"}, "prefix": "B_"}]),
+        json!([{"configMapRef": {"name": "a"}}, {"secretRef": {"name": "a"}, "prefix": "A_"}, {"configMapRef": {"name": "b"}, "prefix": ""}, {"configMapRef": {"name": "b"}, "prefix": "B_"}]),
+        json!([{"secretRef": {"name": "a"}}, {"configMapRef": {"name": "b"}, "prefix": "B_"}, {"configMapRef": {"name": "a"}}, {"secretRef": {"name": "a"}, "prefix": "A_"}, {"configMapRef": {"name": "b"}, "prefix": ""}]))]
+    #[case::nothing_is_listed_twice(
+        json!([{"secretRef": {"name": "a"}}]),
+        json!([{"configMapRef": {"name": "c"}}, {"secretRef": {"name": "a"}}, {"configMapRef": {"name": "c"}, "optional": false}]),
+        json!([{"secretRef": {"name": "a"}}, {"configMapRef": {"name": "c"}, "optional": false}]))]
+    #[case::replace_directive_replaces_the_list(
+        json!([{"secretRef": {"name": "a"}}, {"configMapRef": {"name": "b"}}]),
+        json!([{"$patch": "replace"}, {"configMapRef": {"name": "only"}}]),
+        json!([{"configMapRef": {"name": "only"}}]))]
+    fn env_from_merges_by_source(#[case] base: Value, #[case] layer: Value, #[case] want: Value) {
+        assert_eq!(merged(env_from(base), env_from(layer), Nulls::Delete), env_from(want));
+    }
+
+    #[test]
+    fn env_from_merges_by_source_in_long_lists_too() {
+        let entries =
+            |n: usize, kind: &str| -> Vec<Value> { (0..n).map(|i| json!({kind: {"name": format!("s{i}")}})).collect() };
+        let base = Value::Array(entries(100, "secretRef"));
+        let mut layer = entries(100, "configMapRef");
+        layer.extend(entries(100, "secretRef").into_iter().rev().map(|mut e| {
+            e["secretRef"]["optional"] = json!(true);
+            e
+        }));
+        let got = merged(env_from(base), env_from(Value::Array(layer)), Nulls::Delete);
+        let got = got["spec"]["containers"][0]["envFrom"].as_array().cloned().unwrap_or_default();
+        assert_eq!(got.len(), 200);
+        assert_eq!(got[7], json!({"secretRef": {"name": "s7", "optional": true}}));
+        assert_eq!(got[107], json!({"configMapRef": {"name": "s7"}}));
+    }
+
+    #[test]
+    fn a_replace_directive_never_reaches_the_pod() {
+        // with nothing left the list goes; in a container the base did not have, it is dropped
+        let base = json!({"spec": {"containers": [{"name": "base", "envFrom": [{"secretRef": {"name": "a"}}]}]}});
+        let layer = json!({"spec": {"containers": [{"name": "base", "envFrom": [{"$patch": "replace"}]},
+                                                     {"name": "side", "envFrom": [{"$patch": "replace"}, {"secretRef": {"name": "s"}}]}]}});
+        assert_eq!(
+            merged(base, layer, Nulls::Delete),
+            json!({"spec": {"containers": [{"name": "base"}, {"name": "side", "envFrom": [{"secretRef": {"name": "s"}}]}]}})
+        );
     }
 
     #[test]

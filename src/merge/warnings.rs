@@ -11,11 +11,14 @@ use serde_json::Value;
 use super::draft::Node;
 use super::hash::{Digests, Firsts, SCAN};
 use super::schema::{Element, Kind, List, field};
+use super::strategic::{replaces, source};
 
 enum Step {
     Key(String),
     /// The element of a keyed list whose merge key has this value.
     Keyed(&'static str, Value),
+    /// The `envFrom` entry of this entry's source.
+    Source(Value),
 }
 
 /// A step of the walk, borrowed from the layer; copied into a [`Step`] for a watched place.
@@ -23,6 +26,7 @@ enum Step {
 enum StepRef<'l, 'a> {
     Key(&'l str),
     Keyed(&'static str, Node<'l, 'a>),
+    Source(Node<'l, 'a>),
 }
 
 impl StepRef<'_, '_> {
@@ -30,6 +34,7 @@ impl StepRef<'_, '_> {
         match self {
             StepRef::Key(k) => Step::Key(k.to_owned()),
             StepRef::Keyed(key, k) => Step::Keyed(key, k.to_value()),
+            StepRef::Source(entry) => Step::Source(entry.to_value()),
         }
     }
 }
@@ -115,7 +120,30 @@ fn collect<'l, 'a, 'p>(
         }
         return;
     }
+    // envFrom: an entry can replace only the entry of its source, unless the layer replaces
+    // the list (the pod's entries are few: found by a scan)
+    if list == List::Sources
+        && !replaces(v)
+        && let Some(items) = v.items()
+    {
+        for item in items {
+            let (Some(pod), Some(merged)) = (same_source(at.0, item), same_source(at.1, item)) else { continue };
+            steps.push(StepRef::Source(item));
+            watch(steps, (pod, merged), &mut out.places);
+            steps.pop();
+        }
+        return;
+    }
     watch(steps, at, &mut out.places);
+}
+
+/// The entry of the list `v` that reads the source `entry` reads.
+fn same_source<'r, 'a>(v: Node<'r, 'a>, entry: Node) -> Option<Node<'r, 'a>> {
+    let want = source(entry);
+    v.items()?.find(|e| match (want, source(*e)) {
+        (Some(a), Some(b)) => a == b,
+        _ => e.eq(entry),
+    })
 }
 
 /// Watches the place `steps` when the merge so far still holds the pod's own value there.
@@ -174,6 +202,11 @@ fn display(steps: &[Step]) -> String {
                 out.push_str(k);
             }
             Step::Keyed(key, v) => out.push_str(&format!("[{key}={}]", short(v))),
+            Step::Source(entry) => match source(Node::Value(entry)) {
+                Some((kind, name, "")) => out.push_str(&format!("[{kind}={name}]")),
+                Some((kind, name, prefix)) => out.push_str(&format!("[{kind}={name},prefix={prefix}]")),
+                None => out.push_str(&format!("[{}]", short(entry))),
+            },
         }
     }
     out
@@ -184,6 +217,7 @@ fn lookup<'r, 'a>(mut v: Node<'r, 'a>, steps: &[Step], lists: &mut Lists) -> Opt
         v = match step {
             Step::Key(k) => v.field(k)?,
             Step::Keyed(key, k) => lists.keyed(v, key, Node::Value(k))?,
+            Step::Source(entry) => same_source(v, Node::Value(entry))?,
         };
     }
     Some(v)
@@ -225,6 +259,26 @@ mod tests {
         let pod = json!({"spec": {"containers": [{"name": "base", "env": [{"name": "X", "value": "1"}]}]}});
         let layer = json!({"spec": {"containers": [{"name": "base", "env": [{"name": "X", "valueFrom": {}}]}]}});
         assert_eq!(warnings(layer.clone(), pod.clone(), pod, layer).len(), 1);
+    }
+
+    #[test]
+    fn an_env_from_entry_warns_only_when_it_replaces_the_pods_entry_of_its_source() {
+        let pod = json!({"spec": {"containers": [{"name": "base", "envFrom": [{"secretRef": {"name": "task-env"}}]}]}});
+        let added =
+            json!({"spec": {"containers": [{"name": "base", "envFrom": [{"configMapRef": {"name": "more"}}]}]}});
+        let after = json!({"spec": {"containers": [{"name": "base", "envFrom": [{"secretRef": {"name": "task-env"}}, {"configMapRef": {"name": "more"}}]}]}});
+        assert_eq!(warnings(added, pod.clone(), pod.clone(), after), Vec::<String>::new());
+        let optional = json!({"spec": {"containers": [{"name": "base", "envFrom": [{"secretRef": {"name": "task-env", "optional": true}}]}]}});
+        assert_eq!(
+            warnings(optional.clone(), pod.clone(), pod.clone(), optional),
+            vec![
+                r#"override "o" replaced spec.containers[name=base].envFrom[secretRef=task-env], which the pod set to {"secretRef":{"name":"task-env"}} (now {"secretRef":{"name":"task-env","optional":true}})"#
+            ]
+        );
+        let replace = json!({"spec": {"containers": [{"name": "base", "envFrom": [{"$patch": "replace"}, {"configMapRef": {"name": "more"}}]}]}});
+        let replaced =
+            json!({"spec": {"containers": [{"name": "base", "envFrom": [{"configMapRef": {"name": "more"}}]}]}});
+        assert_eq!(warnings(replace, pod.clone(), pod, replaced).len(), 1);
     }
 
     #[test]

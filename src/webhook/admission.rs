@@ -359,7 +359,14 @@ pub fn validate(review: ReviewIn, facts: &mut Facts) -> (Outcome, ReviewOut) {
     facts.pod = request.name.unwrap_or_default();
     let origin = format!("{}/{}", facts.namespace, facts.pod);
     match crate::store::files::parse_override(object, &origin) {
-        Ok(_) => (Outcome::Unchanged, allowed(request.uid)),
+        Ok(loaded) => {
+            let mut answer = allowed(request.uid);
+            answer.response.warnings = crate::validate::override_warnings(loaded.r#override.spec())
+                .into_iter()
+                .map(|w| format!("podtailor: {w}"))
+                .collect();
+            (Outcome::Unchanged, answer)
+        }
         Err(reason) => (Outcome::Denied, refused(request.uid, 422, "Invalid", format!("podtailor: {reason}"))),
     }
 }

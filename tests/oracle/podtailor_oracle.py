@@ -9,7 +9,10 @@ merge), with the podtailor-specific rules of shared/DESIGN.md layered on top:
 3. a later layer's env var replaces the earlier element entirely (delete, then merge);
 4. an override = its ``spec.pod`` fragment, then ``spec.resources`` into the target container,
    then ``spec.secrets`` (Airflow's Secret: env with key, envFrom without key, volume);
-5. the annotation ``podtailor.dev/applied`` is not compared.
+5. ``envFrom`` merges by source (kind, name, prefix): a later entry replaces the entry of its
+   source, others are appended, nothing twice; an override's ``{"$patch": "replace"}`` element
+   replaces the list (kubectl replaces the list whole: it is handed the merged list);
+6. the annotation ``podtailor.dev/applied`` is not compared.
 """
 
 from __future__ import annotations
@@ -263,7 +266,8 @@ class KubectlChain:
         return result
 
     # one layer with podtailor's env and volume rules ------------------------------------------
-    def apply_layer(self, current: dict, layer: dict) -> dict:
+    def apply_layer(self, current: dict, layer: dict, patch: bool = True) -> dict:
+        layer = with_env_from_merged(current, layer, patch)
         deletes = env_delete_patch(current, layer)
         if deletes is not None:
             current = self.patch(current, deletes)
@@ -279,7 +283,7 @@ class KubectlChain:
             meta.pop(k, None)
         meta["name"] = TEMP_TEMPLATE_NAME
 
-        current = self.apply_layer(current, as_decoded(pod))
+        current = self.apply_layer(current, as_decoded(pod), patch=False)
 
         ns = namespace or (pod.get("metadata") or {}).get("namespace")
         by_name: dict[str, dict] = {}
@@ -375,6 +379,51 @@ def with_retain_keys(layer: dict) -> dict:
     return layer
 
 
+REPLACE_DIRECTIVE = {"$patch": "replace"}
+
+
+def env_from_source(entry: Any) -> tuple | None:
+    """(kind, name, prefix) of an envFrom entry; a missing name or prefix is ""."""
+    if not isinstance(entry, dict):
+        return None
+    refs = [k for k in ("configMapRef", "secretRef") if k in entry]
+    if len(refs) != 1:
+        return None
+    return (refs[0], (entry[refs[0]] or {}).get("name", ""), entry.get("prefix", ""))
+
+
+def merged_env_from(current: list, layer: list, patch: bool) -> list:
+    if patch and REPLACE_DIRECTIVE in layer:
+        return [copy.deepcopy(e) for e in layer if e != REPLACE_DIRECTIVE]
+    out = copy.deepcopy(current)
+    for entry in layer:
+        src = env_from_source(entry)
+        same = [
+            i for i, e in enumerate(out)
+            if (src is not None and env_from_source(e) == src) or (src is None and e == entry)
+        ]
+        if same:
+            out[same[0]] = copy.deepcopy(entry)
+        else:
+            out.append(copy.deepcopy(entry))
+    return out
+
+
+def with_env_from_merged(current: dict, layer: dict, patch: bool) -> dict:
+    """The layer with each container's envFrom replaced by the merged list (kubectl has no key
+    for envFrom and replaces it whole, so it is given the whole result)."""
+    layer = copy.deepcopy(layer)
+    cur_spec = current.get("spec") or {}
+    for ckey in ("containers", "initContainers", "ephemeralContainers"):
+        existing = {c.get("name"): c for c in cur_spec.get(ckey) or [] if isinstance(c, dict)}
+        for c in (layer.get("spec") or {}).get(ckey) or []:
+            if not isinstance(c, dict) or not isinstance(c.get("envFrom"), list):
+                continue
+            have = (existing.get(c.get("name")) or {}).get("envFrom") or []
+            c["envFrom"] = merged_env_from(have, c["envFrom"], patch) or None
+    return layer
+
+
 def env_delete_patch(current: dict, layer: dict) -> dict | None:
     cur_spec = current.get("spec") or {}
     layer_spec = layer.get("spec") or {}
@@ -426,18 +475,12 @@ def secret_layer(current: dict, target: str, secret: dict) -> dict | None:
     name = secret.get("secret")
     key = secret.get("key")
     if deploy_type == "env" and deploy_target and key:
-        env = {"name": deploy_target, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+        # Airflow's Secret upper-cases an env target (str.upper())
+        env = {"name": deploy_target.upper(), "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
         return {"spec": {"containers": [{"name": target, "env": [env]}]}}
     if deploy_type == "env" and not deploy_target and not key:
-        container = next(
-            c for c in current["spec"]["containers"] if c.get("name") == target
-        )
-        env_from = copy.deepcopy(container.get("envFrom") or [])
-        entry = {"secretRef": {"name": name}}
-        if any(canonical_json(e) == canonical_json(entry) for e in env_from):
-            return None
-        env_from.append(entry)
-        return {"spec": {"containers": [{"name": target, "envFrom": env_from}]}}
+        # merged by source by apply_layer, like any envFrom entry
+        return {"spec": {"containers": [{"name": target, "envFrom": [{"secretRef": {"name": name}}]}]}}
     if deploy_type == "volume" and deploy_target:
         vol_name = secret_volume_name(name, key)
         source: dict[str, Any] = {"secretName": name}
