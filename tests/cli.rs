@@ -427,8 +427,13 @@ fn an_overrides_directory_keeps_its_kustomization_and_names_its_subdirectories()
     std::fs::create_dir(dir.path().join("prod")).unwrap_or_else(|e| panic!("{e}"));
     let (code, _, stderr) = render_pod();
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("WARN") && stderr.contains("subdirectories are not read"), "{stderr}");
-    assert!(stderr.contains(&dir.path().join("prod").display().to_string()), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "podtailor render: warning: {d}: subdirectories are not read (only the directory's own *.yaml, *.yml and *.json files, as with kubectl apply -f without -R): {}\n",
+            dir.path().join("prod").display()
+        )
+    );
 }
 
 #[test]
@@ -561,4 +566,46 @@ fn launch_names_the_api_server_it_cannot_reach() {
     let want = format!("creating the pod in namespace \"default\" on http://127.0.0.1:{port}/: ");
     assert!(first.contains(&want), "{first}");
     assert!(first.contains("retrying in 0.5s (attempt 2 of 6)"), "{first}");
+}
+
+/// `serve --cluster` with an API server that cannot be reached: it serves (the last known set,
+/// none yet) and each failed watch says which API server it could not reach.
+#[test]
+fn serve_cluster_names_the_api_server_it_cannot_reach() {
+    use std::io::BufRead;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = closed.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    certificates(dir.path());
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+    );
+    std::fs::write(dir.path().join("config"), kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+    let cert = dir.path().join("tls.crt").display().to_string();
+    let key = dir.path().join("tls.key").display().to_string();
+    let mut child = podtailor(&["serve", "--cluster", "--template", "examples/template.yaml"])
+        .args(["--tls-cert", &cert, "--tls-key", &key])
+        .args(FREE)
+        .env("KUBECONFIG", dir.path().join("config"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let mut failed = None;
+    if let Some(stderr) = child.stderr.take() {
+        // the watch retries about once a second: its first failure comes within a few lines
+        for line in std::io::BufReader::new(stderr).lines().take(20) {
+            let line = line.unwrap_or_else(|e| panic!("{e}"));
+            if line.contains("watching PodOverrides failed") {
+                failed = Some(line);
+                break;
+            }
+        }
+    }
+    child.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = child.wait();
+    let failed = failed.unwrap_or_else(|| panic!("no failed watch logged"));
+    assert!(failed.contains(&format!("cluster{{server=\"http://127.0.0.1:{port}/\"}}")), "{failed}");
 }
