@@ -441,9 +441,52 @@ fn a_template_that_is_not_a_manifest_says_what_a_template_is() {
     assert_error(
         &scenario("hello world\n", &[], POD),
         &[
+            "podtailor render: --template ",
             "template.yaml: is not a Pod manifest: expected `apiVersion: v1` and `kind: Pod` (the platform's worker pod), it is the text \"hello world\"",
         ],
     );
+}
+
+#[test]
+fn an_override_file_that_is_not_a_manifest_says_what_an_override_is() {
+    assert_error(
+        &scenario(TEMPLATE, &[("o.yaml", "hello world\n")], POD),
+        &[
+            "podtailor render: --overrides ",
+            "o.yaml: is not a PodOverride manifest: expected `apiVersion: podtailor.dev/v1alpha1` and `kind: PodOverride`, it is the text \"hello world\"",
+        ],
+    );
+}
+
+/// render and launch --dry-run name the flag of a file they cannot read, once, as serve does.
+#[test]
+fn render_and_launch_name_the_flag_of_a_missing_file_once() {
+    let (code, _, stderr) = output(&mut podtailor(&[
+        "render",
+        "--template",
+        "examples/template.yaml",
+        "--overrides",
+        "examples/nope",
+        "examples/pod.yaml",
+    ]));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr, "podtailor render: --overrides examples/nope: No such file or directory (os error 2)\n");
+    let (code, _, stderr) =
+        output(&mut podtailor(&["render", "--template", "examples/nope.yaml", "examples/pod.yaml"]));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr, "podtailor render: --template examples/nope.yaml: No such file or directory (os error 2)\n");
+    let (code, _, stderr) = output(&mut podtailor(&[
+        "launch",
+        "--dry-run",
+        "--template",
+        "examples/template.yaml",
+        "--overrides",
+        "examples/nope",
+        "--",
+        "true",
+    ]));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr, "podtailor launch: --overrides examples/nope: No such file or directory (os error 2)\n");
 }
 
 #[test]

@@ -332,7 +332,7 @@ pub fn run(args: LaunchArgs) -> u8 {
     };
     if args.dry_run {
         let config = match (&args.template, &args.overrides_dir) {
-            (Some(template), Some(dir)) => match store::files::load(template, dir) {
+            (Some(template), Some(dir)) => match store::files::load_flags(template, Some(dir)) {
                 Ok(config) => Some(config),
                 Err(e) => return fail(EXIT_ERROR, e.to_string()),
             },
