@@ -355,6 +355,16 @@ fn launch_dry_run_says_where_the_override_is_and_what_was_meant() {
     assert!(stdout.contains("cpu: 500m"), "{stdout}");
 }
 
+/// `launch --dry-run --template` alone, like `render --template`: the template without overrides.
+#[test]
+fn launch_dry_run_needs_no_overrides_for_the_template_alone() {
+    let (code, stdout, stderr) =
+        output(&mut podtailor(&["launch", "--dry-run", "--template", "examples/template.yaml", "--", "true"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("# task task: the pod the webhook would make (namespace default)"), "{stdout}");
+    assert!(stdout.contains("tier: airflow"), "{stdout}");
+}
+
 #[test]
 fn render_says_where_the_override_is_and_what_was_meant() {
     let pod = |names: &str| {

@@ -107,8 +107,9 @@ pub struct LaunchArgs {
     /// The format of --dry-run's output.
     #[arg(long, short = 'o', value_enum, value_name = "FORMAT", requires = "dry_run")]
     pub output: Option<Output>,
-    /// With --dry-run and --overrides: also show the pod the webhook would make, with this template.
-    #[arg(long, value_name = "FILE", requires_all = ["dry_run", "overrides_dir"])]
+    /// With --dry-run: also show the pod the webhook would make, with this template (and the
+    /// overrides of --overrides; none: the template alone).
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
     pub template: Option<PathBuf>,
     /// With --dry-run and --template: a directory of PodOverride files.
     #[arg(long = "overrides", value_name = "DIR", requires_all = ["dry_run", "template"])]
@@ -331,12 +332,12 @@ pub fn run(args: LaunchArgs) -> u8 {
         },
     };
     if args.dry_run {
-        let config = match (&args.template, &args.overrides_dir) {
-            (Some(template), Some(dir)) => match store::files::load_flags(template, Some(dir)) {
+        let config = match &args.template {
+            Some(template) => match store::files::load_flags(template, args.overrides_dir.as_deref()) {
                 Ok(config) => Some(config),
                 Err(e) => return fail(EXIT_ERROR, e.to_string()),
             },
-            _ => None,
+            None => None,
         };
         let namespace = args.namespace.as_deref().unwrap_or("default");
         return match dry_run(&tasks, config.as_ref(), namespace, args.output.unwrap_or(Output::Yaml)) {
