@@ -350,6 +350,13 @@ fn launch_dry_run_says_where_the_override_is_and_what_was_meant() {
     let (code, _, stderr) = launch(&["-n", "airflow", "--override", "resource-requirement", "--", "true"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.ends_with(&format!("{A_TYPO}\n")), "{stderr}");
+    // both mistakes at once: the near name, and where it is
+    let (code, _, stderr) = launch(&["--override", "resource-requirement", "--", "true"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.ends_with("PodOverride \"resource-requirement\" not found in namespace \"default\"; did you mean \"resource-requirements\" in namespace \"airflow\" (use -n airflow)?\n"),
+        "{stderr}"
+    );
     let (code, stdout, stderr) = launch(&["-n", "airflow", "--override", "resource-requirements", "--", "true"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("cpu: 500m"), "{stdout}");
