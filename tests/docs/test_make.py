@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -18,8 +20,9 @@ def planned(*args: str) -> str:
 
 
 def serve_line(text: str) -> str:
+    """The line that runs serve (not the one that echoes it)."""
     lines = text.replace("\\\n", " ").splitlines()
-    return next(line for line in lines if " serve " in line)
+    return next(line for line in lines if " serve " in line and not line.startswith("echo "))
 
 
 def test_make_run_listens_where_it_is_told():
@@ -36,3 +39,20 @@ def test_make_run_keeps_off_the_port_kubectl_falls_back_to():
 def test_make_render_prints_the_patch_of_the_review():
     render = next(line for line in planned("render").splitlines() if " render " in line)
     assert "-o patch" in render and render.endswith("examples/review.json"), render
+
+
+def test_make_run_says_how_to_pick_other_addresses_when_serve_fails():
+    binary = Path(os.environ.get("PODTAILOR_BIN", REPO / "target/debug/podtailor")).resolve()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # -o: build and certs are taken as done (nothing built, no certificate written)
+        done = subprocess.run(
+            ["make", "--no-print-directory", "-o", "build", "-o", "certs", "run", f"BIN={binary}",
+             f"LISTEN=127.0.0.1:{port}", "ADMIN_LISTEN=127.0.0.1:0"],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode != 0, done.stdout + done.stderr
+    want = f"make run: other addresses: make run LISTEN=HOST:PORT ADMIN_LISTEN=HOST:PORT (now LISTEN=127.0.0.1:{port} ADMIN_LISTEN=127.0.0.1:0)"
+    assert want in done.stderr.splitlines(), done.stderr
