@@ -362,6 +362,35 @@ fn launch_dry_run_says_where_the_override_is_and_what_was_meant() {
     assert!(stdout.contains("cpu: 500m"), "{stdout}");
 }
 
+/// `launch --dry-run` prints the webhook's warnings as render does, naming the task.
+#[test]
+fn launch_dry_run_prints_the_webhooks_warnings_on_stderr() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let image = "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: img}\nspec: {pod: {spec: {containers: [{name: base, image: 'other:2'}]}}}\n";
+    std::fs::write(dir.path().join("img.yaml"), image).unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path().display().to_string();
+    let (code, stdout, stderr) = output(&mut podtailor(&[
+        "launch",
+        "--dry-run",
+        "--template",
+        "examples/template.yaml",
+        "--overrides",
+        &d,
+        "--override",
+        "img",
+        "--image",
+        "mine:1",
+        "--",
+        "true",
+    ]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stderr,
+        "podtailor launch: warning: task \"task\": override \"img\" replaced spec.containers[name=base].image, which the pod set to mine:1 (now other:2)\n"
+    );
+    assert!(stdout.contains("image: other:2"), "{stdout}");
+}
+
 /// `launch --dry-run --template` alone, like `render --template`: the template without overrides.
 #[test]
 fn launch_dry_run_needs_no_overrides_for_the_template_alone() {
