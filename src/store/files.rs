@@ -203,6 +203,9 @@ fn what_it_is(doc: &Value) -> String {
         Value::Object(_) if api.is_empty() && kind.is_empty() => "it has neither".to_owned(),
         Value::Object(_) => format!("it has apiVersion {api:?} and kind {kind:?}"),
         Value::String(text) => format!("it is the text {text:?}"),
+        Value::Array(items) => {
+            format!("it is a list of {} items (one manifest a document: separate them with ---)", items.len())
+        }
         other => format!("it is {other}"),
     }
 }
@@ -300,6 +303,10 @@ mod tests {
         "is not a PodOverride manifest: expected `apiVersion: podtailor.dev/v1alpha1` and `kind: PodOverride`, it is the text \"hello world\""
     )]
     #[case::neither("metadata: {name: a}\n", "`kind: PodOverride`, it has neither")]
+    #[case::a_list(
+        "- apiVersion: podtailor.dev/v1alpha1\n  kind: PodOverride\n- {}\n",
+        "`kind: PodOverride`, it is a list of 2 items (one manifest a document: separate them with ---)"
+    )]
     #[case::no_name("apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nspec: {}\n", "metadata.name")]
     #[case::bad_namespace(
         "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: a, namespace: A_B}\n",
