@@ -1,5 +1,6 @@
-"""What the README says of `make run` and `make render`, checked on the commands make would run
-(`make -n`: nothing is built or served)."""
+"""What the README says of `make run` and `make render`: checked on the commands make would run
+(`make -n`: nothing is built or served), and on `make run` against a port in use (nothing built,
+no certificate written; serve stops at once)."""
 
 from __future__ import annotations
 
