@@ -27,10 +27,13 @@ LISTEN ?= 127.0.0.1:8443
 ADMIN_LISTEN ?= 127.0.0.1:8081
 
 ## The main job on the embedded example: the webhook on https://$(LISTEN) (POST /mutate),
-## admin on http://$(ADMIN_LISTEN), serving examples/ with the development certificates.
+## admin on http://$(ADMIN_LISTEN), serving examples/ with the development certificates. When
+## serve fails (a port in use, say), one more line says how to pick other addresses.
+SERVE_EXAMPLES = $(BIN) serve $(EXAMPLES) --tls-cert certs/tls.crt --tls-key certs/tls.key \
+  --listen $(LISTEN) --admin-listen $(ADMIN_LISTEN)
 run: build certs
-	$(BIN) serve $(EXAMPLES) --tls-cert certs/tls.crt --tls-key certs/tls.key \
-	  --listen $(LISTEN) --admin-listen $(ADMIN_LISTEN)
+	@echo '$(SERVE_EXAMPLES)'
+	@$(SERVE_EXAMPLES) || { status=$$?; echo "make run: other addresses: make run LISTEN=HOST:PORT ADMIN_LISTEN=HOST:PORT (now LISTEN=$(LISTEN) ADMIN_LISTEN=$(ADMIN_LISTEN))" >&2; exit $$status; }
 
 ## What the webhook does to the fixture AdmissionReview, without a server: the JSON patch it
 ## would answer with.

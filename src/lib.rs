@@ -30,6 +30,10 @@ pub enum Error {
     /// An input (a pod or an AdmissionReview) that cannot be used.
     #[error("{source_name}: {message}")]
     Input { source_name: String, message: String },
+    /// A problem with what a command-line flag names: the flag first (`--overrides DIR: ...`),
+    /// so a newcomer knows which argument to change.
+    #[error("{flag} {error}")]
+    Flag { flag: &'static str, error: Box<Error> },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

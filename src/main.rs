@@ -59,16 +59,43 @@ fn exit_on_panic(command: &'static str) {
 }
 
 /// Logging for `render` and `launch --dry-run`: warnings (an overrides directory's subdirectories that
-/// are not read, say) on standard error, without time or target; `RUST_LOG` filters.
-fn init_tool_logging() {
+/// are not read, say) on standard error, one line each worded as the command's own
+/// (`podtailor render: warning: ...`); `RUST_LOG` filters.
+fn init_tool_logging(command: &'static str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _already = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
+        .event_format(ToolLine(command))
         .try_init();
+}
+
+/// A log event as a line of the command `.0`: `podtailor render: warning: MESSAGE`.
+struct ToolLine(&'static str);
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for ToolLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
+        };
+        write!(writer, "podtailor {}: {level}: ", self.0)?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// The command line, parsed; a usage error exits 2. `launch` given its command without `--`
@@ -119,8 +146,10 @@ fn main() -> ExitCode {
         // the server answers a review whose handler panicked and logs the panic (serve::run)
         Command::Serve(_) => {}
     }
-    if matches!(&cli.command, Command::Render(_)) || matches!(&cli.command, Command::Launch(a) if a.dry_run) {
-        init_tool_logging();
+    match &cli.command {
+        Command::Render(_) => init_tool_logging("render"),
+        Command::Launch(a) if a.dry_run => init_tool_logging("launch"),
+        _ => {}
     }
     match cli.command {
         Command::Render(args) => match render::run(&args) {

@@ -47,10 +47,7 @@ pub struct Rendered {
 
 /// Runs `render` and returns what to print.
 pub fn run(args: &RenderArgs) -> crate::Result<Rendered> {
-    let config = match &args.overrides {
-        Some(dir) => store::files::load(&args.template, dir)?,
-        None => store::files::load_template_only(&args.template)?,
-    };
+    let config = store::files::load_flags(&args.template, args.overrides.as_deref())?;
     let (text, source_name) = read_input(&args.input)?;
     let bad = |message: String| Error::Input { source_name: source_name.clone(), message };
     let given = input::pod_input(&text).map_err(bad)?;

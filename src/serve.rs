@@ -359,7 +359,7 @@ fn certificate(args: &ServeArgs) -> anyhow::Result<rustls::sign::CertifiedKey> {
     tls::load(&args.tls_cert, &args.tls_key).map_err(|e| {
         let path = match &e {
             crate::Error::Read { path, .. } | crate::Error::Config { path, .. } => Some(path),
-            crate::Error::Input { .. } => None,
+            crate::Error::Input { .. } | crate::Error::Flag { .. } => None,
         };
         let flag = if path == Some(&args.tls_key) { "--tls-key" } else { "--tls-cert" };
         let missing = matches!(&e, crate::Error::Read { error, .. } if error.kind() == std::io::ErrorKind::NotFound);

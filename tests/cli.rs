@@ -350,9 +350,55 @@ fn launch_dry_run_says_where_the_override_is_and_what_was_meant() {
     let (code, _, stderr) = launch(&["-n", "airflow", "--override", "resource-requirement", "--", "true"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.ends_with(&format!("{A_TYPO}\n")), "{stderr}");
+    // both mistakes at once: the near name, and where it is
+    let (code, _, stderr) = launch(&["--override", "resource-requirement", "--", "true"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.ends_with("PodOverride \"resource-requirement\" not found in namespace \"default\"; did you mean \"resource-requirements\" in namespace \"airflow\" (use -n airflow)?\n"),
+        "{stderr}"
+    );
     let (code, stdout, stderr) = launch(&["-n", "airflow", "--override", "resource-requirements", "--", "true"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("cpu: 500m"), "{stdout}");
+}
+
+/// `launch --dry-run` prints the webhook's warnings as render does, naming the task.
+#[test]
+fn launch_dry_run_prints_the_webhooks_warnings_on_stderr() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let image = "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: img}\nspec: {pod: {spec: {containers: [{name: base, image: 'other:2'}]}}}\n";
+    std::fs::write(dir.path().join("img.yaml"), image).unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path().display().to_string();
+    let (code, stdout, stderr) = output(&mut podtailor(&[
+        "launch",
+        "--dry-run",
+        "--template",
+        "examples/template.yaml",
+        "--overrides",
+        &d,
+        "--override",
+        "img",
+        "--image",
+        "mine:1",
+        "--",
+        "true",
+    ]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stderr,
+        "podtailor launch: warning: task \"task\": override \"img\" replaced spec.containers[name=base].image, which the pod set to mine:1 (now other:2)\n"
+    );
+    assert!(stdout.contains("image: other:2"), "{stdout}");
+}
+
+/// `launch --dry-run --template` alone, like `render --template`: the template without overrides.
+#[test]
+fn launch_dry_run_needs_no_overrides_for_the_template_alone() {
+    let (code, stdout, stderr) =
+        output(&mut podtailor(&["launch", "--dry-run", "--template", "examples/template.yaml", "--", "true"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("# task task: the pod the webhook would make (namespace default)"), "{stdout}");
+    assert!(stdout.contains("tier: airflow"), "{stdout}");
 }
 
 #[test]
@@ -442,8 +488,13 @@ fn an_overrides_directory_keeps_its_kustomization_and_names_its_subdirectories()
     std::fs::create_dir(dir.path().join("prod")).unwrap_or_else(|e| panic!("{e}"));
     let (code, _, stderr) = render_pod();
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("WARN") && stderr.contains("subdirectories are not read"), "{stderr}");
-    assert!(stderr.contains(&dir.path().join("prod").display().to_string()), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "podtailor render: warning: {d}: subdirectories are not read (only the directory's own *.yaml, *.yml and *.json files, as with kubectl apply -f without -R): {}\n",
+            dir.path().join("prod").display()
+        )
+    );
 }
 
 #[test]
@@ -451,9 +502,52 @@ fn a_template_that_is_not_a_manifest_says_what_a_template_is() {
     assert_error(
         &scenario("hello world\n", &[], POD),
         &[
+            "podtailor render: --template ",
             "template.yaml: is not a Pod manifest: expected `apiVersion: v1` and `kind: Pod` (the platform's worker pod), it is the text \"hello world\"",
         ],
     );
+}
+
+#[test]
+fn an_override_file_that_is_not_a_manifest_says_what_an_override_is() {
+    assert_error(
+        &scenario(TEMPLATE, &[("o.yaml", "hello world\n")], POD),
+        &[
+            "podtailor render: --overrides ",
+            "o.yaml: is not a PodOverride manifest: expected `apiVersion: podtailor.dev/v1alpha1` and `kind: PodOverride`, it is the text \"hello world\"",
+        ],
+    );
+}
+
+/// render and launch --dry-run name the flag of a file they cannot read, once, as serve does.
+#[test]
+fn render_and_launch_name_the_flag_of_a_missing_file_once() {
+    let (code, _, stderr) = output(&mut podtailor(&[
+        "render",
+        "--template",
+        "examples/template.yaml",
+        "--overrides",
+        "examples/nope",
+        "examples/pod.yaml",
+    ]));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr, "podtailor render: --overrides examples/nope: No such file or directory (os error 2)\n");
+    let (code, _, stderr) =
+        output(&mut podtailor(&["render", "--template", "examples/nope.yaml", "examples/pod.yaml"]));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr, "podtailor render: --template examples/nope.yaml: No such file or directory (os error 2)\n");
+    let (code, _, stderr) = output(&mut podtailor(&[
+        "launch",
+        "--dry-run",
+        "--template",
+        "examples/template.yaml",
+        "--overrides",
+        "examples/nope",
+        "--",
+        "true",
+    ]));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr, "podtailor launch: --overrides examples/nope: No such file or directory (os error 2)\n");
 }
 
 #[test]
@@ -576,4 +670,46 @@ fn launch_names_the_api_server_it_cannot_reach() {
     let want = format!("creating the pod in namespace \"default\" on http://127.0.0.1:{port}/: ");
     assert!(first.contains(&want), "{first}");
     assert!(first.contains("retrying in 0.5s (attempt 2 of 6)"), "{first}");
+}
+
+/// `serve --cluster` with an API server that cannot be reached: it serves (the last known set,
+/// none yet) and each failed watch says which API server it could not reach.
+#[test]
+fn serve_cluster_names_the_api_server_it_cannot_reach() {
+    use std::io::BufRead;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = closed.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    certificates(dir.path());
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+    );
+    std::fs::write(dir.path().join("config"), kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+    let cert = dir.path().join("tls.crt").display().to_string();
+    let key = dir.path().join("tls.key").display().to_string();
+    let mut child = podtailor(&["serve", "--cluster", "--template", "examples/template.yaml"])
+        .args(["--tls-cert", &cert, "--tls-key", &key])
+        .args(FREE)
+        .env("KUBECONFIG", dir.path().join("config"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let mut failed = None;
+    if let Some(stderr) = child.stderr.take() {
+        // the watch retries about once a second: its first failure comes within a few lines
+        for line in std::io::BufReader::new(stderr).lines().take(20) {
+            let line = line.unwrap_or_else(|e| panic!("{e}"));
+            if line.contains("watching PodOverrides failed") {
+                failed = Some(line);
+                break;
+            }
+        }
+    }
+    child.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = child.wait();
+    let failed = failed.unwrap_or_else(|| panic!("no failed watch logged"));
+    assert!(failed.contains(&format!("cluster{{server=\"http://127.0.0.1:{port}/\"}}")), "{failed}");
 }

@@ -134,6 +134,11 @@ async fn a_missing_override_is_denied_naming_it_and_the_namespace() {
     "resource-requirement",
     "podtailor: PodOverride \"resource-requirement\" not found in namespace \"airflow\"; did you mean \"resource-requirements\"?"
 )]
+#[case::a_typo_in_another_namespace(
+    "default",
+    "resource-requirement",
+    "podtailor: PodOverride \"resource-requirement\" not found in namespace \"default\"; did you mean \"resource-requirements\" in namespace \"airflow\" (use -n airflow)?"
+)]
 #[tokio::test]
 async fn a_missing_override_is_denied_saying_where_to_look(
     #[case] namespace: &str,

@@ -107,8 +107,9 @@ pub struct LaunchArgs {
     /// The format of --dry-run's output.
     #[arg(long, short = 'o', value_enum, value_name = "FORMAT", requires = "dry_run")]
     pub output: Option<Output>,
-    /// With --dry-run and --overrides: also show the pod the webhook would make, with this template.
-    #[arg(long, value_name = "FILE", requires_all = ["dry_run", "overrides_dir"])]
+    /// With --dry-run: also show the pod the webhook would make, with this template (and the
+    /// overrides of --overrides; none: the template alone).
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
     pub template: Option<PathBuf>,
     /// With --dry-run and --template: a directory of PodOverride files.
     #[arg(long = "overrides", value_name = "DIR", requires_all = ["dry_run", "template"])]
@@ -257,19 +258,24 @@ pub fn single_task(args: &LaunchArgs) -> Result<TaskSpec, String> {
 }
 
 /// What `--dry-run` prints: each task's bare pod and, with a configuration, the pod the
-/// webhook would make of it in `namespace`.
+/// webhook would make of it in `namespace`; and the webhook's warnings (a value the task set
+/// itself, its image say, that an override replaced), each naming its task.
 pub fn dry_run(
     tasks: &[TaskSpec],
     config: Option<&store::Config>,
     namespace: &str,
     output: Output,
-) -> Result<String, String> {
+) -> Result<(String, Vec<String>), String> {
     let mut docs: Vec<(String, Value)> = Vec::new();
+    let mut warnings = Vec::new();
     for t in tasks {
         let bare = t.pod();
         if let Some(config) = config {
             let desired = match decide(config, namespace, &bare, Want::Desired) {
-                Ok(Decision::Mutated { outcome, .. }) => outcome.desired.unwrap_or_default(),
+                Ok(Decision::Mutated { outcome, .. }) => {
+                    warnings.extend(outcome.warnings.iter().map(|w| format!("task {:?}: {w}", t.task)));
+                    outcome.desired.unwrap_or_default()
+                }
                 Ok(Decision::NotOptedIn) => bare.clone(),
                 Err(denial) => {
                     return Err(format!("task {:?}: the webhook would deny its pod: {denial}", t.task));
@@ -281,7 +287,7 @@ pub fn dry_run(
             docs.push((format!("task {}: the bare pod", t.task), bare));
         }
     }
-    Ok(match output {
+    let text = match output {
         Output::Json => {
             let value = if docs.len() == 1 {
                 docs.remove(0).1
@@ -306,7 +312,8 @@ pub fn dry_run(
             }
             s
         }
-    })
+    };
+    Ok((text, warnings))
 }
 
 /// Runs `podtailor launch` and returns the exit code. Messages go to standard error.
@@ -331,16 +338,19 @@ pub fn run(args: LaunchArgs) -> u8 {
         },
     };
     if args.dry_run {
-        let config = match (&args.template, &args.overrides_dir) {
-            (Some(template), Some(dir)) => match store::files::load(template, dir) {
+        let config = match &args.template {
+            Some(template) => match store::files::load_flags(template, args.overrides_dir.as_deref()) {
                 Ok(config) => Some(config),
                 Err(e) => return fail(EXIT_ERROR, e.to_string()),
             },
-            _ => None,
+            None => None,
         };
         let namespace = args.namespace.as_deref().unwrap_or("default");
         return match dry_run(&tasks, config.as_ref(), namespace, args.output.unwrap_or(Output::Yaml)) {
-            Ok(text) => {
+            Ok((text, warnings)) => {
+                for warning in &warnings {
+                    eprintln!("podtailor launch: warning: {warning}");
+                }
                 print!("{text}");
                 EXIT_OK
             }

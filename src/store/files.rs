@@ -27,9 +27,16 @@ pub fn load(template: &Path, overrides: &Path) -> Result<Config> {
     Ok(Config { template: Arc::new(load_template(template)?), overrides: load_overrides(overrides)? })
 }
 
-/// Loads the template alone: no override is known.
-pub fn load_template_only(template: &Path) -> Result<Config> {
-    Ok(Config { template: Arc::new(load_template(template)?), overrides: Overrides::default() })
+/// The template and the overrides named by `--template` and `--overrides` (none: the template
+/// alone); an error starts with the flag of the file at fault.
+pub fn load_flags(template: &Path, overrides: Option<&Path>) -> Result<Config> {
+    let flag = |flag: &'static str| move |error: Error| Error::Flag { flag, error: Box::new(error) };
+    let template = Arc::new(load_template(template).map_err(flag("--template"))?);
+    let overrides = match overrides {
+        Some(dir) => load_overrides(dir).map_err(flag("--overrides"))?,
+        None => Overrides::default(),
+    };
+    Ok(Config { template, overrides })
 }
 
 /// Reads the platform's default pod.
@@ -40,19 +47,11 @@ pub fn load_template(path: &Path) -> Result<Template> {
 /// The template in `text` (a v1 Pod, YAML or JSON), checked.
 pub fn parse_template(text: &str) -> Result<Template, String> {
     let pod = input::document(text)?;
-    match input::type_of(&pod) {
-        ("v1", "Pod") => {}
-        (api, kind) => {
-            let found = match &pod {
-                Value::Object(_) if api.is_empty() && kind.is_empty() => "it has neither".to_owned(),
-                Value::Object(_) => format!("it has apiVersion {api:?} and kind {kind:?}"),
-                Value::String(text) => format!("it is the text {text:?}"),
-                other => format!("it is {other}"),
-            };
-            return Err(format!(
-                "is not a Pod manifest: expected `apiVersion: v1` and `kind: Pod` (the platform's worker pod), {found}"
-            ));
-        }
+    if input::type_of(&pod) != ("v1", "Pod") {
+        return Err(format!(
+            "is not a Pod manifest: expected `apiVersion: v1` and `kind: Pod` (the platform's worker pod), {}",
+            what_it_is(&pod)
+        ));
     }
     if let Some(spec) = pod.get("spec") {
         if !spec.is_object() {
@@ -196,6 +195,21 @@ impl std::fmt::Display for Rejected {
     }
 }
 
+/// What a document that is not the manifest expected is instead, for the error that says so:
+/// `it has apiVersion "apps/v1" and kind "Deployment"`, `it is the text "hello world"`.
+fn what_it_is(doc: &Value) -> String {
+    let (api, kind) = input::type_of(doc);
+    match doc {
+        Value::Object(_) if api.is_empty() && kind.is_empty() => "it has neither".to_owned(),
+        Value::Object(_) => format!("it has apiVersion {api:?} and kind {kind:?}"),
+        Value::String(text) => format!("it is the text {text:?}"),
+        Value::Array(items) => {
+            format!("it is a list of {} items (one manifest a document: separate them with ---)", items.len())
+        }
+        other => format!("it is {other}"),
+    }
+}
+
 /// One PodOverride document, checked: its type, its metadata, every field of its spec. The
 /// error names the override and the field.
 pub fn parse_override(doc: Value, origin: &str) -> Result<Loaded, String> {
@@ -204,17 +218,16 @@ pub fn parse_override(doc: Value, origin: &str) -> Result<Loaded, String> {
 
 /// [`parse_override`], with the override and the reason apart.
 pub fn check_override(doc: Value, origin: &str) -> Result<Loaded, Rejected> {
-    let not_one = |reason: String| Rejected { who: None, reason };
-    let Value::Object(mut doc) = doc else {
-        return Err(not_one("is not a PodOverride: expected an object".into()));
-    };
-    let api = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
-    if (api, kind) != (OVERRIDE_API_VERSION, "PodOverride") {
-        return Err(not_one(format!(
-            "is not a PodOverride: it is a {kind:?} of {api:?}, expected apiVersion {OVERRIDE_API_VERSION}, kind PodOverride"
-        )));
+    if input::type_of(&doc) != (OVERRIDE_API_VERSION, "PodOverride") {
+        let reason = format!(
+            "is not a PodOverride manifest: expected `apiVersion: {OVERRIDE_API_VERSION}` and `kind: PodOverride`, {}",
+            what_it_is(&doc)
+        );
+        return Err(Rejected { who: None, reason });
     }
+    let Value::Object(mut doc) = doc else {
+        return Err(Rejected { who: None, reason: "is not a PodOverride manifest: expected a mapping".into() });
+    };
     let meta = doc.get("metadata").and_then(Value::as_object);
     let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("").to_owned();
     let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).map(str::to_owned);
@@ -281,7 +294,19 @@ mod tests {
     }
 
     #[rstest]
-    #[case::wrong_kind("apiVersion: v1\nkind: Pod\n", "is not a PodOverride")]
+    #[case::wrong_kind(
+        "apiVersion: v1\nkind: Pod\n",
+        "is not a PodOverride manifest: expected `apiVersion: podtailor.dev/v1alpha1` and `kind: PodOverride`, it has apiVersion \"v1\" and kind \"Pod\""
+    )]
+    #[case::text(
+        "hello world\n",
+        "is not a PodOverride manifest: expected `apiVersion: podtailor.dev/v1alpha1` and `kind: PodOverride`, it is the text \"hello world\""
+    )]
+    #[case::neither("metadata: {name: a}\n", "`kind: PodOverride`, it has neither")]
+    #[case::a_list(
+        "- apiVersion: podtailor.dev/v1alpha1\n  kind: PodOverride\n- {}\n",
+        "`kind: PodOverride`, it is a list of 2 items (one manifest a document: separate them with ---)"
+    )]
     #[case::no_name("apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nspec: {}\n", "metadata.name")]
     #[case::bad_namespace(
         "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {name: a, namespace: A_B}\n",

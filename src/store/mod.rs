@@ -51,7 +51,8 @@ impl Overrides {
     }
 
     /// Why `name` is not found from `namespace`, with where to look instead: the namespaces
-    /// that do have an override of that name, else the names here that are a typo away.
+    /// that do have an override of that name, else the names here that are a typo away, else
+    /// those of other namespaces, with their namespace.
     pub fn not_found(&self, namespace: &str, name: &str) -> String {
         let mut message = format!("PodOverride {name:?} not found in namespace {namespace:?}");
         let mut elsewhere: Vec<&str> =
@@ -78,6 +79,28 @@ impl Overrides {
         if !near.is_empty() {
             let list = near.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(" or ");
             message.push_str(&format!("; did you mean {list}?"));
+            return message;
+        }
+        // a typo in the wrong namespace: the near names of the others, with where they are
+        let mut near_elsewhere: Vec<(&str, &str)> = self
+            .by_key
+            .keys()
+            .filter_map(|(ns, n)| Some((ns.as_deref()?, n.as_str())))
+            .filter(|(_, n)| edit_distance(n, name) <= 2)
+            .collect();
+        near_elsewhere.sort_unstable();
+        if let Some((first, _)) = near_elsewhere.first() {
+            let list = near_elsewhere
+                .iter()
+                .map(|(ns, n)| format!("{n:?} in namespace {ns:?}"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let hint = if near_elsewhere.iter().all(|(ns, _)| ns == first) {
+                format!(" (use -n {first})")
+            } else {
+                String::new()
+            };
+            message.push_str(&format!("; did you mean {list}{hint}?"));
         }
         message
     }
@@ -205,6 +228,20 @@ mod tests {
         assert_eq!(
             set.not_found("airflow", "large-memory"),
             "PodOverride \"large-memory\" not found in namespace \"airflow\""
+        );
+    }
+
+    #[test]
+    fn not_found_in_the_wrong_namespace_suggests_near_names_with_where_they_are() {
+        let set = set(&[(Some("airflow"), "resource-requirements"), (Some("airflow"), "secret-env")]);
+        assert_eq!(
+            set.not_found("default", "resource-requirement"),
+            "PodOverride \"resource-requirement\" not found in namespace \"default\"; did you mean \"resource-requirements\" in namespace \"airflow\" (use -n airflow)?"
+        );
+        let two = self::set(&[(Some("b"), "secret-env"), (Some("a"), "secret-enw")]);
+        assert_eq!(
+            two.not_found("c", "secret-en"),
+            "PodOverride \"secret-en\" not found in namespace \"c\"; did you mean \"secret-enw\" in namespace \"a\" or \"secret-env\" in namespace \"b\"?"
         );
     }
 }
