@@ -322,8 +322,23 @@ mod tests {
     #[case("-a", false)]
     #[case("a..b", false)]
     #[case("a_b", false)]
+    #[case(&"a".repeat(253), true)]
+    #[case(&"a".repeat(254), false)]
     fn subdomains(#[case] s: &str, #[case] ok: bool) {
         assert_eq!(dns_subdomain(s).is_ok(), ok, "{s}");
+    }
+
+    #[rstest]
+    #[case("base", true)]
+    #[case("a1-b", true)]
+    #[case(&"a".repeat(63), true)]
+    #[case(&"a".repeat(64), false)]
+    #[case("", false)]
+    #[case("a.b", false)]
+    #[case("Base", false)]
+    #[case("b-", false)]
+    fn labels(#[case] s: &str, #[case] ok: bool) {
+        assert_eq!(dns_label(s).is_ok(), ok, "{s}");
     }
 
     #[rstest]
