@@ -14,6 +14,7 @@ pub mod store;
 pub mod tls;
 pub mod validate;
 pub mod webhook;
+pub mod yaml;
 
 use std::path::PathBuf;
 

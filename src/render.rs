@@ -69,7 +69,7 @@ pub fn run(args: &RenderArgs) -> crate::Result<Rendered> {
             }
         };
     let printed = match args.output {
-        Output::Yaml => serde_yaml_ng::to_string(&desired).map_err(|e| bad(e.to_string()))?,
+        Output::Yaml => crate::yaml::to_string(&desired).map_err(|e| bad(e.to_string()))?,
         Output::Json => pretty(&desired),
         Output::Patch => pretty(&serde_json::to_value(&patch).unwrap_or(Value::Null)),
     };

@@ -116,6 +116,35 @@ fn the_namespace_comes_from_the_pod_else_the_flag() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("team-sa"));
 }
 
+/// render -o yaml quotes every string a YAML 1.1 reader (PyYAML, which Airflow uses) would
+/// take for a date, a time, a number, a boolean or null, keys as well as values, from the pod
+/// and from an override alike.
+#[test]
+fn render_yaml_quotes_what_a_yaml_1_1_reader_would_retype() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {\"on\": \"yes\", ds: \"2026-11-24\"}, \
+               annotations: {podtailor.dev/override: o}}\nspec: {containers: [{name: base, \
+               args: [\"0755\", \"1e3\", \"0x1F\", \"~\", \"null\", \".inf\", \"12:30\", \"n\"]}]}\n";
+    let out = scenario(
+        TEMPLATE,
+        &[("o.yaml", &over("{pod: {spec: {nodeSelector: {pool: \"off\", \"y\": \"2026-11-24T10:00:00Z\"}}}}"))],
+        pod,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "    \"on\": \"yes\"\n",
+        "    ds: \"2026-11-24\"\n",
+        "    - \"0755\"\n    - \"1e3\"\n    - \"0x1F\"\n    - \"~\"\n    - \"null\"\n    - \".inf\"\n    - \"12:30\"\n    - \"n\"\n",
+        "    pool: \"off\"\n",
+        "    \"y\": \"2026-11-24T10:00:00Z\"\n",
+    ] {
+        assert!(yaml.contains(line), "{line:?} not in:\n{yaml}");
+    }
+    let desired: Value = serde_yaml_ng::from_str(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(desired["metadata"]["labels"], json!({"on": "yes", "ds": "2026-11-24"}));
+    assert_eq!(desired["spec"]["nodeSelector"], json!({"pool": "off", "y": "2026-11-24T10:00:00Z"}));
+}
+
 /// Writes a scenario (template, override files, input) and runs render on it.
 fn scenario(template: &str, overrides: &[(&str, &str)], input: &str) -> Output {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -443,7 +472,7 @@ fn render_prints_the_webhooks_warnings_on_stderr() {
         stderr,
         "podtailor render: warning: override \"o\" replaced spec.containers[name=base].resources.limits.cpu, which the pod set to 2 (now 1)\n"
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("cpu: '1'"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cpu: \"1\""));
 }
 
 #[test]

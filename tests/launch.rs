@@ -809,15 +809,29 @@ fn dry_run_prints_exactly_the_bare_pod() {
         "A=1",
         "--env",
         "B=x=y",
+        "--env",
+        "DS=2026-11-24",
+        "--env",
+        "AT=12:30",
         "--label",
         "team=data",
+        "--label",
+        "on=yes",
+        "--label",
+        "mode=0755",
         "--override",
         "resource-requirements",
         "--",
         "sh",
         "-c",
         "echo hi",
+        "1e3",
+        "0x1F",
+        "~",
+        "off",
     ]);
+    // The namespace of -n, and every string a YAML 1.1 reader (PyYAML) would take for a date,
+    // a time, a number or a boolean quoted, keys too.
     assert_eq!(
         stdout(&out),
         "\
@@ -825,8 +839,11 @@ apiVersion: v1
 kind: Pod
 metadata:
   generateName: etl-
+  namespace: jobs
   labels:
     team: data
+    \"on\": \"yes\"
+    mode: \"0755\"
   annotations:
     podtailor.dev/override: resource-requirements
 spec:
@@ -837,13 +854,22 @@ spec:
     - sh
     - -c
     - echo hi
+    - \"1e3\"
+    - \"0x1F\"
+    - \"~\"
+    - \"off\"
     env:
     - name: A
-      value: '1'
+      value: \"1\"
     - name: B
       value: x=y
+    - name: DS
+      value: \"2026-11-24\"
+    - name: AT
+      value: \"12:30\"
 "
     );
+    // without -n: no namespace, so kubectl apply puts the pod in its context's, as launch would
     let out = launch(&["--dry-run", "-o", "json", "--", "true"]);
     let pod: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -904,6 +930,9 @@ fn dry_run_with_the_template_shows_what_the_webhook_would_make() {
     );
     assert_eq!(desired["spec"]["restartPolicy"], "Never");
     assert_eq!(desired["metadata"]["generateName"], "task-");
+    // both pods carry the namespace of -n, so `kubectl apply -f` puts them there
+    assert_eq!(items[0]["metadata"]["namespace"], "airflow");
+    assert_eq!(desired["metadata"]["namespace"], "airflow");
     assert!(
         desired["metadata"]["annotations"]["podtailor.dev/applied"]
             .as_str()

@@ -60,7 +60,8 @@ launcher looks for the pod by it, so a create whose answer was lost does not run
 
 Kubeconfig: KUBECONFIG, else ~/.kube/config (its current context, or --context), else the
 in-cluster service account. The namespace is -n, else the context's, else `default`.
---dry-run contacts nothing and reads no kubeconfig (its namespace: -n, else `default`).";
+--dry-run contacts nothing and reads no kubeconfig: with -n its pods carry that namespace
+(apply them as they are); without, they carry none and --template makes the pod for `default`.";
 
 #[derive(Args, Debug)]
 #[command(after_help = AFTER_HELP)]
@@ -258,18 +259,26 @@ pub fn single_task(args: &LaunchArgs) -> Result<TaskSpec, String> {
 }
 
 /// What `--dry-run` prints: each task's bare pod and, with a configuration, the pod the
-/// webhook would make of it in `namespace`; and the webhook's warnings (a value the task set
-/// itself, its image say, that an override replaced), each naming its task.
+/// webhook would make of it in `namespace` (`-n`, else `default`); and the webhook's warnings
+/// (a value the task set itself, its image say, that an override replaced), each naming its
+/// task. With `-n` the pods carry `metadata.namespace`, so the output applies as it is; without
+/// it they carry none, and `kubectl apply` puts them in its context's namespace, as launch would.
 pub fn dry_run(
     tasks: &[TaskSpec],
     config: Option<&store::Config>,
-    namespace: &str,
+    namespace: Option<&str>,
     output: Output,
 ) -> Result<(String, Vec<String>), String> {
     let mut docs: Vec<(String, Value)> = Vec::new();
     let mut warnings = Vec::new();
+    let given = namespace;
+    let namespace = given.unwrap_or("default");
     for t in tasks {
-        let bare = t.pod();
+        let mut bare = t.pod();
+        if let (Some(ns), Some(metadata)) = (given, bare.get_mut("metadata").and_then(Value::as_object_mut)) {
+            // after generateName, where `kubectl get -o yaml` shows it
+            metadata.shift_insert(1, "namespace".into(), json!(ns));
+        }
         if let Some(config) = config {
             let desired = match decide(config, namespace, &bare, Want::Desired) {
                 Ok(Decision::Mutated { outcome, .. }) => {
@@ -308,7 +317,7 @@ pub fn dry_run(
                 if several {
                     s.push_str(&format!("# {title}\n"));
                 }
-                s.push_str(&serde_yaml_ng::to_string(doc).map_err(|e| e.to_string())?);
+                s.push_str(&crate::yaml::to_string(doc).map_err(|e| e.to_string())?);
             }
             s
         }
@@ -345,8 +354,7 @@ pub fn run(args: LaunchArgs) -> u8 {
             },
             None => None,
         };
-        let namespace = args.namespace.as_deref().unwrap_or("default");
-        return match dry_run(&tasks, config.as_ref(), namespace, args.output.unwrap_or(Output::Yaml)) {
+        return match dry_run(&tasks, config.as_ref(), args.namespace.as_deref(), args.output.unwrap_or(Output::Yaml)) {
             Ok((text, warnings)) => {
                 for warning in &warnings {
                     eprintln!("podtailor launch: warning: {warning}");
