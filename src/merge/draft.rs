@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::lookup::{self, same_key};
-use super::texts::Known;
 
 /// A value of the desired pod being built.
 #[derive(Clone, Debug)]
@@ -455,21 +454,14 @@ impl<'r, 'a> Node<'r, 'a> {
     }
 
     /// Appends this value as compact JSON: the bytes its [`Draft::into_value`] serialises to,
-    /// without the copy. A value of the configuration whose text is `known` is copied, not
-    /// written.
-    pub fn write_json(self, out: &mut Vec<u8>, known: &Known) -> serde_json::Result<()> {
+    /// without the copy.
+    pub fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         match self {
-            Node::Value(v) => match known.get(v) {
-                Some(text) => {
-                    out.extend_from_slice(text);
-                    Ok(())
-                }
-                None => write_value(out, v),
-            },
+            Node::Value(v) => write_value(out, v),
             Node::Object(entries) => {
-                write_map(out, entries.iter().map(|(k, v)| (k.as_ref(), v)), |out, v| v.node().write_json(out, known))
+                write_map(out, entries.iter().map(|(k, v)| (k.as_ref(), v)), |out, v| v.node().write_json(out))
             }
-            Node::Array(items) => write_list(out, items, |out, v| v.node().write_json(out, known)),
+            Node::Array(items) => write_list(out, items, |out, v| v.node().write_json(out)),
         }
     }
 
