@@ -16,7 +16,6 @@ pub mod strategic;
 mod warnings;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, PoisonError};
 
 use serde_json::Value;
@@ -45,25 +44,7 @@ pub struct Template {
 }
 
 /// Applied-markers by the hashes of the overrides applied.
-type Markers = HashMap<Vec<[u8; 32]>, String, BuildHasherDefault<DigestHasher>>;
-
-/// Hashes the keys of the applied-markers, lists of SHA-256 digests: a few bytes of each are
-/// as good a hash as any, and cheaper than SipHash.
-#[derive(Default)]
-struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut word = [0u8; 8];
-        let n = bytes.len().min(8);
-        word[..n].copy_from_slice(&bytes[..n]);
-        self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
-    }
-}
+type Markers = HashMap<Vec<[u8; 32]>, String>;
 
 /// How many applied-markers a template keeps; past that it starts over.
 const MARKERS_KEPT: usize = 256;
