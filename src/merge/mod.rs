@@ -26,7 +26,6 @@ use draft::{Draft, Node};
 use schema::Kind;
 use strategic::{Nulls, merge_draft};
 
-pub(crate) use draft::{write_list, write_map, write_str};
 pub use secrets::secret_volume_name;
 
 /// The annotation by which a pod opts in: PodOverride names, comma-separated, in order.

@@ -10,9 +10,10 @@ use std::collections::{HashMap, HashSet};
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::draft::{Draft, Entries, Node, write_str};
+use super::draft::{Draft, Entries, Node};
 use super::hash::Digests;
 use super::lookup::{self, same_key};
 use super::schema::{Kind, List, field};
@@ -91,19 +92,22 @@ struct JsonOps {
     error: Option<serde_json::Error>,
 }
 
+/// An operation as `PatchOperation` serialises it, its value not copied.
+#[derive(Serialize)]
+struct Op<'p, 'r, 'a> {
+    op: &'static str,
+    path: &'p str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Node<'r, 'a>>,
+}
+
 impl JsonOps {
-    fn op(&mut self, name: &str, path: &str, value: Option<Draft<'_>>) {
-        self.text.extend_from_slice(b"{\"op\":\"");
-        self.text.extend_from_slice(name.as_bytes());
-        self.text.extend_from_slice(b"\",\"path\":");
-        write_str(&mut self.text, path);
-        if let Some(value) = value {
-            self.text.extend_from_slice(b",\"value\":");
-            if let Err(e) = value.node().write_json(&mut self.text) {
-                self.error.get_or_insert(e);
-            }
+    fn op(&mut self, op: &'static str, path: &str, value: Option<Draft<'_>>) {
+        let value = value.as_ref().map(Draft::node);
+        if let Err(e) = serde_json::to_writer(&mut self.text, &Op { op, path, value }) {
+            self.error.get_or_insert(e);
         }
-        self.text.extend_from_slice(b"},");
+        self.text.push(b',');
     }
 }
 
