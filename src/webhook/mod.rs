@@ -4,6 +4,7 @@
 
 pub mod admission;
 mod drain;
+mod json;
 pub mod metrics;
 
 use std::panic::AssertUnwindSafe;
@@ -200,7 +201,8 @@ async fn handle(state: Shared, request: Request, hook: Hook) -> Response {
     .await
 }
 
-/// The answer when answering panicked: not allowed, with the uid if the review was read. The
+/// The answer when answering panicked: not allowed, with the uid if the review was read. It is
+/// written by serde_json, not by [`ReviewOut::to_json`], which may be what panicked. The
 /// message says what happened, not the panic's: that is for the log (the panic hook of
 /// `serve` logs it).
 fn failed(facts: &Facts) -> (StatusCode, Outcome, ReviewOut, Vec<u8>) {
@@ -209,7 +211,7 @@ fn failed(facts: &Facts) -> (StatusCode, Outcome, ReviewOut, Vec<u8>) {
         500,
         "internal error while answering this review (a bug in podtailor; its log has the details under this review's uid)",
     );
-    let body = review.to_json();
+    let body = serde_json::to_vec(&review).unwrap_or_default();
     // 200: the API server reads the answer (and its message) only from a 200
     (StatusCode::OK, Outcome::Failed, review, body)
 }
