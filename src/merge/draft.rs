@@ -15,10 +15,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::lookup::{self, same_key};
-use super::texts::Known;
 
 /// A value of the desired pod being built.
 #[derive(Clone, Debug)]
@@ -249,115 +249,6 @@ impl<'a> Object<'a> {
     }
 }
 
-/// Appends `value` as compact JSON, the bytes serde_json writes for it.
-pub fn write_value(out: &mut Vec<u8>, value: &Value) -> serde_json::Result<()> {
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => serde_json::to_writer(&mut *out, n)?,
-        Value::String(s) => write_str(out, s),
-        Value::Array(items) => write_list(out, items, write_value)?,
-        Value::Object(map) => write_map(out, map.iter().map(|(k, v)| (k.as_str(), v)), write_value)?,
-    }
-    Ok(())
-}
-
-/// Appends `[a,b,…]`, each element written by `write`.
-pub(crate) fn write_list<T, E>(
-    out: &mut Vec<u8>,
-    items: impl IntoIterator<Item = T>,
-    mut write: impl FnMut(&mut Vec<u8>, T) -> Result<(), E>,
-) -> Result<(), E> {
-    out.push(b'[');
-    for (i, item) in items.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write(out, item)?;
-    }
-    out.push(b']');
-    Ok(())
-}
-
-/// Appends `{"k":v,…}`, each value written by `write`.
-pub(crate) fn write_map<'k, T, E>(
-    out: &mut Vec<u8>,
-    entries: impl IntoIterator<Item = (&'k str, T)>,
-    mut write: impl FnMut(&mut Vec<u8>, T) -> Result<(), E>,
-) -> Result<(), E> {
-    out.push(b'{');
-    for (i, (key, value)) in entries.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(out, key);
-        out.push(b':');
-        write(out, value)?;
-    }
-    out.push(b'}');
-    Ok(())
-}
-
-/// Appends `s` as a JSON string, the bytes serde_json writes for it: a string that needs no
-/// escape (most strings of a pod) is copied whole.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    if needs_escape(bytes) {
-        write_escaped(out, bytes);
-    } else {
-        out.extend_from_slice(bytes);
-    }
-    out.push(b'"');
-}
-
-/// Appends `bytes` (UTF-8) escaped as serde_json escapes them: `"` and `\\` with a backslash,
-/// the control characters with a short escape if JSON has one, else as `\u00xx`.
-fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short = match b {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            0x08 => b'b',
-            0x0c => b'f',
-            0x00..=0x1f => b'u',
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.push(b'\\');
-        out.push(short);
-        if short == b'u' {
-            out.extend_from_slice(&[b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// Whether a byte of `bytes` is a control character, `"` or `\\` (what JSON escapes; bytes of
-/// multi-byte UTF-8 characters are not). One pass with no branch a byte, which the compiler
-/// vectorises: fewer instructions than a search that stops at the first, and as few as a
-/// word-at-a-time test (callgrind).
-fn needs_escape(bytes: &[u8]) -> bool {
-    // 16 bytes at a time, the last few padded with a byte that needs none: a tail of up to
-    // 15 bytes checked one by one would cost more than all the rest of a short string
-    let (chunks, tail) = bytes.as_chunks::<16>();
-    let mut last = [b'a'; 16];
-    last[..tail.len()].copy_from_slice(tail);
-    chunks.iter().fold(false, |escape, chunk| escape | chunk_needs_escape(chunk)) | chunk_needs_escape(&last)
-}
-
-fn chunk_needs_escape(chunk: &[u8; 16]) -> bool {
-    chunk.iter().fold(false, |escape, &b| escape | (b < 0x20) | (b == b'"') | (b == b'\\'))
-}
-
 /// The entries of an object being consumed: borrowed ones stay borrowed, nothing is copied.
 pub enum Entries<'a> {
     Borrowed(serde_json::map::Iter<'a>),
@@ -451,25 +342,6 @@ impl<'r, 'a> Node<'r, 'a> {
         match self {
             Node::Value(v) => v.as_str(),
             _ => None,
-        }
-    }
-
-    /// Appends this value as compact JSON: the bytes its [`Draft::into_value`] serialises to,
-    /// without the copy. A value of the configuration whose text is `known` is copied, not
-    /// written.
-    pub fn write_json(self, out: &mut Vec<u8>, known: &Known) -> serde_json::Result<()> {
-        match self {
-            Node::Value(v) => match known.get(v) {
-                Some(text) => {
-                    out.extend_from_slice(text);
-                    Ok(())
-                }
-                None => write_value(out, v),
-            },
-            Node::Object(entries) => {
-                write_map(out, entries.iter().map(|(k, v)| (k.as_ref(), v)), |out, v| v.node().write_json(out, known))
-            }
-            Node::Array(items) => write_list(out, items, |out, v| v.node().write_json(out, known)),
         }
     }
 
@@ -584,50 +456,21 @@ impl<'r, 'a> Node<'r, 'a> {
     }
 }
 
+/// Serialises as its [`Draft::into_value`] does, without the copy.
+impl Serialize for Node<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Node::Value(v) => v.serialize(serializer),
+            Node::Object(entries) => serializer.collect_map(entries.iter().map(|(k, v)| (k, v.node()))),
+            Node::Array(items) => serializer.collect_seq(items.iter().map(Draft::node)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn values_are_written_as_serde_json_writes_them() {
-        let every_control: String = (0u8..0x20).map(char::from).collect();
-        let value = json!({
-            "plain": "quay.io/astronomer/ap-airflow:2.10.5",
-            "escaped": format!("a\"b\\c/d {every_control} \u{7f} é ✓ 𝄞"),
-            "numbers": [0, -1, u64::MAX, i64::MIN, 2.5, 1e300, -0.0, 1.0],
-            "literals": [true, false, null],
-            "empty": [{}, [], ""],
-            "a \"key\"\n": {"nested": [{"x": "y"}]}
-        });
-        let mut out = Vec::new();
-        write_value(&mut out, &value).unwrap_or_else(|e| panic!("{e}"));
-        let expected = serde_json::to_vec(&value).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
-        for s in ["", "x", "\"", "\\", "\u{1f}", "\u{20}", "tab\there", "a\u{0}b"] {
-            let mut out = Vec::new();
-            write_str(&mut out, s);
-            assert_eq!(out, serde_json::to_vec(s).unwrap_or_default(), "{s:?}");
-        }
-    }
-
-    #[test]
-    fn the_escape_check_finds_every_byte_json_escapes_at_every_place() {
-        // among bytes that need none, the neighbours of a borrow in the word tests included
-        for filler in [b'a', b' ', b'!', b'#', b']', 0x7f, 0x80, 0xa9, 0xff] {
-            for b in 0u8..0x80 {
-                for at in 0..17 {
-                    let mut bytes = vec![filler; 17];
-                    bytes[at] = b;
-                    let expected = b < 0x20 || b == b'"' || b == b'\\';
-                    assert_eq!(needs_escape(&bytes), expected, "byte {b:#04x} at {at} among {filler:#04x}");
-                    assert_eq!(needs_escape(&bytes[at..]), expected, "byte {b:#04x} first of {}", 17 - at);
-                }
-            }
-        }
-        // bytes of multi-byte characters (0x80 and up) need no escape
-        assert!(!needs_escape("é ✓ 𝄞 ÿ€ 0123456789".as_bytes()));
-    }
 
     #[test]
     fn opened_parts_read_and_come_back_as_they_were() {

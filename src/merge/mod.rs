@@ -13,11 +13,9 @@ pub mod patch;
 pub mod schema;
 mod secrets;
 pub mod strategic;
-mod texts;
 mod warnings;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, PoisonError};
 
 use serde_json::Value;
@@ -27,9 +25,7 @@ use crate::crd::PodOverrideSpec;
 use draft::{Draft, Node};
 use schema::Kind;
 use strategic::{Nulls, merge_draft};
-use texts::{Known, Texts};
 
-pub(crate) use draft::{write_list, write_map, write_str};
 pub use secrets::{exposed_name, secret_volume_name};
 
 /// The annotation by which a pod opts in: PodOverride names, comma-separated, in order.
@@ -37,38 +33,17 @@ pub const OVERRIDE_ANNOTATION: &str = "podtailor.dev/override";
 /// The annotation recording what was applied: override names and a content hash.
 pub const APPLIED_ANNOTATION: &str = "podtailor.dev/applied";
 
-/// The platform's default pod, ready to be a base layer. Nothing changes it once made (the
-/// texts of its values depend on it).
+/// The platform's default pod, ready to be a base layer.
 #[derive(Debug)]
 pub struct Template {
     pod: Value,
     hash: [u8; 32],
-    /// The JSON text of its objects and lists, for the patches.
-    texts: Texts,
     /// The applied-markers made so far, by the hashes of the overrides applied.
     markers: Mutex<Markers>,
 }
 
 /// Applied-markers by the hashes of the overrides applied.
-type Markers = HashMap<Vec<[u8; 32]>, String, BuildHasherDefault<DigestHasher>>;
-
-/// Hashes the keys of the applied-markers, lists of SHA-256 digests: a few bytes of each are
-/// as good a hash as any, and cheaper than SipHash.
-#[derive(Default)]
-struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut word = [0u8; 8];
-        let n = bytes.len().min(8);
-        word[..n].copy_from_slice(&bytes[..n]);
-        self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
-    }
-}
+type Markers = HashMap<Vec<[u8; 32]>, String>;
 
 /// How many applied-markers a template keeps; past that it starts over.
 const MARKERS_KEPT: usize = 256;
@@ -99,10 +74,7 @@ impl Template {
         }
         strategic::drop_zeroes(&mut pod, Kind::Pod, Nulls::Keep);
         let hash = Sha256::digest(canonical_json(&pod)).into();
-        // the pod itself moves into the template: what is inside it stays where it is
-        let mut texts = Texts::default();
-        texts.index(&pod, false);
-        Template { pod, hash, markers: Mutex::default(), texts }
+        Template { pod, hash, markers: Mutex::default() }
     }
 
     pub fn pod(&self) -> &Value {
@@ -127,8 +99,7 @@ impl Template {
     }
 }
 
-/// A PodOverride ready to apply: its name and its validated spec. Nothing changes it once
-/// made (the texts of its values depend on it).
+/// A PodOverride ready to apply: its name and its validated spec.
 #[derive(Debug)]
 pub struct Override {
     pub name: String,
@@ -138,8 +109,6 @@ pub struct Override {
     /// What `spec.secrets` add, made once.
     secrets: Vec<secrets::Prepared>,
     hash: [u8; 32],
-    /// The JSON text of the objects and lists it adds, for the patches.
-    texts: Texts,
 }
 
 impl Override {
@@ -154,18 +123,7 @@ impl Override {
         h.update(serde_json::to_value(&spec).map(|v| canonical_json(&v)).unwrap_or_default());
         let resources = spec.resources.as_ref().and_then(|r| serde_json::to_value(r).ok());
         let secrets = secrets::prepare(&spec.secrets);
-        // the roots of the pod fragment and of the resources move into the override; the
-        // prepared secrets are in a list, which does not move
-        let mut texts = Texts::default();
-        for value in spec.pod.iter().chain(&resources) {
-            texts.index(value, false);
-        }
-        for s in &secrets {
-            for value in s.values() {
-                texts.index(value, true);
-            }
-        }
-        Override { name, spec, resources, secrets, hash: h.finalize().into(), texts }
+        Override { name, spec, resources, secrets, hash: h.finalize().into() }
     }
 
     /// The spec it was made from.
@@ -247,7 +205,7 @@ pub fn apply(template: &Template, pod: &Value, overrides: &[&Override], want: Wa
         }
         Want::Patch => Outcome { patch: patch::diff_draft(pod, desired), desired: None, patch_json: None, warnings },
         Want::Json => {
-            let json = patch::diff_draft_json(pod, desired, Known::new(template, overrides))
+            let json = patch::diff_draft_json(pod, desired)
                 .map_err(|e| MergeError { r#override: None, reason: format!("the patch cannot be written: {e}") })?;
             Outcome { patch: json_patch::Patch(Vec::new()), desired: None, patch_json: Some(json), warnings }
         }

@@ -10,13 +10,13 @@ use std::collections::{HashMap, HashSet};
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::draft::{Draft, Entries, Node, write_str};
+use super::draft::{Draft, Entries, Node};
 use super::hash::Digests;
 use super::lookup::{self, same_key};
 use super::schema::{Kind, List, field};
-use super::texts::Known;
 
 /// The patch that turns `from` into `to`, both pods.
 pub fn diff(from: &Value, to: &Value) -> Patch {
@@ -34,9 +34,8 @@ pub(crate) fn diff_draft(from: &Value, to: Draft<'_>) -> Patch {
 
 /// The same patch as [`diff_draft`], as its RFC 6902 JSON text (the bytes `Patch` serialises
 /// to), written while the diff walks: no value is copied into an operation, no path parsed.
-/// The values of the configuration are copied from their texts in `known`.
-pub(crate) fn diff_draft_json(from: &Value, to: Draft<'_>, known: Known) -> serde_json::Result<Vec<u8>> {
-    let mut json = JsonOps { text: Vec::with_capacity(4096), error: None, known };
+pub(crate) fn diff_draft_json(from: &Value, to: Draft<'_>) -> serde_json::Result<Vec<u8>> {
+    let mut json = JsonOps { text: Vec::with_capacity(4096), error: None };
     json.text.push(b'[');
     Diff { ops: &mut json, path: String::with_capacity(128) }.value(from, to, Kind::Pod, List::Atomic);
     if let Some(e) = json.error {
@@ -88,35 +87,37 @@ impl<'a> Sink<'a> for Vec<PatchOperation> {
 
 /// The operations as JSON text, each followed by a comma; the first error writing a value is
 /// kept (there is none for JSON values and strings, but it is not dropped).
-struct JsonOps<'k> {
+struct JsonOps {
     text: Vec<u8>,
     error: Option<serde_json::Error>,
-    known: Known<'k>,
 }
 
-impl JsonOps<'_> {
-    fn op(&mut self, name: &str, path: &str, value: Option<Draft<'_>>) {
-        self.text.extend_from_slice(b"{\"op\":\"");
-        self.text.extend_from_slice(name.as_bytes());
-        self.text.extend_from_slice(b"\",\"path\":");
-        write_str(&mut self.text, path);
-        if let Some(value) = value {
-            self.text.extend_from_slice(b",\"value\":");
-            if let Err(e) = value.node().write_json(&mut self.text, &self.known) {
-                self.error.get_or_insert(e);
-            }
+/// An operation as `PatchOperation` serialises it, its value not copied.
+#[derive(Serialize)]
+struct Op<'p, 'r, 'a> {
+    op: &'static str,
+    path: &'p str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Node<'r, 'a>>,
+}
+
+impl JsonOps {
+    fn op(&mut self, op: &'static str, path: &str, value: Option<Draft<'_>>) {
+        let value = value.as_ref().map(Draft::node);
+        if let Err(e) = serde_json::to_writer(&mut self.text, &Op { op, path, value }) {
+            self.error.get_or_insert(e);
         }
-        self.text.extend_from_slice(b"},");
+        self.text.push(b',');
     }
 }
 
-impl<'a> Sink<'a> for JsonOps<'_> {
+impl<'a> Sink<'a> for JsonOps {
     fn mark(&self) -> usize {
         self.text.len()
     }
 
     fn split_off(&mut self, at: usize) -> Self {
-        JsonOps { text: self.text.split_off(at), error: None, known: self.known }
+        JsonOps { text: self.text.split_off(at), error: None }
     }
 
     fn append(&mut self, mut tail: Self) {
@@ -453,8 +454,8 @@ mod tests {
         let copied = diff(&from, &to);
         let taken = diff_draft(&from, Draft::owned(to.clone()));
         assert_eq!(copied, taken, "copying and taking give different patches");
-        same_text(&copied, diff_draft_json(&from, Draft::Borrowed(&to), Known::default()));
-        same_text(&copied, diff_draft_json(&from, Draft::owned(to.clone()), Known::default()));
+        same_text(&copied, diff_draft_json(&from, Draft::Borrowed(&to)));
+        same_text(&copied, diff_draft_json(&from, Draft::owned(to.clone())));
         serde_json::to_value(copied).unwrap_or_default()
     }
 
@@ -487,13 +488,13 @@ mod tests {
         let value = to.clone().into_value();
         let patch = diff(&from, &value);
         assert_eq!(patch.0.len(), 4, "{patch:?}");
-        same_text(&patch, diff_draft_json(&from, to, Known::default()));
+        same_text(&patch, diff_draft_json(&from, to));
     }
 
     #[test]
     fn nothing_to_do_is_an_empty_list() {
         let pod = json!({"a": {"b": [1]}});
-        assert_eq!(diff_draft_json(&pod, Draft::Borrowed(&pod), Known::default()).ok(), Some(b"[]".to_vec()));
+        assert_eq!(diff_draft_json(&pod, Draft::Borrowed(&pod)).ok(), Some(b"[]".to_vec()));
     }
 
     #[rstest]

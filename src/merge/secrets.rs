@@ -40,17 +40,6 @@ pub enum Prepared {
     Volume { volume: Value, mount: Value },
 }
 
-impl Prepared {
-    /// The values it adds.
-    pub fn values(&self) -> impl Iterator<Item = &Value> {
-        let (a, b) = match self {
-            Prepared::Env(v) | Prepared::EnvFrom(v) => (v, None),
-            Prepared::Volume { volume, mount } => (volume, Some(mount)),
-        };
-        std::iter::once(a).chain(b)
-    }
-}
-
 /// The values `secrets` add, in order.
 pub fn prepare(secrets: &[SecretRef]) -> Vec<Prepared> {
     secrets

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::pin::pin;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -23,10 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::files::check_override;
-use super::{Loaded, Overrides};
+use super::{Loaded, Overrides, ReloadResult, Serving, Source};
 use crate::crd::PodOverride;
-use crate::webhook::Shared;
-use crate::webhook::metrics::{ReloadResult, Source};
 
 /// The PodOverride resource, as the untyped API sees it.
 pub fn resource() -> ApiResource {
@@ -127,13 +126,18 @@ fn load(object: &DynamicObject) -> Result<Loaded, String> {
 /// Follows the PodOverrides of every namespace into `state` until `stop`. Marks the state
 /// ready after the first full list. On API errors the watcher backs off and relists, and the
 /// last known set keeps serving meanwhile.
-pub async fn follow(state: Shared, client: kube::Client, stop: CancellationToken) {
+pub async fn follow(state: Arc<dyn Serving>, client: kube::Client, stop: CancellationToken) {
     let api = Api::<DynamicObject>::all_with(client, &resource());
     follow_api(state, api, watcher::Config::default(), stop).await;
 }
 
 /// [`follow`] with the API and watcher settings given (tests shorten them).
-pub async fn follow_api(state: Shared, api: Api<DynamicObject>, config: watcher::Config, stop: CancellationToken) {
+pub async fn follow_api(
+    state: Arc<dyn Serving>,
+    api: Api<DynamicObject>,
+    config: watcher::Config,
+    stop: CancellationToken,
+) {
     let mut events = pin!(watcher::watcher(api, config).default_backoff());
     let mut follower = Follower::default();
     loop {
@@ -145,7 +149,7 @@ pub async fn follow_api(state: Shared, api: Api<DynamicObject>, config: watcher:
             Some(Ok(event)) => event,
             Some(Err(e)) => {
                 warn!(error = %e, "watching PodOverrides failed; the last known set keeps serving while the watch backs off and relists");
-                state.metrics.reload(Source::cluster, ReloadResult::failure);
+                state.reloaded(Source::cluster, ReloadResult::failure);
                 continue;
             }
             None => {
@@ -161,8 +165,8 @@ pub async fn follow_api(state: Shared, api: Api<DynamicObject>, config: watcher:
             state.replace_overrides(overrides);
             if listed {
                 info!(loaded, invalid, "PodOverrides listed from the cluster");
-                state.metrics.reload(Source::cluster, ReloadResult::success);
-                state.set_ready(true);
+                state.reloaded(Source::cluster, ReloadResult::success);
+                state.listed();
             }
         }
     }

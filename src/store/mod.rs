@@ -1,5 +1,6 @@
 //! Where the template and the overrides come from. Both feed one in-memory [`Config`]
-//! snapshot; a request never waits on I/O.
+//! snapshot; a request never waits on I/O. The store hands what it loads to a [`Serving`],
+//! which the server implements: the store never reaches into the server.
 
 pub mod cluster;
 pub mod files;
@@ -8,7 +9,39 @@ pub mod reload;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use prometheus_client::encoding::EncodeLabelValue;
+
 use crate::merge::{Override, Template};
+
+/// Where the store hands new configuration, and how its reloads went (the server's state).
+pub trait Serving: Send + Sync {
+    /// Serves `template` from now on, with the overrides being served.
+    fn replace_template(&self, template: Template);
+    /// Serves `overrides` from now on, with the template being served.
+    fn replace_overrides(&self, overrides: Overrides);
+    /// The overrides have all been listed (cluster mode): the server may take requests.
+    fn listed(&self);
+    /// A reload of `source` ended with `result`.
+    fn reloaded(&self, source: Source, result: ReloadResult);
+}
+
+/// What a reload was of.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Source {
+    template,
+    overrides,
+    certificate,
+    /// The PodOverrides watched in the cluster: a full list synced, or a watch error.
+    cluster,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReloadResult {
+    success,
+    failure,
+}
 
 /// A PodOverride as loaded: where it applies and where it came from.
 #[derive(Clone, Debug)]

@@ -11,10 +11,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::files;
+use super::{ReloadResult, Serving, Source, files};
 use crate::tls::{self, CertStore};
-use crate::webhook::Shared;
-use crate::webhook::metrics::{ReloadResult, Source};
 
 /// A hash of the named files' paths and contents.
 pub fn fingerprint(paths: &[PathBuf]) -> crate::Result<[u8; 32]> {
@@ -100,8 +98,13 @@ async fn poll(
 
 /// Reloads the template into `state` when its file changes. The template and the overrides
 /// reload apart, so a broken one never holds the other back.
-pub async fn watch_template(state: Shared, template: PathBuf, seen: Seen, every: Duration, stop: CancellationToken) {
-    let load_state = Arc::clone(&state);
+pub async fn watch_template(
+    state: Arc<dyn Serving>,
+    template: PathBuf,
+    seen: Seen,
+    every: Duration,
+    stop: CancellationToken,
+) {
     poll(
         "template",
         seen.template,
@@ -110,17 +113,22 @@ pub async fn watch_template(state: Shared, template: PathBuf, seen: Seen, every:
         || Ok(vec![template.clone()]),
         || {
             let loaded = files::load_template(&template).map_err(|e| e.to_string())?;
-            load_state.replace_template(loaded);
+            state.replace_template(loaded);
             Ok(template.display().to_string())
         },
-        |result| state.metrics.reload(Source::template, result),
+        |result| state.reloaded(Source::template, result),
     )
     .await;
 }
 
 /// Reloads the overrides into `state` when the files of their directory change.
-pub async fn watch_overrides(state: Shared, overrides: PathBuf, seen: Seen, every: Duration, stop: CancellationToken) {
-    let load_state = Arc::clone(&state);
+pub async fn watch_overrides(
+    state: Arc<dyn Serving>,
+    overrides: PathBuf,
+    seen: Seen,
+    every: Duration,
+    stop: CancellationToken,
+) {
     poll(
         "overrides",
         seen.overrides,
@@ -130,17 +138,17 @@ pub async fn watch_overrides(state: Shared, overrides: PathBuf, seen: Seen, ever
         || {
             let loaded = files::load_overrides(&overrides).map_err(|e| e.to_string())?;
             let n = loaded.len();
-            load_state.replace_overrides(loaded);
+            state.replace_overrides(loaded);
             Ok(format!("{n} overrides from {}", overrides.display()))
         },
-        |result| state.metrics.reload(Source::overrides, result),
+        |result| state.reloaded(Source::overrides, result),
     )
     .await;
 }
 
 /// Reloads the serving certificate into `certs` when its files change.
 pub async fn watch_certificate(
-    state: Shared,
+    state: Arc<dyn Serving>,
     certs: Arc<CertStore>,
     cert: PathBuf,
     key: PathBuf,
@@ -159,7 +167,7 @@ pub async fn watch_certificate(
             certs.replace(loaded);
             Ok(cert.display().to_string())
         },
-        |result| state.metrics.reload(Source::certificate, result),
+        |result| state.reloaded(Source::certificate, result),
     )
     .await;
 }

@@ -9,14 +9,12 @@
 //! array of numbers instead, kube-rs issue 1781).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::merge::Want;
-use crate::merge::{write_list, write_map, write_str};
 use crate::mutate::{Decision, decide};
 use crate::store::Config;
 
@@ -114,11 +112,6 @@ impl EncodedPatch {
     pub fn base64(&self) -> String {
         base64_simd::STANDARD.encode_to_string(&self.0)
     }
-
-    /// The length of the base64 text.
-    fn base64_len(&self) -> usize {
-        self.0.len().div_ceil(3) * 4
-    }
 }
 
 impl Serialize for EncodedPatch {
@@ -135,53 +128,9 @@ impl<'de> Deserialize<'de> for EncodedPatch {
 }
 
 impl ReviewOut {
-    /// The answer as JSON: the bytes serde_json writes for it, written by hand so that the
-    /// patch is base64-encoded straight into them.
+    /// The answer as JSON: the bytes serde_json writes for it, the patch encoded straight in.
     pub fn to_json(&self) -> Vec<u8> {
-        let r = &self.response;
-        let mut out = Vec::with_capacity(256 + r.patch.as_ref().map_or(0, EncodedPatch::base64_len));
-        out.extend_from_slice(b"{\"apiVersion\":");
-        write_str(&mut out, &self.api_version);
-        out.extend_from_slice(b",\"kind\":");
-        write_str(&mut out, &self.kind);
-        out.extend_from_slice(b",\"response\":{\"uid\":");
-        write_str(&mut out, &r.uid);
-        out.extend_from_slice(if r.allowed { b",\"allowed\":true" } else { b",\"allowed\":false" });
-        if let Some(status) = &r.status {
-            out.extend_from_slice(b",\"status\":{\"status\":");
-            write_str(&mut out, &status.status);
-            out.extend_from_slice(b",\"code\":");
-            out.extend_from_slice(status.code.to_string().as_bytes());
-            out.extend_from_slice(b",\"reason\":");
-            write_str(&mut out, &status.reason);
-            out.extend_from_slice(b",\"message\":");
-            write_str(&mut out, &status.message);
-            out.push(b'}');
-        }
-        if let Some(patch) = &r.patch {
-            out.extend_from_slice(b",\"patch\":\"");
-            base64_simd::STANDARD.encode_append(&patch.0, &mut out);
-            out.push(b'"');
-        }
-        if let Some(patch_type) = &r.patch_type {
-            out.extend_from_slice(b",\"patchType\":");
-            write_str(&mut out, patch_type);
-        }
-        // strings cannot fail to be written
-        let string = |out: &mut Vec<u8>, s: &String| -> Result<(), Infallible> {
-            write_str(out, s);
-            Ok(())
-        };
-        if !r.audit_annotations.is_empty() {
-            out.extend_from_slice(b",\"auditAnnotations\":");
-            let Ok(()) = write_map(&mut out, r.audit_annotations.iter().map(|(k, v)| (k.as_str(), v)), string);
-        }
-        if !r.warnings.is_empty() {
-            out.extend_from_slice(b",\"warnings\":");
-            let Ok(()) = write_list(&mut out, &r.warnings, string);
-        }
-        out.extend_from_slice(b"}}");
-        out
+        super::json::answer(self)
     }
 }
 

@@ -8,6 +8,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::admission::Outcome;
+use crate::store::{ReloadResult, Source};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -30,24 +31,6 @@ enum WebhookLabel {
 struct RequestLabels {
     webhook: WebhookLabel,
     outcome: OutcomeLabel,
-}
-
-/// What a reload was of.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum Source {
-    template,
-    overrides,
-    certificate,
-    /// The PodOverrides watched in the cluster: a full list synced, or a watch error.
-    cluster,
-}
-
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum ReloadResult {
-    success,
-    failure,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -4,6 +4,7 @@
 
 pub mod admission;
 mod drain;
+mod json;
 pub mod metrics;
 
 use std::panic::AssertUnwindSafe;
@@ -21,7 +22,8 @@ use axum::routing::{get, post};
 use futures::FutureExt;
 use tracing::{Instrument, debug, error, field, info, info_span, warn};
 
-use crate::store::Config;
+use crate::merge::Template;
+use crate::store::{Config, Overrides, ReloadResult, Serving, Source};
 use admission::{Facts, Outcome, ReviewIn, ReviewOut};
 use metrics::Metrics;
 
@@ -47,18 +49,6 @@ impl AppState {
         Arc::new(AppState { config: ArcSwap::from_pointee(config), ready: AtomicBool::new(ready), metrics })
     }
 
-    /// Serves `template` from now on, with the overrides being served.
-    pub fn replace_template(&self, template: crate::merge::Template) {
-        let current = self.config();
-        self.replace(Config { template: Arc::new(template), overrides: current.overrides.clone() });
-    }
-
-    /// Serves `overrides` from now on, with the template being served.
-    pub fn replace_overrides(&self, overrides: crate::store::Overrides) {
-        let current = self.config();
-        self.replace(Config { template: current.template.clone(), overrides });
-    }
-
     /// Serves `config` from now on.
     pub fn replace(&self, config: Config) {
         self.metrics.overrides_loaded(config.overrides.len(), config.overrides.invalid_len());
@@ -75,6 +65,26 @@ impl AppState {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+}
+
+impl Serving for AppState {
+    fn replace_template(&self, template: Template) {
+        let current = self.config();
+        self.replace(Config { template: Arc::new(template), overrides: current.overrides.clone() });
+    }
+
+    fn replace_overrides(&self, overrides: Overrides) {
+        let current = self.config();
+        self.replace(Config { template: current.template.clone(), overrides });
+    }
+
+    fn listed(&self) {
+        self.set_ready(true);
+    }
+
+    fn reloaded(&self, source: Source, result: ReloadResult) {
+        self.metrics.reload(source, result);
     }
 }
 
