@@ -37,4 +37,6 @@ mkdir -p "$out"
     -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
     -o "../../$out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./etcd
 )
-"$out/kubectl" version --client | head -n 1
+# its first line (sed reads it all: `head` would close the pipe on kubectl, a SIGPIPE that
+# pipefail turns into a failed build)
+"$out/kubectl" version --client | sed -n 1p
