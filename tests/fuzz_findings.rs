@@ -110,3 +110,14 @@ fn a_template_with_two_containers_of_one_name_is_refused() {
     let text = include_str!("../fuzz/findings/template_file-two-containers-named-base.yaml");
     refused_template(text, "spec.containers[1].name: \"base\" is element 0's too", None);
 }
+
+/// Finding (mutate_body): a review whose pod has a container named `bsae` whose
+/// `imagePullPolicy` key was garbled (so it had none) beside nothing defaulted of its own: the
+/// first pass added the template's `base`, whose policy equals the API default; the second
+/// pass then took the pod for a defaulted one and gave `bsae` a policy it never had. A
+/// container now keeps lacking the defaulted fields it came without.
+#[test]
+fn a_container_that_came_without_its_pull_policy_does_not_gain_it_on_a_second_pass() {
+    let body = include_bytes!("../fuzz/findings/mutate_body-a-container-defaulted-in-part.json");
+    assert_eq!(checks::answer(&checks::EXAMPLES, body, Hook::Mutate), Ok(()));
+}

@@ -68,6 +68,10 @@ pub struct ApiDefaults<'a> {
     limit_ranger: Vec<(&'static str, String, &'static str, String, Draft<'a>)>,
     /// The positions in `limit_ranger` of each container's values, by (list, container).
     limit_ranger_of: HashMap<(&'static str, String), Vec<usize>>,
+    /// The defaulted fields a container of the pod came without, by (list, container): not
+    /// given to it on the way back, so that a pod is never patched for what it lacked itself
+    /// (only a pod the API server did not default, or defaulted in part, lacks one).
+    absent: HashMap<(&'static str, String), Vec<&'static str>>,
     limit_ranger_annotation: Option<String>,
 }
 
@@ -200,6 +204,16 @@ pub fn strip<'a>(pod: &mut Draft<'a>) -> ApiDefaults<'a> {
             let false_in_mounts = node.field("volumeMounts").and_then(Node::items).is_some_and(|mut ms| {
                 ms.any(|m| plain_booleans(Kind::Mount).any(|n| m.field(n).is_some_and(is_false)))
             });
+            let absent: Vec<&'static str> = ["imagePullPolicy"]
+                .into_iter()
+                .chain(CONTAINER_DEFAULTS.iter().map(|(n, _)| *n))
+                .filter(|n| node.field(n).is_none())
+                .collect();
+            if !absent.is_empty()
+                && let Some(name) = node.field("name").and_then(Node::as_str)
+            {
+                found.absent.insert((list, name.to_owned()), absent);
+            }
             let default_policy = node.field("image").and_then(Node::as_str).map(default_pull_policy);
             if let (Some(default_policy), Some(policy)) =
                 (default_policy, node.field("imagePullPolicy").and_then(Node::as_str))
@@ -397,15 +411,22 @@ fn restore_container<'a>(
     automount: bool,
     kept: &mut Vec<(&'static str, String, &'static str, String)>,
 ) {
+    let absent = if found.absent.is_empty() {
+        None
+    } else {
+        c.get("name").and_then(|n| n.node().as_str()).and_then(|n| found.absent.get(&(list, n.to_owned())))
+    };
+    let lacked = |name: &str| absent.is_some_and(|a| a.contains(&name));
     if found.image_pull_policy
         && !c.contains("imagePullPolicy")
+        && !lacked("imagePullPolicy")
         && let Some(image) = c.get("image").and_then(|i| i.node().as_str())
     {
         let policy = default_pull_policy(image);
         c.push(Cow::Borrowed("imagePullPolicy"), Draft::owned(json!(policy)));
     }
     for (name, default) in CONTAINER_DEFAULTS {
-        if found.container.contains(&name) && !c.contains(name) {
+        if found.container.contains(&name) && !c.contains(name) && !lacked(name) {
             c.push(Cow::Borrowed(name), Draft::owned(json!(default)));
         }
     }
@@ -555,6 +576,27 @@ mod tests {
             })
             .collect();
         assert_eq!(limit_ranger_text(&kept).as_deref(), Some(text));
+    }
+
+    /// Found by the fuzzer (mutate_body): a pod defaulted in one container and not in another
+    /// gained the default in the other on a second pass. A container keeps lacking what it
+    /// came without; a container new to the pod gets the defaults.
+    #[test]
+    fn a_container_that_came_without_a_default_does_not_gain_it() {
+        let original = json!({"spec": {"containers": [
+            {"name": "base", "image": "a:1", "imagePullPolicy": "IfNotPresent",
+             "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"},
+            {"name": "bare", "image": "b:1"}]}});
+        let (mut pod, found) = stripped(&original);
+        if let Some(c) = pod["spec"]["containers"].as_array_mut() {
+            c.push(json!({"name": "new", "image": "c"}))
+        }
+        let back = restored(pod, &found);
+        let containers = &back["spec"]["containers"];
+        assert_eq!(containers[0], original["spec"]["containers"][0], "the defaulted one gets its own back");
+        assert_eq!(containers[1], json!({"name": "bare", "image": "b:1"}), "the bare one stays bare");
+        assert_eq!(containers[2]["imagePullPolicy"], "Always", "a new one is defaulted as the pod was");
+        assert_eq!(containers[2]["terminationMessagePolicy"], "File");
     }
 
     #[test]
