@@ -13,7 +13,7 @@ EXAMPLES := --template examples/template.yaml --overrides examples/overrides
 # the binary use it, so `make test` compiles the crate graph once.
 TEST_BUILD := $(CARGO) test --locked --no-run --quiet
 
-.PHONY: all build run render certs image deploy undeploy e2e e2e-build shellcheck crd crd-check manifests-test docs-test test fmt-check clippy unit oracle venv bench bench-load fuzz fuzz-smoke fuzz-build mutants bench-cluster envtest envtest-bin clean
+.PHONY: all build run render certs image deploy undeploy e2e e2e-local e2e-build shellcheck crd crd-check manifests-test docs-test test fmt-check clippy unit oracle venv bench bench-load fuzz fuzz-smoke fuzz-build mutants bench-cluster envtest envtest-bin clean
 
 all: build
 
@@ -85,6 +85,14 @@ envtest: envtest-bin
 ## the suite and checks its scripts and manifests.
 e2e:
 	scripts/e2e.sh
+
+## The same suite on a cluster of processes on this machine (scripts/e2e-local.sh; needs root
+## and Go; containerd, runc, CNI plugins, busybox-static and umoci come from apt-get): etcd,
+## kube-apiserver, controller manager, scheduler, containerd, a kubelet and kube-proxy in a
+## network namespace of their own; images built locally; podtailor installed with
+## `kubectl apply -k certs`; everything torn down after (KEEP=1 waits first). Not part of `test`.
+e2e-local:
+	scripts/e2e-local.sh
 
 ## The shell scripts, by shellcheck (installed into the venv from PyPI).
 shellcheck: venv

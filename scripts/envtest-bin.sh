@@ -5,11 +5,26 @@
 # With KUBEBUILDER_ASSETS set (the envtest convention) those binaries are used and nothing is
 # built. Without Go it says so and builds nothing; the tier then skips (or fails where
 # PODTAILOR_ENVTEST=require).
+#
+#   scripts/envtest-bin.sh          the control plane: kube-apiserver, kubectl, etcd
+#   scripts/envtest-bin.sh --node   also a node's: kubelet, kube-scheduler,
+#                                   kube-controller-manager, kube-proxy (make e2e-local)
 set -euo pipefail
+bins=(kube-apiserver kubectl etcd)
+pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./etcd)
+case "${1:-}" in
+  "") ;;
+  --node)
+    bins+=(kubelet kube-scheduler kube-controller-manager kube-proxy)
+    pkgs+=(k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler
+      k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-proxy)
+    ;;
+  *) echo "usage: ${0##*/} [--node]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 out=target/envtest/bin
 mod=tests/envtest
-if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -z "${1:-}" ]; then
   echo "envtest-bin: using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS; nothing built"
   exit 0
 fi
@@ -18,7 +33,7 @@ if ! command -v go >/dev/null; then
   exit 0
 fi
 fresh=1
-for bin in kube-apiserver kubectl etcd; do
+for bin in "${bins[@]}"; do
   for src in "$mod/go.mod" "$mod/go.sum" "$mod/etcd/main.go" "$mod/tools.go"; do
     [ "$out/$bin" -nt "$src" ] || fresh=0
   done
@@ -29,13 +44,13 @@ fi
 version=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$mod/go.mod")
 minor=${version#v1.}
 minor=${minor%%.*}
-echo "envtest-bin: building kube-apiserver and kubectl $version and etcd into $out (the first build takes minutes)"
+echo "envtest-bin: building ${bins[*]} ($version; etcd as go.mod names it) into $out (the first build takes minutes)"
 mkdir -p "$out"
 (
   cd "$mod"
   CGO_ENABLED=0 go build -trimpath \
     -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
-    -o "../../$out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./etcd
+    -o "../../$out/" "${pkgs[@]}"
 )
 # its first line (sed reads it all: `head` would close the pipe on kubectl, a SIGPIPE that
 # pipefail turns into a failed build)

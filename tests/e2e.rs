@@ -1,10 +1,11 @@
-//! The end-to-end suite on a kind cluster: the API server calling the webhook, pods scheduled
+//! The end-to-end suite on a real cluster: the API server calling the webhook, pods scheduled
 //! and run, secrets resolved by the kubelet.
 //!
-//! Every test is `#[ignore]`d: `make e2e` (scripts/e2e.sh) creates the cluster
-//! `podtailor-e2e`, installs podtailor through `kubectl apply -k certs`, and runs them with
-//! `PODTAILOR_E2E=1`. Run any other way they fail at once, saying so: a test of this suite
-//! never passes without a cluster.
+//! Every test is `#[ignore]`d: `make e2e` (scripts/e2e.sh, a kind cluster `podtailor-e2e`) or
+//! `make e2e-local` (scripts/e2e-local.sh, the cluster as processes on this machine) installs
+//! podtailor through `kubectl apply -k certs` and runs them with `PODTAILOR_E2E=1`, the
+//! kubeconfig context in `PODTAILOR_E2E_CONTEXT` (default: kind's). Run any other way they
+//! fail at once, saying so: a test of this suite never passes without a cluster.
 //!
 //! Each test works in its own namespace (generated name, label `podtailor.dev/e2e=true`),
 //! deleted at the end; scripts/e2e.sh also deletes every namespace with that label before and
@@ -26,12 +27,17 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
 
-const CONTEXT: &str = "kind-podtailor-e2e";
+/// The kind cluster's context, unless `PODTAILOR_E2E_CONTEXT` names another.
+const KIND_CONTEXT: &str = "kind-podtailor-e2e";
 const SYSTEM: &str = "podtailor-system";
 const E2E_LABEL: &str = "podtailor.dev/e2e";
 /// The image the tasks run (the template's Airflow image is far too large for a test).
 const TASK_IMAGE: &str = "busybox:1.36";
 const SECRET_VALUE: &str = "e2e-secret-value-7780";
+
+fn context() -> String {
+    std::env::var("PODTAILOR_E2E_CONTEXT").unwrap_or_else(|_| KIND_CONTEXT.to_owned())
+}
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_podtailor")
@@ -40,13 +46,17 @@ fn bin() -> &'static str {
 /// The client for the e2e cluster, or a failure that says how to run the suite.
 async fn client() -> Client {
     if std::env::var_os("PODTAILOR_E2E").is_none() {
-        panic!("the e2e suite needs the kind cluster {CONTEXT}: run it with `make e2e` (it sets PODTAILOR_E2E=1)");
+        panic!(
+            "the e2e suite needs a cluster: run it with `make e2e` (kind) or `make e2e-local` (this machine); \
+             both set PODTAILOR_E2E=1"
+        );
     }
+    let context = context();
     let kubeconfig = Kubeconfig::read().unwrap_or_else(|e| panic!("kubeconfig: {e}"));
-    let options = KubeConfigOptions { context: Some(CONTEXT.to_owned()), ..Default::default() };
+    let options = KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
     let config = Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
-        .unwrap_or_else(|e| panic!("kubeconfig context {CONTEXT}: {e}"));
+        .unwrap_or_else(|e| panic!("kubeconfig context {context}: {e}"));
     Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"))
 }
 
@@ -135,7 +145,7 @@ impl Scene {
     /// `podtailor launch -n NS ARGS...` against the cluster.
     fn launch(&self, args: &[&str]) -> Output {
         std::process::Command::new(bin())
-            .args(["launch", "--context", CONTEXT, "-n", &self.ns])
+            .args(["launch", "--context", &context(), "-n", &self.ns])
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
@@ -180,7 +190,7 @@ fn quantity(
 }
 
 #[tokio::test]
-#[ignore = "needs a kind cluster: make e2e"]
+#[ignore = "needs a cluster: make e2e or make e2e-local"]
 async fn seed_worker_gets_the_template_the_resources_and_the_secret() {
     let scene = Scene::new("seed").await;
     let out = scene.launch(&[
@@ -238,8 +248,38 @@ async fn seed_worker_gets_the_template_the_resources_and_the_secret() {
     scene.finish().await;
 }
 
+/// A task that fails: the kubelet's exit code is the launcher's, its output is shown, and the
+/// failed pod is kept for a look.
 #[tokio::test]
-#[ignore = "needs a kind cluster: make e2e"]
+#[ignore = "needs a cluster: make e2e or make e2e-local"]
+async fn a_failing_tasks_exit_code_is_the_launchers() {
+    let scene = Scene::new("failing").await;
+    let out = scene.launch(&[
+        "--override",
+        "resource-requirements",
+        "--image",
+        TASK_IMAGE,
+        "--name",
+        "failing",
+        "--timeout",
+        "5m",
+        "--",
+        "sh",
+        "-c",
+        "echo about to fail; exit 7",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("about to fail"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let pods = scene.pods().list(&ListParams::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pods.items.len(), 1, "the failed pod is kept");
+    let status = pods.items[0].status.clone().unwrap_or_default();
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    scene.finish().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e or make e2e-local"]
 async fn a_pod_without_the_annotation_is_stored_as_submitted() {
     let scene = Scene::new("untouched").await;
     let submitted = bare_pod(None, &["true"]);
@@ -261,7 +301,7 @@ async fn a_pod_without_the_annotation_is_stored_as_submitted() {
 }
 
 #[tokio::test]
-#[ignore = "needs a kind cluster: make e2e"]
+#[ignore = "needs a cluster: make e2e or make e2e-local"]
 async fn a_missing_override_is_denied_with_its_name() {
     let scene = Scene::new("missing").await;
     let out = scene.launch(&["--override", "no-such-override", "--image", TASK_IMAGE, "--", "true"]);
@@ -279,7 +319,7 @@ async fn a_missing_override_is_denied_with_its_name() {
 /// webhook configuration makes the API server call podtailor again within the same admission
 /// (as a reinvocation does), and a pod already tailored is submitted again.
 #[tokio::test]
-#[ignore = "needs a kind cluster: make e2e"]
+#[ignore = "needs a cluster: make e2e or make e2e-local"]
 async fn passing_twice_adds_nothing_twice() {
     let scene = Scene::new("twice").await;
     let hooks: Api<MutatingWebhookConfiguration> = Api::all(scene.client.clone());
@@ -338,7 +378,7 @@ async fn passing_twice_adds_nothing_twice() {
 }
 
 #[tokio::test]
-#[ignore = "needs a kind cluster: make e2e"]
+#[ignore = "needs a cluster: make e2e or make e2e-local"]
 async fn a_bad_podoverride_is_rejected_by_the_validating_webhook() {
     let scene = Scene::new("validate").await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -355,7 +395,7 @@ async fn a_bad_podoverride_is_rejected_by_the_validating_webhook() {
 /// `kubectl rollout restart` of the webhook during 100 pod creations (server-side dry runs,
 /// which go through admission like any creation): none is lost.
 #[tokio::test]
-#[ignore = "needs a kind cluster: make e2e"]
+#[ignore = "needs a cluster: make e2e or make e2e-local"]
 async fn a_rolling_restart_loses_no_pod_creation() {
     let scene = Scene::new("rollout").await;
     let deployments: Api<Deployment> = Api::namespaced(scene.client.clone(), SYSTEM);
@@ -410,7 +450,7 @@ async fn wait_for_rollout(deployments: &Api<Deployment>, after: i64) -> bool {
 /// A new serving certificate (same CA) written into the TLS Secret: the replicas reload it
 /// from the updated volume, and creations keep succeeding meanwhile.
 #[tokio::test]
-#[ignore = "needs a kind cluster: make e2e"]
+#[ignore = "needs a cluster: make e2e or make e2e-local"]
 async fn certificate_rotation_keeps_creations_succeeding() {
     let scene = Scene::new("rotate").await;
     let fresh = new_serving_certificate();
