@@ -21,9 +21,14 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def load_module():
+    """benches/load.py as a module (no bytecode written beside it)."""
     spec = importlib.util.spec_from_file_location("load", LOAD)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.dont_write_bytecode, before = True, sys.dont_write_bytecode
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = before
     return module
 
 
