@@ -161,9 +161,19 @@ bench:
 bench-cluster: envtest-bin
 	$(CARGO) bench --locked --bench cluster
 
-## Load on `serve` over HTTP/1.1 keep-alive at 1, 16 and 64 connections (see docs/development.md).
-bench-load:
-	scripts/bench-load.sh
+## Load on `serve` (release build) over HTTPS, HTTP/1.1 keep-alive, with oha: closed loop at
+## 1, 16 and 64 connections, open loop at 2000 and 6000 requests/s, server and oha on separate
+## cores, 3 rounds (benches/load.py; docs/development.md). oha is installed from crates.io into
+## target/tools. Options through LOAD_ARGS, e.g. LOAD_ARGS="--bin2 PATH" to compare two binaries.
+OHA := target/tools/bin/oha
+OHA_VERSION := 1.16.0
+LOAD_ARGS ?=
+
+$(OHA):
+	$(CARGO) install --locked --quiet oha --version $(OHA_VERSION) --root target/tools
+
+bench-load: $(OHA)
+	$(PYTHON) benches/load.py --oha $(OHA) $(LOAD_ARGS)
 
 ## Mutation testing with cargo-mutants (from crates.io, installed into target/tools): every
 ## mutant of the merge engine, the store, the webhook and the validation should make a test
