@@ -43,7 +43,15 @@ inner() {
     pids=()
     # shellcheck disable=SC2317 # run by the EXIT trap
     stop_all() {
-        ((${#pids[@]} == 0)) || kill "${pids[@]}" 2>/dev/null || true
+        ((${#pids[@]} == 0)) && return
+        kill "${pids[@]}" 2>/dev/null || true
+        local _
+        for _ in $(seq 50); do
+            kill -0 "${pids[@]}" 2>/dev/null || break
+            sleep 0.2
+        done
+        # kube-apiserver, its etcd gone, may wait on it for long
+        kill -KILL "${pids[@]}" 2>/dev/null || true
         wait 2>/dev/null || true
     }
     trap stop_all EXIT
@@ -151,6 +159,14 @@ inner() {
     k apply -k "$root/certs" >/dev/null
     k -n podtailor-system rollout status deployment/podtailor --timeout 300s ||
         die "podtailor's Deployment did not become available (kubectl -n podtailor-system describe pods)"
+    # Available is the pods' readiness; the API server reaches them once kube-proxy has the
+    # Service's endpoints: a server-side dry run of a PodOverride goes through /validate.
+    for i in $(seq 60); do
+        sed 's/^  namespace: .*/  namespace: default/' "$root/examples/overrides/resource-requirements.yaml" |
+            k apply --dry-run=server -f - >/dev/null 2>&1 && break
+        ((i < 60)) || die "the API server cannot reach podtailor's Service after 60 s (see $logs/kube-proxy.log)"
+        sleep 1
+    done
 
     say "running the scenarios"
     local status=0
@@ -291,15 +307,29 @@ sed -e "s|@RUN@|$work/run|g" -e "s|@PKI@|$work/pki|g" -e "s|@NODE_IP@|$node_ip|g
 
 # the processes in the cgroups of this run (the pids controller holds them all on cgroup v1)
 cat_procs() {
-    local root=/sys/fs/cgroup/pids/$cgroup
-    [[ -d $root ]] || root=/sys/fs/cgroup/$cgroup
-    [[ -d $root ]] || return 0
-    find "$root" -name cgroup.procs -exec cat {} + 2>/dev/null | tr '\n' ' '
+    local top=/sys/fs/cgroup/pids/$cgroup
+    [[ -d $top ]] || top=/sys/fs/cgroup/$cgroup
+    [[ -d $top ]] || return 0
+    find "$top" -name cgroup.procs -exec cat {} + 2>/dev/null | tr '\n' ' '
 }
 
 # shellcheck disable=SC2317 # run by the EXIT trap
 teardown() {
     local status=$?
+    # The pods' processes first, while their shims live to reap them: they live in network
+    # namespaces of their own (CNI's), found by their cgroups under the kubelet's root of this
+    # run. A process killed after its shim is reaped by init, which may take seconds.
+    local procs _ first=1
+    for _ in $(seq 60); do
+        procs=$(cat_procs)
+        ((first)) && say "teardown: stopping the pods' processes (${procs:-none})"
+        first=0
+        [[ -z $procs ]] && break
+        # shellcheck disable=SC2086 # a list of pids
+        kill -KILL $procs 2>/dev/null || true
+        sleep 0.25
+    done
+    # then the cluster's own (containerd's shims among them)
     local pids
     pids=$(ip netns pids "$netns" 2>/dev/null || true)
     if [[ -n $pids ]]; then
@@ -315,16 +345,8 @@ teardown() {
         sleep 0.5
     fi
     ip netns del "$netns" 2>/dev/null || true
-    # The pods' processes live in network namespaces of their own (CNI's): found by their
-    # cgroups, under the kubelet's root of this run. Then the cgroups, deepest first.
-    local dir procs
-    for _ in 1 2 3; do
-        procs=$(cat_procs)
-        [[ -z $procs ]] && break
-        # shellcheck disable=SC2086 # a list of pids
-        kill -KILL $procs 2>/dev/null || true
-        sleep 0.5
-    done
+    # the cgroups, deepest first
+    local dir
     for dir in /sys/fs/cgroup/*/"$cgroup" /sys/fs/cgroup/"$cgroup"; do
         [[ -d $dir ]] || continue
         find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true

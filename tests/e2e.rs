@@ -232,8 +232,9 @@ async fn seed_worker_gets_the_template_the_resources_and_the_secret() {
     let base = base_container(pod);
     assert_eq!(base.image.as_deref(), Some(TASK_IMAGE));
     let resources = base.resources.clone().unwrap_or_default();
+    // the API server stores quantities in their canonical form: the override's 1024Mi is 1Gi
     for kind in ["cpu", "memory"] {
-        let want = if kind == "cpu" { "500m" } else { "1024Mi" };
+        let want = if kind == "cpu" { "500m" } else { "1Gi" };
         assert_eq!(quantity(resources.requests.as_ref(), kind), want, "requests.{kind}");
         assert_eq!(quantity(resources.limits.as_ref(), kind), want, "limits.{kind}");
     }
@@ -273,8 +274,15 @@ async fn a_failing_tasks_exit_code_is_the_launchers() {
     assert!(stdout.contains("about to fail"), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let pods = scene.pods().list(&ListParams::default()).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pods.items.len(), 1, "the failed pod is kept");
+    // the container's end, as the kubelet reported it (the pod's phase follows a moment later)
     let status = pods.items[0].status.clone().unwrap_or_default();
-    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    let ends: Vec<i32> = status
+        .container_statuses
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
+        .collect();
+    assert_eq!(ends, [7], "the container's exit code");
     scene.finish().await;
 }
 
