@@ -9,7 +9,7 @@
 //!   ([`FIELD_MANAGER`]), so replicas own the same fields and never conflict; `lastTransitionTime`
 //!   is kept from the object unless `Ready` flips.
 //! - A separate task writes ([`write`]): admission and the watch never wait on it. A failed
-//!   write is logged and retried with a growing delay, never fatal.
+//!   write is logged and retried after a growing delay, never fatal.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -119,77 +119,64 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
-/// A status waiting to be written: the latest for its object, and when it may be tried.
-struct Pending {
-    write: Write,
-    failures: u32,
-    due: Instant,
-}
-
 /// Applies the statuses received on `writes` until `stop`, one object at a time; a newer status
-/// for an object replaces one not yet written. A failed write is retried later; an object gone
-/// (404) is forgotten.
+/// for an object replaces one not yet written. After a failed write every status waits (the
+/// cause is most often the API server or the RBAC, not the object), 1 s and doubling up to a
+/// minute, then the writes go on; an object gone (404) is forgotten.
 pub async fn write(client: kube::Client, mut writes: mpsc::UnboundedReceiver<Write>, stop: CancellationToken) {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let resource = super::cluster::resource();
-    let mut pending: BTreeMap<(String, String), Pending> = BTreeMap::new();
-    let mut open = true;
+    let mut pending: BTreeMap<(String, String), Write> = BTreeMap::new();
+    let (mut failures, mut resume, mut open) = (0u32, Instant::now(), true);
     loop {
-        let next_due = pending.values().map(|p| p.due).min();
-        if !open && next_due.is_none() {
-            // the watch ended and everything is written
-            return;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            received = writes.recv(), if open => {
-                match received {
+        if pending.is_empty() || Instant::now() < resume {
+            if !open && pending.is_empty() {
+                // the watch ended and everything is written
+                return;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                received = writes.recv(), if open => match received {
                     Some(write) => {
-                        let key = (write.namespace.clone(), write.name.clone());
-                        pending.insert(key, Pending { write, failures: 0, due: Instant::now() });
+                        pending.insert((write.namespace.clone(), write.name.clone()), write);
                     }
                     None => open = false,
-                }
-                continue;
+                },
+                _ = tokio::time::sleep_until(resume), if !pending.is_empty() => {}
             }
-            _ = sleep_until(next_due) => {}
+            continue;
         }
-        let now = Instant::now();
-        let due: Vec<(String, String)> = pending.iter().filter(|(_, p)| p.due <= now).map(|(k, _)| k.clone()).collect();
-        for key in due {
-            let Some(mut entry) = pending.remove(&key) else { continue };
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &key.0, &resource);
-            let patch = Patch::Apply(body(&entry.write));
-            let applied = tokio::select! {
-                _ = stop.cancelled() => return,
-                applied = api.patch_status(&key.1, &params, &patch) => applied,
-            };
-            let (namespace, name) = (&key.0, &key.1);
-            match applied {
-                Ok(_) => {
-                    let ready = entry.write.status.conditions.first().map(|c| c.status.clone()).unwrap_or_default();
-                    info!(%namespace, %name, ready, "PodOverride status written");
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 => {
-                    debug!(%namespace, %name, "PodOverride gone before its status was written");
-                }
-                Err(e) => {
-                    entry.failures += 1;
-                    let delay = backoff(entry.failures);
-                    warn!(%namespace, %name, error = %e, retry_in_seconds = delay.as_secs(), "writing a PodOverride status failed; admission is not affected");
-                    entry.due = Instant::now() + delay;
-                    // unless a newer status arrived meanwhile
-                    pending.entry(key).or_insert(entry);
-                }
+        // the newest status of each object
+        while let Ok(write) = writes.try_recv() {
+            pending.insert((write.namespace.clone(), write.name.clone()), write);
+        }
+        let Some(((namespace, name), write)) = pending.pop_first() else { continue };
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+        let patch = Patch::Apply(body(&write));
+        let applied = tokio::select! {
+            _ = stop.cancelled() => return,
+            applied = api.patch_status(&name, &params, &patch) => applied,
+        };
+        match applied {
+            Ok(_) => {
+                failures = 0;
+                let ready = write.status.conditions.first().map(|c| c.status.clone()).unwrap_or_default();
+                info!(%namespace, %name, ready, "PodOverride status written");
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                failures = 0;
+                debug!(%namespace, %name, "PodOverride gone before its status was written");
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = backoff(failures);
+                resume = Instant::now() + delay;
+                warn!(%namespace, %name, error = %e, waiting = pending.len() + 1, retry_in_seconds = delay.as_secs(),
+                      "writing a PodOverride status failed; the statuses wait, admission is not affected");
+                // unless a newer status arrived meanwhile
+                pending.entry((namespace, name)).or_insert(write);
             }
         }
-    }
-}
-
-async fn sleep_until(due: Option<Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -300,6 +287,75 @@ mod tests {
         assert_eq!(body["metadata"], json!({"name": "o", "namespace": "a"}));
         let keys: Vec<&String> = body.as_object().map(|o| o.keys().collect()).unwrap_or_default();
         assert_eq!(keys, ["apiVersion", "kind", "metadata", "status"]);
+    }
+
+    type Handle = tower_test::mock::Handle<http::Request<kube::client::Body>, http::Response<kube::client::Body>>;
+
+    /// The next request the writer makes: its path and the status it applies, and the responder.
+    async fn next(
+        handle: &mut Handle,
+    ) -> (String, Value, tower_test::mock::SendResponse<http::Response<kube::client::Body>>) {
+        use http_body_util::BodyExt;
+        let (request, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("no write within 10 s"))
+            .unwrap_or_else(|| panic!("the writer went away"));
+        assert_eq!(request.method(), http::Method::PATCH);
+        let path = request.uri().path().to_owned();
+        let bytes = request.into_body().collect().await.unwrap_or_else(|e| panic!("{e}")).to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        (path, body["status"].clone(), send)
+    }
+
+    fn answer(code: u16, body: Value) -> http::Response<kube::client::Body> {
+        http::Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(kube::client::Body::from(body.to_string().into_bytes()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn failure(code: u16) -> http::Response<kube::client::Body> {
+        answer(code, json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "message": "no"}))
+    }
+
+    fn write_of(name: &str, outcome: &Outcome) -> Write {
+        let status = desired(&object(1, Value::Null), outcome, at("2026-12-03T10:00:00Z")).unwrap_or_default();
+        Write { namespace: "a".into(), name: name.into(), status }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_waits_and_is_tried_again_with_the_newest_status_and_a_gone_object_is_forgotten() {
+        let (service, mut handle) = tower_test::mock::pair();
+        let client = kube::Client::new(service, "default");
+        let (writes, received) = mpsc::unbounded_channel();
+        let task = tokio::spawn(write(client, received, CancellationToken::new()));
+        let sent = |w: Write| writes.send(w).unwrap_or_else(|e| panic!("{e}"));
+        sent(write_of("o", &loaded()));
+        let (path, status, send) = next(&mut handle).await;
+        assert_eq!(path, "/apis/podtailor.dev/v1alpha1/namespaces/a/podoverrides/o/status");
+        assert_eq!(status["conditions"][0]["status"], "True");
+        send.send_response(failure(500));
+        // meanwhile: a newer status of o, and one of an object about to be gone
+        let failed = Instant::now();
+        sent(write_of("o", &invalid("bad")));
+        sent(write_of("g", &loaded()));
+        let (path, _, send) = next(&mut handle).await;
+        assert!(failed.elapsed() >= Duration::from_millis(900), "tried again after {:?}", failed.elapsed());
+        assert!(path.ends_with("/podoverrides/g/status"), "{path}");
+        send.send_response(failure(404));
+        let (path, status, send) = next(&mut handle).await;
+        assert!(path.ends_with("/podoverrides/o/status"), "{path}");
+        assert_eq!(status["conditions"][0]["status"], "False", "the newest status of o");
+        let object = json!({"apiVersion": "podtailor.dev/v1alpha1", "kind": "PodOverride",
+                            "metadata": {"name": "o", "namespace": "a", "resourceVersion": "2"}, "status": status});
+        send.send_response(answer(200, object));
+        // everything written (g forgotten): the writer ends with the watch
+        drop(writes);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap_or_else(|_| panic!("the writer did not end"))
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
