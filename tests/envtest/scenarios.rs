@@ -778,6 +778,12 @@ async fn status(env: &Env) -> Result<()> {
     })?;
     let lines = printed(env, &ns, &[])?;
     ensure(column(&lines, "READY", "broken").as_deref() == Some("True"), || format!("after the fix: {lines:?}"))?;
+    // and no write failed on the way (a conflict between managers, a missing permission)
+    let log = env.webhook.lock().await.process.as_ref().map(|p| p.tail(100_000)).unwrap_or_default();
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains("writing a PodOverride status failed")).collect();
+    ensure(failed.is_empty(), || format!("status writes failed: {failed:?}"))?;
+    let written = log.lines().filter(|l| l.contains("PodOverride status written") && l.contains(&ns)).count();
+    ensure(written == 3, || format!("{written} status writes for {ns}, expected 3 (good, broken, fixed)"))?;
     eprintln!(
         "  Ready=True {good_in:?} after the create, Ready=False (Invalid) {refused_in:?} after, True again {fixed_in:?} after the fix"
     );
