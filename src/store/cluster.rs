@@ -123,9 +123,7 @@ impl Follower {
         }
         overrides
     }
-}
 
-impl Follower {
     /// The statuses to write now (after a full list or a change): one for each object whose
     /// status does not say what it made of it, unless asked already for this very version of
     /// the object. `now` is the transition time of a `Ready` that flips.
@@ -171,8 +169,8 @@ fn load(object: &DynamicObject) -> Result<Loaded, String> {
 
 /// Follows the PodOverrides of every namespace into `state` until `stop`. Marks the state
 /// ready after the first full list. On API errors the watcher backs off and relists, and the
-/// last known set keeps serving meanwhile.
-/// Writes each object's status as it goes (through the same client, by a task of its own).
+/// last known set keeps serving meanwhile. Each object's status is written as it goes, through
+/// the same client, by a task of its own.
 pub async fn follow(state: Arc<dyn Serving>, client: kube::Client, stop: CancellationToken) {
     let api = Api::<DynamicObject>::all_with(client.clone(), &resource());
     let (statuses, writes) = mpsc::unbounded_channel();
@@ -223,7 +221,7 @@ pub async fn follow_api(
             }
             if let Some(statuses) = &statuses {
                 for write in follower.status_writes(&status::now()) {
-                    // the writer ends only at stop
+                    // fails only once the writer has ended, at stop
                     let _ = statuses.send(write);
                 }
             }
