@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -18,6 +19,9 @@ use serde_json::Value;
     plural = "podoverrides",
     shortname = "podov",
     namespaced,
+    status = "PodOverrideStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"Whether podtailor loads it (cluster mode): True, or False with the reason"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1,"description":"Why it is ready or not (the message says more)"}"#,
     printcolumn = r#"{"name":"Container","type":"string","jsonPath":".spec.container","description":"Target container (default base, else the first)"}"#,
     printcolumn = r#"{"name":"Secrets","type":"string","jsonPath":".spec.secrets[*].secret","description":"Secrets referenced"}"#,
     doc = "A named, per-task change to worker pods that opt in with the podtailor.dev/override annotation",
@@ -39,6 +43,22 @@ pub struct PodOverrideSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "pod_fragment_schema")]
     pub pod: Option<Value>,
+}
+
+/// What podtailor (`serve --cluster`) made of the object, written through the status
+/// subresource by server-side apply.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrideStatus {
+    /// The `metadata.generation` the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: `True` when the override loads (pods naming it are tailored), `False` with
+    /// reason `Invalid` and the refusal in `message` when it does not (pods naming it are
+    /// denied with that message).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
 }
 
 /// A container's requests and limits.

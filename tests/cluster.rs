@@ -1,14 +1,17 @@
 //! `serve --cluster` end to end below the API server: a real server on 127.0.0.1 whose
 //! Kubernetes client talks to a scripted API (`tower_test::mock`). The test plays the API
 //! server: it answers the watcher's list and watch requests one by one and checks, between
-//! them, what the webhook serves and whether it is ready.
+//! them, what the webhook serves and whether it is ready. It also answers the status writes
+//! (server-side apply of `podoverrides/status`), and checks what they say.
 
 mod common;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use common::{Pki, eventually};
 use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use kube::client::Body;
 use podtailor::serve::{LogFormat, ServeArgs, Server};
 use serde_json::{Value, json};
@@ -70,18 +73,100 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "reason": reason, "message": message})
 }
 
-/// The next request to the API: asserts it is a list (`watch == false`) or a watch of the
-/// PodOverrides of all namespaces, and returns the responder.
-async fn expect(api: &mut Handle, watching: bool) -> tower_test::mock::SendResponse<Response<Body>> {
-    let (request, send) = tokio::time::timeout(Duration::from_secs(10), api.next_request())
-        .await
-        .unwrap_or_else(|_| panic!("no {} request within 10 s", if watching { "watch" } else { "list" }))
-        .unwrap_or_else(|| panic!("the client went away"));
-    assert_eq!(request.method(), http::Method::GET);
-    assert_eq!(request.uri().path(), PATH, "{}", request.uri());
-    let query = request.uri().query().unwrap_or_default();
-    assert_eq!(query.contains("watch=true"), watching, "{}", request.uri());
-    send
+type Responder = tower_test::mock::SendResponse<Response<Body>>;
+
+/// The scripted API server: list and watch requests are handed to the test in order; status
+/// writes are answered at once (as the API server would: the object with the status applied)
+/// and kept for the test to read.
+struct ApiServer {
+    handle: Handle,
+    /// Lists and watches that came while the test waited for status writes.
+    held: VecDeque<(Request<Body>, Responder)>,
+    /// The status writes so far: (namespace/name, the applied body).
+    statuses: Vec<(String, Value)>,
+}
+
+impl ApiServer {
+    /// The next request that is not a status write.
+    async fn next(&mut self, what: &str) -> (Request<Body>, Responder) {
+        if let Some(held) = self.held.pop_front() {
+            return held;
+        }
+        loop {
+            let (request, send) = tokio::time::timeout(Duration::from_secs(10), self.handle.next_request())
+                .await
+                .unwrap_or_else(|_| panic!("no {what} request within 10 s"))
+                .unwrap_or_else(|| panic!("the client went away"));
+            if request.method() != http::Method::PATCH {
+                return (request, send);
+            }
+            self.answer_status(request, send).await;
+        }
+    }
+
+    /// Answers a status write: it must be a forced server-side apply by podtailor of the
+    /// status alone.
+    async fn answer_status(&mut self, request: Request<Body>, send: Responder) {
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let content_type = request.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let at = path
+            .strip_prefix("/apis/podtailor.dev/v1alpha1/namespaces/")
+            .and_then(|p| p.strip_suffix("/status"))
+            .map(|p| p.replacen("/podoverrides/", "/", 1))
+            .unwrap_or_else(|| panic!("a PATCH of something else than a PodOverride's status: {path}"));
+        assert_eq!(content_type.as_deref(), Some("application/apply-patch+yaml"), "{path}");
+        assert!(query.contains("fieldManager=podtailor") && query.contains("force=true"), "{path}?{query}");
+        let bytes = request.into_body().collect().await.unwrap_or_else(|e| panic!("{e}")).to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        let keys: Vec<&String> = body.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+        assert_eq!(keys, ["apiVersion", "kind", "metadata", "status"], "{body}");
+        let mut answer = body.clone();
+        answer["metadata"]["resourceVersion"] = json!("999");
+        send.send_response(respond(StatusCode::OK, answer.to_string().into_bytes()));
+        self.statuses.push((at, body));
+    }
+
+    /// Waits until the status writes include one for each of `objects` (namespace/name), and
+    /// returns the last of each.
+    async fn statuses_of(&mut self, objects: &[&str]) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let last = |at: &str| self.statuses.iter().rev().find(|(a, _)| a == at).map(|(_, b)| b["status"].clone());
+            if let Some(found) = objects.iter().map(|o| last(o)).collect::<Option<Vec<Value>>>() {
+                return found;
+            }
+            let next = tokio::time::timeout_at(deadline, self.handle.next_request())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no status written for each of {objects:?} within 10 s: {:?}", self.statuses)
+                })
+                .unwrap_or_else(|| panic!("the client went away"));
+            match next {
+                (request, send) if request.method() == http::Method::PATCH => self.answer_status(request, send).await,
+                held => self.held.push_back(held),
+            }
+        }
+    }
+
+    /// The next request to the API: asserts it is a list (`watch == false`) or a watch of the
+    /// PodOverrides of all namespaces, and returns the responder.
+    async fn expect(&mut self, watching: bool) -> Responder {
+        let (request, send) = self.next(if watching { "watch" } else { "list" }).await;
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(request.uri().path(), PATH, "{}", request.uri());
+        let query = request.uri().query().unwrap_or_default();
+        assert_eq!(query.contains("watch=true"), watching, "{}", request.uri());
+        send
+    }
+}
+
+/// The `Ready` condition of a status: (status, reason, message).
+fn ready(status: &Value) -> (String, String, String) {
+    let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+    let ready = conditions.iter().find(|c| c["type"] == "Ready").cloned().unwrap_or_default();
+    let text = |k: &str| ready[k].as_str().unwrap_or_default().to_owned();
+    (text("status"), text("reason"), text("message"))
 }
 
 fn review(uid: &str, namespace: &str, overrides: &str) -> Value {
@@ -187,7 +272,8 @@ async fn scenario() {
         idle_timeout: 5.0,
         shutdown_grace: 2.0,
     };
-    let (service, mut api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let mut api = ApiServer { handle, held: VecDeque::new(), statuses: Vec::new() };
     let client = kube::Client::new(service, "default");
     let server = Server::bind_with(args, Some(client)).await.unwrap_or_else(|e| panic!("bind: {e:#}"));
     let cluster = Cluster {
@@ -199,7 +285,7 @@ async fn scenario() {
     let done = tokio::spawn(server.run());
 
     // 1. the first list is pending: not ready, and nothing from the cluster is served
-    let first_list = expect(&mut api, false).await;
+    let first_list = api.expect(false).await;
     assert_eq!(cluster.ready().await, StatusCode::SERVICE_UNAVAILABLE);
     let unknown = cluster.admit("airflow", "big").await.err().unwrap_or_default();
     assert!(unknown.contains("\"big\" in namespace \"airflow\": the PodOverrides have not been listed"), "{unknown}");
@@ -210,7 +296,7 @@ async fn scenario() {
         "10",
         &[podoverride("airflow", "big", "5", cpu("2")), podoverride("airflow", "broken", "6", bad_spec)],
     ));
-    let watch1 = expect(&mut api, true).await;
+    let watch1 = api.expect(true).await;
     assert_eq!(cluster.ready().await, StatusCode::OK);
     assert_eq!(cluster.cpu_limit("airflow", "big").await.as_deref(), Ok("2"));
     // 3. visible only in its own namespace; the broken one is denied with its reason
@@ -229,6 +315,14 @@ async fn scenario() {
     let metrics = cluster.metrics().await;
     assert!(metrics.contains("podtailor_overrides_loaded 1"), "{metrics}");
     assert!(metrics.contains("podtailor_overrides_invalid 1"), "{metrics}");
+    // each object's status says it: Ready, or not with the reason pods naming it are denied
+    let statuses = api.statuses_of(&["airflow/big", "airflow/broken"]).await;
+    assert_eq!(ready(&statuses[0]).0, "True", "{}", statuses[0]);
+    let (is, reason, message) = ready(&statuses[1]);
+    assert_eq!((is.as_str(), reason.as_str()), ("False", "Invalid"), "{}", statuses[1]);
+    assert!(message.starts_with("pods that name it are denied: spec.secrets[0].deployTarget"), "{message}");
+    // the status writes are not on the admission path: a pod is answered meanwhile
+    assert_eq!(cluster.cpu_limit("airflow", "big").await.as_deref(), Ok("2"));
     assert!(metrics.contains("podtailor_reloads_total{source=\"cluster\",result=\"success\"} 1"), "{metrics}");
 
     // 4. watch events: an override added, one modified, then the API says the watch expired
@@ -242,9 +336,11 @@ async fn scenario() {
     })
     .await;
     assert_eq!(cluster.cpu_limit("airflow", "big").await.as_deref(), Ok("3"));
+    let statuses = api.statuses_of(&["airflow/small"]).await;
+    assert_eq!(ready(&statuses[0]).0, "True", "{}", statuses[0]);
 
     // 5. the relist fails: the last known set keeps serving, and the server stays ready
-    let relist = expect(&mut api, false).await;
+    let relist = api.expect(false).await;
     relist.send_response(respond(
         StatusCode::INTERNAL_SERVER_ERROR,
         status(500, "InternalError", "etcd is unavailable").to_string().into_bytes(),
@@ -261,9 +357,9 @@ async fn scenario() {
     assert_eq!(cluster.cpu_limit("airflow", "big").await.as_deref(), Ok("3"));
 
     // 6. after the backoff the relist succeeds: "small" was deleted during the outage
-    let relist = expect(&mut api, false).await;
+    let relist = api.expect(false).await;
     relist.send_response(list("20", &[podoverride("airflow", "big", "12", cpu("3"))]));
-    let watch2 = expect(&mut api, true).await;
+    let watch2 = api.expect(true).await;
     eventually("the override deleted during the outage is gone", || async {
         cluster.admit("airflow", "small").await.is_err()
     })

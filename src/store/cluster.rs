@@ -9,21 +9,26 @@
 //! - Objects are watched untyped and checked one by one, with the same checks as files: one
 //!   bad object never fails the list. A pod that names it is denied with the reason.
 //! - An override applies only to pods of its own namespace.
+//! - What each object made is written back to its `status` (the `Ready` condition) by a task
+//!   of its own ([`super::status`]); admission never waits on it.
 
 use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::files::check_override;
+use super::status::{self, Outcome, Write};
 use super::{Loaded, Overrides, ReloadResult, Serving, Source};
 use crate::crd::PodOverride;
 
@@ -32,10 +37,19 @@ pub fn resource() -> ApiResource {
     ApiResource::erase::<PodOverride>(&())
 }
 
-/// One object as compiled, kept while its resource version stays the same.
+/// One object as compiled, kept while its version (see [`version`]) stays the same.
 struct Compiled {
     version: Option<String>,
     result: Result<Loaded, String>,
+}
+
+/// What identifies the content an object is compiled from: its uid and generation (which a
+/// status write leaves alone), else its resource version.
+fn version(object: &DynamicObject) -> Option<String> {
+    match (&object.metadata.uid, object.metadata.generation) {
+        (Some(uid), Some(generation)) => Some(format!("{uid}/{generation}")),
+        _ => object.metadata.resource_version.clone(),
+    }
 }
 
 /// Turns watcher events into the overrides to serve.
@@ -43,6 +57,9 @@ pub struct Follower {
     writer: Writer<DynamicObject>,
     reader: Store<DynamicObject>,
     compiled: HashMap<(String, String), Compiled>,
+    /// The statuses handed to the writer, with the resource version of the object they were
+    /// decided for: not handed again until the object changes (our write's echo, say).
+    asked: HashMap<(String, String), (Option<String>, Outcome)>,
     synced: bool,
 }
 
@@ -50,7 +67,7 @@ impl Default for Follower {
     fn default() -> Self {
         let writer = Writer::new(resource());
         let reader = writer.as_reader();
-        Follower { writer, reader, compiled: HashMap::new(), synced: false }
+        Follower { writer, reader, compiled: HashMap::new(), asked: HashMap::new(), synced: false }
     }
 }
 
@@ -84,7 +101,7 @@ impl Follower {
             let namespace = object.metadata.namespace.clone().unwrap_or_default();
             let name = object.metadata.name.clone().unwrap_or_default();
             let key = (namespace, name);
-            let version = object.metadata.resource_version.clone();
+            let version = version(&object);
             let compiled = match previous.remove(&key) {
                 Some(c) if version.is_some() && c.version == version => c,
                 _ => {
@@ -106,6 +123,33 @@ impl Follower {
         }
         overrides
     }
+
+    /// The statuses to write now (after a full list or a change): one for each object whose
+    /// status does not say what it made of it, unless asked already for this very version of
+    /// the object. `now` is the transition time of a `Ready` that flips.
+    pub fn status_writes(&mut self, now: &Time) -> Vec<Write> {
+        if !self.synced {
+            return Vec::new();
+        }
+        // what is not asked again is forgotten: written, or gone
+        let asked = std::mem::take(&mut self.asked);
+        let mut writes = Vec::new();
+        for object in self.reader.state() {
+            let key = (
+                object.metadata.namespace.clone().unwrap_or_default(),
+                object.metadata.name.clone().unwrap_or_default(),
+            );
+            let Some(compiled) = self.compiled.get(&key) else { continue };
+            let outcome = Outcome::of(&compiled.result);
+            let Some(wanted) = status::desired(&object, &outcome, now.clone()) else { continue };
+            let seen = (object.metadata.resource_version.clone(), outcome);
+            if asked.get(&key) != Some(&seen) {
+                writes.push(Write { namespace: key.0.clone(), name: key.1.clone(), status: wanted });
+            }
+            self.asked.insert(key, seen);
+        }
+        writes
+    }
 }
 
 /// One object, checked as a file's PodOverride is. The error is the reason alone (the caller
@@ -125,17 +169,24 @@ fn load(object: &DynamicObject) -> Result<Loaded, String> {
 
 /// Follows the PodOverrides of every namespace into `state` until `stop`. Marks the state
 /// ready after the first full list. On API errors the watcher backs off and relists, and the
-/// last known set keeps serving meanwhile.
+/// last known set keeps serving meanwhile. Each object's status is written as it goes, through
+/// the same client, by a task of its own.
 pub async fn follow(state: Arc<dyn Serving>, client: kube::Client, stop: CancellationToken) {
-    let api = Api::<DynamicObject>::all_with(client, &resource());
-    follow_api(state, api, watcher::Config::default(), stop).await;
+    let api = Api::<DynamicObject>::all_with(client.clone(), &resource());
+    let (statuses, writes) = mpsc::unbounded_channel();
+    tokio::join!(
+        follow_api(state, api, watcher::Config::default(), Some(statuses), stop.clone()),
+        status::write(client, writes, stop),
+    );
 }
 
-/// [`follow`] with the API and watcher settings given (tests shorten them).
+/// [`follow`] with the API and watcher settings given, and where to send the statuses to
+/// write, if anywhere.
 pub async fn follow_api(
     state: Arc<dyn Serving>,
     api: Api<DynamicObject>,
     config: watcher::Config,
+    statuses: Option<mpsc::UnboundedSender<Write>>,
     stop: CancellationToken,
 ) {
     let mut events = pin!(watcher::watcher(api, config).default_backoff());
@@ -167,6 +218,12 @@ pub async fn follow_api(
                 info!(loaded, invalid, "PodOverrides listed from the cluster");
                 state.reloaded(Source::cluster, ReloadResult::success);
                 state.listed();
+            }
+            if let Some(statuses) = &statuses {
+                for write in follower.status_writes(&status::now()) {
+                    // fails only once the writer has ended, at stop
+                    let _ = statuses.send(write);
+                }
             }
         }
     }
@@ -299,6 +356,84 @@ mod tests {
         assert_eq!(limit_of(&fixed, "a", "bad").as_deref(), Some("2"));
         assert!(fixed.problem("a", "bad").is_none());
         assert_eq!(fixed.invalid_len(), 0);
+    }
+
+    fn with_status(mut object: DynamicObject, write: &Write, version: &str) -> DynamicObject {
+        object.metadata.resource_version = Some(version.into());
+        object.data["status"] = serde_json::to_value(&write.status).unwrap_or_default();
+        object
+    }
+
+    fn generation(mut object: DynamicObject, generation: i64) -> DynamicObject {
+        object.metadata.generation = Some(generation);
+        object
+    }
+
+    #[test]
+    fn statuses_say_what_each_object_made_once_listed() {
+        let now = status::now();
+        let mut f = Follower::default();
+        let good = generation(object("a", "good", "1", cpu("1")), 1);
+        let bad = generation(object("a", "bad", "2", json!({"secrets": [{"deployType": "volume", "secret": "s"}]})), 4);
+        f.apply(&Event::Init);
+        f.apply(&Event::InitApply(good.clone()));
+        f.apply(&Event::InitApply(bad.clone()));
+        assert!(f.status_writes(&now).is_empty(), "nothing before the list is complete");
+        f.apply(&Event::InitDone);
+        let mut writes = f.status_writes(&now);
+        writes.sort_by(|a, b| a.name.cmp(&b.name));
+        let ready: Vec<(&str, &str, &str, Option<i64>)> = writes
+            .iter()
+            .flat_map(|w| {
+                w.status
+                    .conditions
+                    .iter()
+                    .map(move |c| (w.name.as_str(), c.status.as_str(), c.reason.as_str(), c.observed_generation))
+            })
+            .collect();
+        assert_eq!(ready, [("bad", "False", "Invalid", Some(4)), ("good", "True", "Loaded", Some(1))]);
+        let message = &writes[0].status.conditions[0].message;
+        assert!(message.contains("spec.secrets[0].deployTarget"), "{message}");
+        assert_eq!(writes[1].status.observed_generation, Some(1));
+
+        // another object's event before the echo of those writes: nothing is asked twice
+        let other = generation(object("b", "other", "3", cpu("1")), 1);
+        f.apply(&Event::Apply(other.clone()));
+        let more = f.status_writes(&now);
+        assert_eq!(more.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["other"]);
+
+        // the echoes: each object says what it made; nothing more to write, not compiled again
+        let (before, _) = (f.compiled.get(&("a".into(), "good".into())).map(|c| c.version.clone()), ());
+        f.apply(&Event::Apply(with_status(bad.clone(), &writes[0], "5")));
+        f.apply(&Event::Apply(with_status(good.clone(), &writes[1], "6")));
+        f.apply(&Event::Apply(with_status(other, &more[0], "7")));
+        assert!(f.status_writes(&now).is_empty());
+        assert!(f.asked.is_empty());
+        assert_eq!(f.compiled.get(&("a".into(), "good".into())).map(|c| c.version.clone()), before);
+
+        // fixed: a new generation, Ready again
+        let fixed = with_status(generation(object("a", "bad", "8", cpu("2")), 5), &writes[0], "8");
+        f.apply(&Event::Apply(fixed));
+        let flipped = f.status_writes(&now);
+        let condition = flipped.first().and_then(|w| w.status.conditions.first());
+        assert_eq!(condition.map(|c| (c.status.as_str(), c.observed_generation)), Some(("True", Some(5))));
+    }
+
+    #[test]
+    fn a_status_someone_else_changed_is_written_again() {
+        let now = status::now();
+        let mut f = Follower::default();
+        let good = generation(object("a", "good", "1", cpu("1")), 1);
+        f.apply(&Event::Init);
+        f.apply(&Event::InitApply(good.clone()));
+        f.apply(&Event::InitDone);
+        let writes = f.status_writes(&now);
+        assert_eq!(writes.len(), 1);
+        let mut wrong = writes[0].clone();
+        wrong.status.conditions[0].status = "False".into();
+        f.apply(&Event::Apply(with_status(good, &wrong, "9")));
+        let again = f.status_writes(&now);
+        assert_eq!(again.first().and_then(|w| w.status.conditions.first()).map(|c| c.status.as_str()), Some("True"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod files;
 pub mod reload;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;

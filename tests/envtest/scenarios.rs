@@ -29,16 +29,17 @@ const PROPAGATION: Duration = Duration::from_secs(5);
 type Scenario = for<'a> fn(&'a Env) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
 /// Every scenario, by name, in the order they run.
-const SCENARIOS: [(&str, Scenario); 13] = [
+const SCENARIOS: [(&str, Scenario); 14] = [
     ("seed_through_kubectl_and_launch", |env| Box::pin(seed(env))),
     ("render_corpus_equals_the_api_servers_own_defaulting", |env| Box::pin(corpus(env))),
     ("not_opted_in_is_stored_as_submitted_and_never_reaches_the_webhook", |env| Box::pin(not_opted_in(env))),
     ("missing_override_is_denied_naming_it_and_the_namespace", |env| Box::pin(missing_override(env))),
     ("invalid_podoverrides_are_refused_by_the_schema_and_by_validate", |env| Box::pin(invalid_overrides(env))),
     ("podoverride_changed_then_deleted_reaches_the_next_pod", |env| Box::pin(changed_then_deleted(env))),
+    ("podoverride_status_says_ready_or_why_not_in_kubectl_get", |env| Box::pin(status(env))),
     ("reinvocation_by_a_later_webhook_adds_nothing_twice", |env| Box::pin(reinvocation(env))),
     ("server_side_dry_run_shows_the_tailored_pod_and_stores_nothing", |env| Box::pin(dry_run(env))),
-    ("rbac_lists_and_watches_podoverrides_and_reads_no_secret_or_pod", |env| Box::pin(rbac(env))),
+    ("rbac_watches_podoverrides_patches_their_status_and_reads_no_secret_or_pod", |env| Box::pin(rbac(env))),
     ("certificate_rotation_under_a_stream_of_creations", |env| Box::pin(rotation(env))),
     ("webhook_down_refuses_opted_in_pods_only", |env| Box::pin(webhook_down(env))),
     ("launcher_against_the_api_server_with_a_kubelet_stand_in", |env| Box::pin(launcher(env))),
@@ -608,6 +609,187 @@ async fn changed_then_deleted(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// The `Ready` condition of a PodOverride as stored, with the object's generation and
+/// resource version: (generation, resourceVersion, status.observedGeneration, condition).
+async fn ready_of(env: &Env, ns: &str, name: &str) -> Result<(i64, String, Value, Value)> {
+    let object = env.overrides(ns).get(name).await.map_err(|e| format!("get PodOverride {ns}/{name}: {e}"))?;
+    let status = object.data.get("status").cloned().unwrap_or_default();
+    let condition = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or_default();
+    let generation = object.metadata.generation.unwrap_or_default();
+    Ok((
+        generation,
+        object.metadata.resource_version.unwrap_or_default(),
+        status["observedGeneration"].clone(),
+        condition,
+    ))
+}
+
+/// Waits until the Ready condition of `ns/name` is `expected` for its current generation:
+/// the condition and how long it took.
+async fn ready_becomes(env: &Env, ns: &str, name: &str, expected: &str) -> Result<(Value, Duration)> {
+    let started = Instant::now();
+    let deadline = started + PROPAGATION;
+    loop {
+        let (generation, _, observed, condition) = ready_of(env, ns, name).await?;
+        if condition["status"] == expected && observed == generation && condition["observedGeneration"] == generation {
+            return Ok((condition, started.elapsed()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{ns}/{name}: within {PROPAGATION:?} Ready never became {expected} for generation {generation}; last: observedGeneration {observed}, {condition}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The lines of `kubectl get podoverrides` in `ns` (with `extra` arguments), by object name:
+/// the columns of each, headers first under "NAME".
+fn printed(env: &Env, ns: &str, extra: &[&str]) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut args = vec!["get", "podoverrides", "-n", ns];
+    args.extend_from_slice(extra);
+    let out = env.kubectl(&args, None)?;
+    ensure(out.status.success(), || format!("kubectl get podoverrides: {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let columns: Vec<String> = l.split_whitespace().map(str::to_owned).collect();
+            Some((columns.first()?.clone(), columns))
+        })
+        .collect())
+}
+
+/// The column `header` of the object `name` in `kubectl get` lines.
+fn column(lines: &BTreeMap<String, Vec<String>>, header: &str, name: &str) -> Option<String> {
+    let at = lines.get("NAME")?.iter().position(|h| h == header)?;
+    lines.get(name)?.get(at).cloned()
+}
+
+/// Runs `inner` with the validating webhook skipping objects labelled `label` (as if it was
+/// not installed for them), then puts it back.
+async fn without_validation<T>(env: &Env, label: &str, inner: impl Future<Output = Result<T>>) -> Result<T> {
+    let set = |selector: Value| -> Result<()> {
+        let patch = json!([{"op": "add", "path": "/webhooks/0/objectSelector", "value": selector}]).to_string();
+        let out =
+            env.kubectl(&["patch", "validatingwebhookconfiguration", "podtailor", "--type=json", "-p", &patch], None)?;
+        ensure(out.status.success(), || {
+            format!("patch the validating webhook: {}", String::from_utf8_lossy(&out.stderr))
+        })
+    };
+    set(json!({"matchExpressions": [{"key": label, "operator": "DoesNotExist"}]}))?;
+    let result = inner.await;
+    set(json!({}))?;
+    result
+}
+
+async fn status(env: &Env) -> Result<()> {
+    let ns = env.namespace("status").await?;
+    // a valid override: Ready, for its generation
+    env.create_override(&ns, "good", &json!({"resources": {"limits": {"cpu": "1"}}})).await?;
+    let (good, good_in) = ready_becomes(env, &ns, "good", "True").await?;
+    ensure(good["reason"] == "Loaded", || format!("good: {good}"))?;
+
+    // one the schema takes and podtailor refuses (a volume secret without a target), created
+    // as if the validating webhook was not there: not Ready, with the reason
+    const UNVALIDATED: &str = "podtailor.dev/envtest-unvalidated";
+    let broken = json!({
+        "apiVersion": "podtailor.dev/v1alpha1", "kind": "PodOverride",
+        "metadata": {"name": "broken", "namespace": ns, "labels": {UNVALIDATED: "true"}},
+        "spec": {"secrets": [{"deployType": "volume", "secret": "creds"}]},
+    });
+    let broken: DynamicObject = serde_json::from_value(broken).map_err(|e| e.to_string())?;
+    without_validation(env, UNVALIDATED, async {
+        // the API server takes the new webhook configuration within moments
+        let deadline = Instant::now() + PROPAGATION;
+        loop {
+            match env.overrides(&ns).create(&PostParams::default(), &broken).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.to_string().contains("validate.podtailor.dev") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => return Err(format!("create the broken PodOverride: {e}")),
+            }
+        }
+    })
+    .await?;
+    let (refused, refused_in) = ready_becomes(env, &ns, "broken", "False").await?;
+    let message = refused["message"].as_str().unwrap_or_default();
+    ensure(refused["reason"] == "Invalid" && message.contains("spec.secrets[0].deployTarget"), || {
+        format!("broken: {refused}")
+    })?;
+    // a pod naming it is denied with the same reason
+    let mut pod = example_pod(&ns)?;
+    pod["metadata"]["annotations"][OVERRIDE] = json!("broken");
+    let denied = env.create_pod(&ns, &pod, true).await.err().unwrap_or_default();
+    ensure(denied.contains("spec.secrets[0].deployTarget"), || format!("a pod naming broken: {denied}"))?;
+
+    // kubectl get shows both, and -o wide the reason
+    let lines = printed(env, &ns, &[])?;
+    let shown = (column(&lines, "READY", "good"), column(&lines, "READY", "broken"));
+    ensure(shown == (Some("True".into()), Some("False".into())), || format!("kubectl get podoverrides: {lines:?}"))?;
+    let wide = printed(env, &ns, &["-o", "wide"])?;
+    ensure(column(&wide, "REASON", "broken").as_deref() == Some("Invalid"), || format!("-o wide: {wide:?}"))?;
+
+    // podtailor writes nothing more once the statuses are right, and the same status applied
+    // again by the same manager (the other replica) changes nothing
+    let (_, version, _, _) = ready_of(env, &ns, "good").await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, settled, observed, condition) = ready_of(env, &ns, "good").await?;
+    ensure(settled == version, || format!("good was written again: resourceVersion {version} then {settled}"))?;
+    let again = json!({
+        "apiVersion": "podtailor.dev/v1alpha1", "kind": "PodOverride",
+        "metadata": {"name": "good", "namespace": ns},
+        "status": {"observedGeneration": observed, "conditions": [condition]},
+    });
+    let params = PatchParams::apply("podtailor").force();
+    let applied = env
+        .overrides(&ns)
+        .patch_status("good", &params, &Patch::Apply(&again))
+        .await
+        .map_err(|e| format!("apply good's status as the other replica: {e}"))?;
+    let after = applied.metadata.resource_version.unwrap_or_default();
+    ensure(after == version, || format!("the same status applied again changed the object: {version} then {after}"))?;
+    let object = env.overrides(&ns).get("good").await.map_err(|e| e.to_string())?;
+    let managers: Vec<(String, String)> = object
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.subresource.as_deref() == Some("status"))
+        .map(|m| (m.manager.unwrap_or_default(), m.operation.unwrap_or_default()))
+        .collect();
+    ensure(managers == [("podtailor".to_owned(), "Apply".to_owned())], || format!("status managers: {managers:?}"))?;
+
+    // fixed (through the validating webhook, back in place): Ready flips, for the new generation
+    let fix = json!({"spec": {"secrets": [{"deployType": "volume", "deployTarget": "/etc/creds", "secret": "creds"}]}});
+    env.overrides(&ns)
+        .patch("broken", &PatchParams::default(), &Patch::Merge(&fix))
+        .await
+        .map_err(|e| format!("fix the broken PodOverride: {e}"))?;
+    let (fixed, fixed_in) = ready_becomes(env, &ns, "broken", "True").await?;
+    ensure(fixed["observedGeneration"] == 2 && fixed["reason"] == "Loaded", || format!("fixed: {fixed}"))?;
+    let (before, now) = (refused["lastTransitionTime"].as_str(), fixed["lastTransitionTime"].as_str());
+    ensure(before.is_some() && now.is_some() && now >= before, || {
+        format!("lastTransitionTime {before:?} then {now:?}")
+    })?;
+    let lines = printed(env, &ns, &[])?;
+    ensure(column(&lines, "READY", "broken").as_deref() == Some("True"), || format!("after the fix: {lines:?}"))?;
+    // and no write failed on the way (a conflict between managers, a missing permission)
+    let log = env.webhook.lock().await.process.as_ref().map(|p| p.tail(100_000)).unwrap_or_default();
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains("writing a PodOverride status failed")).collect();
+    ensure(failed.is_empty(), || format!("status writes failed: {failed:?}"))?;
+    let written = log.lines().filter(|l| l.contains("PodOverride status written") && l.contains(&ns)).count();
+    ensure(written == 3, || format!("{written} status writes for {ns}, expected 3 (good, broken, fixed)"))?;
+    eprintln!(
+        "  Ready=True {good_in:?} after the create, Ready=False (Invalid) {refused_in:?} after, True again {fixed_in:?} after the fix"
+    );
+    Ok(())
+}
+
 async fn reinvocation(env: &Env) -> Result<()> {
     let ns = env.namespace("reinvoke").await?;
     env.example_overrides(&ns).await?;
@@ -670,7 +852,15 @@ async fn dry_run(env: &Env) -> Result<()> {
 async fn rbac(env: &Env) -> Result<()> {
     let who = "--as=system:serviceaccount:podtailor-system:podtailor";
     let can = |verb: &str, resource: &str| -> Result<bool> {
-        let out = env.kubectl(&["auth", "can-i", verb, resource, "--all-namespaces", who], None)?;
+        let (resource, subresource) = match resource.split_once('/') {
+            Some((resource, sub)) => (resource, format!("--subresource={sub}")),
+            None => (resource, String::new()),
+        };
+        let mut args = vec!["auth", "can-i", verb, resource, "--all-namespaces", who];
+        if !subresource.is_empty() {
+            args.push(&subresource);
+        }
+        let out = env.kubectl(&args, None)?;
         Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
     };
     let mut wrong = Vec::new();
@@ -679,6 +869,10 @@ async fn rbac(env: &Env) -> Result<()> {
         ("watch", "podoverrides.podtailor.dev", true),
         ("get", "podoverrides.podtailor.dev", true),
         ("create", "podoverrides.podtailor.dev", false),
+        ("patch", "podoverrides.podtailor.dev", false),
+        ("update", "podoverrides.podtailor.dev", false),
+        ("patch", "podoverrides.podtailor.dev/status", true),
+        ("update", "podoverrides.podtailor.dev/status", false),
         ("get", "secrets", false),
         ("list", "secrets", false),
         ("get", "pods", false),

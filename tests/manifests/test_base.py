@@ -1,7 +1,8 @@
 """The kustomize base in manifests/ (`kubectl kustomize manifests`): the objects it holds, and
 that they fit together — the Service reaches the webhook port the container listens on, the
-probes hit the admin port, the webhooks call that Service, RBAC is read-only on PodOverrides
-and bound to the Deployment's service account, the template ConfigMap is the example template."""
+probes hit the admin port, the webhooks call that Service, RBAC reads PodOverrides and patches
+their status only and is bound to the Deployment's service account, the template ConfigMap is
+the example template."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import yaml
 from install import (
     NAMESPACE,
     READ_VERBS,
+    STATUS_RULE,
     ROOT,
     container_port,
     flag,
@@ -268,12 +270,15 @@ def test_the_probes_hit_the_admin_port(base, probe, path):
 # --- RBAC ---------------------------------------------------------------------------------
 
 
-def test_rbac_grants_only_reading_podoverrides(base):
+def test_rbac_grants_reading_podoverrides_and_patching_their_status_only(base):
     assert rbac_violations(base.objects) == []
     (role,) = [o for o in base.objects if o["kind"] in ("Role", "ClusterRole")]
-    # the reflector lists and watches in every namespace: a ClusterRole with all three verbs
+    # the reflector lists and watches in every namespace: a ClusterRole with all three verbs;
+    # the status writer applies each object's status, and that is the one write
     assert role["kind"] == "ClusterRole"
-    assert {v for rule in role["rules"] for v in rule["verbs"]} == READ_VERBS
+    read = [rule for rule in role["rules"] if rule != STATUS_RULE]
+    assert {v for rule in read for v in rule["verbs"]} == READ_VERBS
+    assert [rule for rule in role["rules"] if rule == STATUS_RULE] == [STATUS_RULE]
 
 
 @pytest.mark.parametrize(
@@ -283,12 +288,33 @@ def test_rbac_grants_only_reading_podoverrides(base):
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
         {"apiGroups": ["podtailor.dev"], "resources": ["podoverrides"], "verbs": ["*"]},
         {"apiGroups": ["podtailor.dev"], "resources": ["podoverrides"], "verbs": ["get", "update"]},
+        {"apiGroups": ["podtailor.dev"], "resources": ["podoverrides"], "verbs": ["patch"]},
         {"apiGroups": ["*"], "resources": ["podoverrides"], "verbs": ["get"]},
         {"apiGroups": ["podtailor.dev"], "resources": ["*"], "verbs": ["get"]},
         {"apiGroups": ["podtailor.dev"], "resources": ["podoverrides", "podoverrides/status"], "verbs": ["get"]},
+        {"apiGroups": ["podtailor.dev"], "resources": ["podoverrides/status"], "verbs": ["update"]},
+        {"apiGroups": ["podtailor.dev"], "resources": ["podoverrides/status"], "verbs": ["patch", "update"]},
+        {"apiGroups": ["podtailor.dev"], "resources": ["podoverrides/status"], "verbs": ["*"]},
+        {"apiGroups": ["*"], "resources": ["podoverrides/status"], "verbs": ["patch"]},
+        {"apiGroups": ["podtailor.dev"], "resources": ["podoverrides/*"], "verbs": ["patch"]},
         {"nonResourceURLs": ["/metrics"], "verbs": ["get"]},
     ],
-    ids=["secrets", "pods", "all verbs", "update", "all groups", "all resources", "status", "non-resource"],
+    ids=[
+        "secrets",
+        "pods",
+        "all verbs",
+        "update",
+        "patch the objects",
+        "all groups",
+        "all resources",
+        "status",
+        "update the status",
+        "patch and update the status",
+        "all verbs on the status",
+        "the status in all groups",
+        "every subresource",
+        "non-resource",
+    ],
 )
 def test_the_rbac_check_catches_a_wider_grant(base, rule):
     objects = [dict(o) for o in base.objects]
