@@ -29,6 +29,20 @@ readonly service_cidr=10.0.0.0/24
 readonly node=e2e-node
 
 say() { echo "e2e-local: $*" >&2; }
+
+# PIDS...: TERM, then KILL whatever still runs after 10 s (kube-apiserver, its etcd gone, may
+# wait on it for long)
+stop() {
+    local _ p alive
+    kill "$@" 2>/dev/null || true
+    for _ in $(seq 50); do
+        alive=0
+        for p; do kill -0 "$p" 2>/dev/null && alive=1; done
+        ((alive)) || return 0
+        sleep 0.2
+    done
+    kill -KILL "$@" 2>/dev/null || true
+}
 die() {
     say "$*"
     exit 1
@@ -43,15 +57,7 @@ inner() {
     pids=()
     # shellcheck disable=SC2317 # run by the EXIT trap
     stop_all() {
-        ((${#pids[@]} == 0)) && return
-        kill "${pids[@]}" 2>/dev/null || true
-        local _
-        for _ in $(seq 50); do
-            kill -0 "${pids[@]}" 2>/dev/null || break
-            sleep 0.2
-        done
-        # kube-apiserver, its etcd gone, may wait on it for long
-        kill -KILL "${pids[@]}" 2>/dev/null || true
+        ((${#pids[@]} == 0)) || stop "${pids[@]}"
         wait 2>/dev/null || true
     }
     trap stop_all EXIT
@@ -313,6 +319,16 @@ cat_procs() {
     find "$top" -name cgroup.procs -exec cat {} + 2>/dev/null | tr '\n' ' '
 }
 
+# the pods' network namespaces that containerd made in this run (CNI's, under /run/netns)
+pod_netns() {
+    local ns
+    for ns in /run/netns/cni-*; do
+        ns=${ns##*/}
+        [[ $ns != "cni-*" && " $netns_before " != *" $ns "* ]] && echo "$ns"
+    done
+    return 0
+}
+
 # shellcheck disable=SC2317 # run by the EXIT trap
 teardown() {
     local status=$?
@@ -332,18 +348,8 @@ teardown() {
     # then the cluster's own (containerd's shims among them)
     local pids
     pids=$(ip netns pids "$netns" 2>/dev/null || true)
-    if [[ -n $pids ]]; then
-        # shellcheck disable=SC2086 # a list of pids
-        kill $pids 2>/dev/null || true
-        for _ in $(seq 50); do
-            [[ -z $(ip netns pids "$netns" 2>/dev/null) ]] && break
-            sleep 0.2
-        done
-        pids=$(ip netns pids "$netns" 2>/dev/null || true)
-        # shellcheck disable=SC2086 # a list of pids
-        [[ -z $pids ]] || kill -KILL $pids 2>/dev/null || true
-        sleep 0.5
-    fi
+    # shellcheck disable=SC2086 # a list of pids
+    [[ -z $pids ]] || stop $pids
     ip netns del "$netns" 2>/dev/null || true
     # the cgroups, deepest first
     local dir
@@ -353,17 +359,11 @@ teardown() {
     done
     # the pods' network namespaces, named by containerd under /run/netns: those of this run
     local ns
-    for ns in /run/netns/cni-*; do
-        ns=${ns##*/}
-        [[ $ns != "cni-*" && " $netns_before " != *" $ns "* ]] && ip netns del "$ns" 2>/dev/null
-    done
+    for ns in $(pod_netns); do ip netns del "$ns" 2>/dev/null || true; done
     local left=()
     [[ -z $(ip netns pids "$netns" 2>/dev/null) && -z $(cat_procs) ]] || left+=("processes")
     ip netns list 2>/dev/null | grep -q "^$netns\b" && left+=("the network namespace $netns")
-    for ns in /run/netns/cni-*; do
-        ns=${ns##*/}
-        [[ $ns != "cni-*" && " $netns_before " != *" $ns "* ]] && left+=("the pod network namespace $ns")
-    done
+    for ns in $(pod_netns); do left+=("the pod network namespace $ns"); done
     compgen -G "/sys/fs/cgroup/*/$cgroup" >/dev/null && left+=("cgroups /sys/fs/cgroup/*/$cgroup")
     grep -q " $work/" /proc/mounts && left+=("mounts under $work")
     if ((${#left[@]} > 0)); then
