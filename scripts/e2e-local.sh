@@ -16,7 +16,8 @@
 # containernetworking-plugins, busybox-static, umoci and iptables (installed with apt-get when
 # missing). Images are built here, never pulled: busybox:1.36 (the tasks) and the pause image
 # from busybox-static, podtailor:0.1.0 from the release binary.
-# Exit codes: 0 the suite passed, 1 it failed or could not run (the reason is the last line).
+# Exit codes: 0 the suite passed, 1 it failed or could not run (the reason is the last line),
+# 2 usage.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -192,6 +193,18 @@ if [[ ${1:-} == --inner ]]; then
     inner "$4"
     exit
 fi
+
+case "${1:-}" in
+    "") ;;
+    -h | --help)
+        sed -n '2,/^set -euo pipefail$/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "usage: ${0##*/} [--help]   (KEEP=1 in the environment keeps the cluster up after the suite)" >&2
+        exit 2
+        ;;
+esac
 
 # ---------------------------------------------------------------------------------------------
 # Outside: what the cluster needs, then the namespaces, then the teardown.

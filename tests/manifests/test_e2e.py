@@ -5,6 +5,7 @@ configuration, and the names tests/e2e.rs looks for."""
 from __future__ import annotations
 
 import re
+import subprocess
 
 import yaml
 
@@ -94,3 +95,22 @@ def test_every_e2e_scenario_is_ignored_outside_make_e2e():
         r"#\[tokio::test\]\n#\[ignore = \"needs a cluster: make e2e or make e2e-local\"\]\nasync fn (\w+)", SUITE
     )
     assert len(tests) == SUITE.count("#[tokio::test]") >= 8
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_the_local_script_refuses_an_unknown_argument_and_explains_itself():
+    bad = run("scripts/e2e-local.sh", "--kep")
+    assert bad.returncode == 2, bad
+    assert "usage: e2e-local.sh [--help]" in bad.stderr and not bad.stdout
+    shown = run("scripts/e2e-local.sh", "--help")
+    assert shown.returncode == 0, shown
+    assert "make e2e-local" in shown.stdout and "KEEP=1" in shown.stdout
+
+
+def test_envtest_bin_refuses_an_unknown_argument():
+    bad = run("scripts/envtest-bin.sh", "--nodes")
+    assert bad.returncode == 2, bad
+    assert "usage: envtest-bin.sh [--node]" in bad.stderr
