@@ -220,21 +220,24 @@ fn open(review: ReviewIn, facts: &mut Facts, ours: impl Fn(&RequestIn) -> bool) 
 }
 
 /// Whether the JSON text `json` (already known to be valid) nests objects and arrays more
-/// than `limit` deep: one pass over its bytes, skipping the contents of strings.
+/// than `limit` deep: one pass over its bytes, jumping over the contents of strings with
+/// memchr (most of a pod's bytes are in strings; byte by byte, this pass was a tenth of a
+/// served review's instructions).
 fn deeper_than(json: &[u8], limit: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &byte in json {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let (mut depth, mut at) = (0usize, 0usize);
+    while let Some(&byte) = json.get(at) {
         match byte {
-            b'"' => in_string = true,
+            b'"' => loop {
+                // the next quote or backslash inside the string; a backslash skips what it escapes
+                match memchr::memchr2(b'"', b'\\', json.get(at + 1..).unwrap_or_default()) {
+                    Some(offset) if json[at + 1 + offset] == b'\\' => at += offset + 2,
+                    Some(offset) => {
+                        at += offset + 1;
+                        break;
+                    }
+                    None => return false,
+                }
+            },
             b'{' | b'[' => {
                 depth += 1;
                 if depth > limit {
@@ -244,6 +247,7 @@ fn deeper_than(json: &[u8], limit: usize) -> bool {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     false
 }
@@ -364,6 +368,13 @@ mod tests {
         assert!(!deeper_than(br#"{"a":"{[{[\"{[","b\\":"\\"}"#, 1));
         assert!(deeper_than(br#"{"a\\":{"\"":{}}}"#, 2));
         assert!(!deeper_than(b"\"{{{{\"", 0));
+        // an escaped backslash ends no string and escapes no quote
+        assert!(deeper_than(br#"{"a":"x\\","b":[[]]}"#, 2));
+        assert!(!deeper_than(br#"{"a":"x\\","b":[[]]}"#, 3));
+        // a string that ends the text, and one cut short after a backslash
+        assert!(!deeper_than(br#"[["a"]]"#, 2));
+        assert!(!deeper_than(br#"["a\"#, 1));
+        assert!(!deeper_than(br#"["a\"[["#, 1));
     }
 
     #[test]
