@@ -193,8 +193,8 @@ $(MUTANTS_BIN):
 
 # No debug info in the mutants' builds: each mutant relinks the test binaries, and linking is
 # most of a mutant's build.
-mutants: $(MUTANTS_BIN)
-	@mkdir -p target/mutants; status=0; $(foreach a,$(MUTANTS_AREAS),CARGO_PROFILE_DEV_DEBUG=0 CARGO_TARGET_DIR=$(CURDIR)/target/mutants-build $(MUTANTS_BIN) mutants $(MUTANTS_FLAGS) -o target/mutants/$(a) $(MUTANTS_$(a)) || status=1;) exit $$status
+mutants: $(MUTANTS_BIN) venv
+	@mkdir -p target/mutants; status=0; $(foreach a,$(MUTANTS_AREAS),PODTAILOR_PYTHON=$(CURDIR)/$(VENV)/bin/python CARGO_PROFILE_DEV_DEBUG=0 CARGO_TARGET_DIR=$(CURDIR)/target/mutants-build $(MUTANTS_BIN) mutants $(MUTANTS_FLAGS) -o target/mutants/$(a) $(MUTANTS_$(a)) || status=1;) exit $$status
 
 ## Coverage-guided fuzzing of every place bytes from outside enter (fuzz/, README: Tests):
 ## each target for FUZZ_SECONDS (default 60), then its executions and exec/s. cargo-fuzz is

@@ -544,9 +544,12 @@ with httpx.Client(http2=http2 == "2", verify=context, timeout=20) as client, ope
     print(r.http_version, r.status_code, code)
 "#;
 
-/// The venv's Python (`make venv`), with httpx[http2] from tests/oracle/requirements.txt.
+/// The venv's Python (`make venv`), with httpx[http2] from tests/oracle/requirements.txt;
+/// `PODTAILOR_PYTHON` names another (`make mutants` tests copies of the tree that have no venv).
 fn venv_python() -> PathBuf {
-    let python = common::repo().join("target/venv/bin/python");
+    let python = std::env::var_os("PODTAILOR_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::repo().join("target/venv/bin/python"));
     assert!(python.exists(), "{} is missing: run `make venv`", python.display());
     python
 }
