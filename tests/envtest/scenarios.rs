@@ -878,6 +878,11 @@ async fn rbac(env: &Env) -> Result<()> {
         ("get", "pods", false),
         ("list", "pods", false),
         ("create", "pods", false),
+        ("list", "podtemplates", true),
+        ("watch", "podtemplates", true),
+        ("get", "podtemplates", true),
+        ("create", "podtemplates", false),
+        ("update", "podtemplates", false),
     ] {
         if can(verb, resource)? != expected {
             wrong.push(format!("{verb} {resource}: expected {expected}"));
