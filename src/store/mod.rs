@@ -317,6 +317,45 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_gets_its_own_template_else_the_clusters_and_never_falls_back() {
+        let pod = |image: &str| {
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"release": "{{namespace}}"}},
+                               "spec": {"containers": [{"name": "base", "image": image}]}})
+        };
+        let image = |t: &Arc<Template>| t.pod()["spec"]["containers"][0]["image"].clone();
+        let mut config = Config::new(Arc::new(Template::new(pod("cluster:1"))), Overrides::default());
+        config.namespace_templates = NamespaceTemplates::unlisted("podtailor");
+        let waiting = config.template_for("a").err().unwrap_or_default();
+        assert!(waiting.contains("PodTemplates have not been listed from the cluster yet"), "{waiting}");
+        let mut templates = NamespaceTemplates::named("podtailor");
+        templates.insert("a".into(), Ok(Template::new(pod("own:1")).with_origin("a/podtailor")));
+        templates.insert("b".into(), Err("template.spec.containers[0].name: is required".into()));
+        config.namespace_templates = templates;
+        let own = config.template_for("a").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((image(&own), own.pod()["metadata"]["labels"]["release"].clone()), ("own:1".into(), "a".into()));
+        let cluster = config.template_for("c").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (image(&cluster), cluster.pod()["metadata"]["labels"]["release"].clone()),
+            ("cluster:1".into(), "c".into())
+        );
+        assert_eq!(
+            config.template_for("b").err().as_deref(),
+            Some(
+                "PodTemplate \"podtailor\" in namespace \"b\" is invalid: template.spec.containers[0].name: is required"
+            )
+        );
+        // a namespace too long for the label: denied, naming the field
+        let long = "n".repeat(63);
+        let mut labelled = Config::new(
+            Arc::new(Template::new(serde_json::json!({"metadata": {"labels": {"r": "{{namespace}}-x"}}}))),
+            Overrides::default(),
+        );
+        labelled.namespace_templates = NamespaceTemplates::named("podtailor");
+        let why = labelled.template_for(&long).err().unwrap_or_default();
+        assert!(why.starts_with(&format!("namespace {long:?}: the template's metadata.labels.r: ")), "{why}");
+    }
+
+    #[test]
     fn edit_distances() {
         assert_eq!(edit_distance("resource-requirement", "resource-requirements"), 1);
         assert_eq!(edit_distance("secret-env", "secert-env"), 2);
