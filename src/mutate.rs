@@ -40,6 +40,8 @@ pub fn decide(config: &Config, namespace: &str, pod: &Value, want: Want) -> Resu
     if names.iter().any(|n| n == PANIC_OVERRIDE) {
         panic!("fault injection: the pod names {PANIC_OVERRIDE:?}");
     }
+    // the namespace's own PodTemplate, else the cluster-wide template; expanded for the namespace
+    let template = config.template_for(namespace).map_err(deny)?;
     let mut overrides = Vec::with_capacity(names.len());
     for name in &names {
         match config.overrides.get(namespace, name) {
@@ -57,7 +59,7 @@ pub fn decide(config: &Config, namespace: &str, pod: &Value, want: Want) -> Resu
             },
         }
     }
-    let outcome = merge::apply(&config.template, pod, &overrides, want).map_err(|e| match e.r#override {
+    let outcome = merge::apply(&template, pod, &overrides, want).map_err(|e| match e.r#override {
         Some(name) => deny(format!("PodOverride {name:?} in namespace {namespace:?} cannot apply: {}", e.reason)),
         None => deny(format!("namespace {namespace:?}: {}", e.reason)),
     })?;

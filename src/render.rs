@@ -18,9 +18,17 @@ pub struct RenderArgs {
     /// A directory of PodOverride files (*.yaml, *.yml, *.json); none: the template alone.
     #[arg(long, value_name = "DIR", env = "PODTAILOR_OVERRIDES")]
     pub overrides: Option<PathBuf>,
-    /// The namespace when INPUT names none (an AdmissionReview's, then the pod's, come first).
-    #[arg(long, short = 'n', value_name = "NS", default_value = "default")]
-    pub namespace: String,
+    /// A directory of PodTemplate files (core/v1): the one named --namespace-template-name in a
+    /// namespace replaces --template for that namespace's pods.
+    #[arg(long, value_name = "DIR")]
+    pub namespace_templates: Option<PathBuf>,
+    /// The name of a namespace's own PodTemplate.
+    #[arg(long, value_name = "NAME", default_value = store::files::NAMESPACE_TEMPLATE_NAME, requires = "namespace_templates")]
+    pub namespace_template_name: String,
+    /// The namespace when INPUT names none (an AdmissionReview's, then the pod's, come first);
+    /// none: `default`, unless the template holds {{namespace}}, which needs the pod's own.
+    #[arg(long, short = 'n', value_name = "NS")]
+    pub namespace: Option<String>,
     /// yaml or json: the desired pod; patch: the RFC 6902 JSON patch the webhook would return.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Yaml)]
     pub output: Output,
@@ -47,11 +55,19 @@ pub struct Rendered {
 
 /// Runs `render` and returns what to print.
 pub fn run(args: &RenderArgs) -> crate::Result<Rendered> {
-    let config = store::files::load_flags(&args.template, args.overrides.as_deref())?;
+    let config = store::files::load_flags(store::files::Flags {
+        template: &args.template,
+        overrides: args.overrides.as_deref(),
+        namespace_templates: args.namespace_templates.as_deref(),
+        namespace_template_name: &args.namespace_template_name,
+    })?;
     let (text, source_name) = read_input(&args.input)?;
     let bad = |message: String| Error::Input { source_name: source_name.clone(), message };
     let given = input::pod_input(&text).map_err(bad)?;
-    let namespace = given.namespace.as_deref().unwrap_or(&args.namespace);
+    let namespace = match given.namespace.as_deref().or(args.namespace.as_deref()) {
+        Some(ns) => ns,
+        None => unknown_namespace(&config).map_err(bad)?,
+    };
     let (desired, patch, warnings) =
         match decide(&config, namespace, &given.pod, Want::Desired).map_err(|d| bad(d.message))? {
             Decision::NotOptedIn => (given.pod, json_patch::Patch(Vec::new()), Vec::new()),
@@ -74,6 +90,22 @@ pub fn run(args: &RenderArgs) -> crate::Result<Rendered> {
         Output::Patch => pretty(&serde_json::to_value(&patch).unwrap_or(Value::Null)),
     };
     Ok(Rendered { text: printed, warnings })
+}
+
+/// The namespace when none is given: `default`, unless the template for it holds the
+/// namespace placeholder: then the error says so, and how to give one.
+pub fn unknown_namespace(config: &store::Config) -> Result<&'static str, String> {
+    let template = match config.namespace_templates.get("default") {
+        Some(Ok(own)) => own,
+        _ => &config.template,
+    };
+    match template.needs_namespace() {
+        Some(path) => Err(format!(
+            "the pod's namespace is not known, and the template expands {} ({path}): give it with -n NS",
+            crate::merge::placeholder::NAMESPACE
+        )),
+        None => Ok("default"),
+    }
 }
 
 fn pretty(v: &Value) -> String {

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::idle::IdleTimeout;
-use crate::store::{Config, Overrides, cluster, files, reload};
+use crate::store::{Config, NamespaceTemplates, Overrides, cluster, files, podtemplates, reload};
 use crate::tls::{self, CertStore};
 use crate::webhook::{self, AppState, Shared};
 
@@ -39,6 +39,12 @@ pub struct ServeArgs {
     /// serving.
     #[arg(long, env = "PODTAILOR_CLUSTER")]
     pub cluster: bool,
+    /// Cluster mode: a namespace's PodTemplate (core/v1) of this name replaces the template
+    /// for that namespace's pods. The PodTemplates of this name are watched in every
+    /// namespace (/readyz fails until their first full list); one that does not load denies
+    /// its namespace's pods with the reason. Empty: no namespace has its own template.
+    #[arg(long, value_name = "NAME", env = "PODTAILOR_NAMESPACE_TEMPLATE_NAME", default_value = files::NAMESPACE_TEMPLATE_NAME)]
+    pub namespace_template_name: String,
     /// The serving certificate chain (PEM); reloaded when it changes.
     #[arg(long, value_name = "FILE", env = "PODTAILOR_TLS_CERT")]
     pub tls_cert: PathBuf,
@@ -85,6 +91,14 @@ impl ServeArgs {
                 ErrorKind::MissingRequiredArgument,
                 "the following required arguments were not provided:\n  --overrides <DIR> (or --cluster)",
             )),
+            _ if !self.namespace_template_name.is_empty()
+                && crate::validate::dns_subdomain(&self.namespace_template_name).is_err() =>
+            {
+                Some((
+                    ErrorKind::ValueValidation,
+                    "--namespace-template-name: not a PodTemplate name (lowercase letters, digits, '-' and '.'; empty: none)",
+                ))
+            }
             _ => None,
         }
     }
@@ -228,7 +242,14 @@ impl Server {
             Some(dir) => files::load_overrides(dir).map_err(|e| anyhow::anyhow!("--overrides {e}"))?,
             None => Overrides::unlisted(),
         };
-        let config = Config { template, overrides };
+        // in cluster mode the namespaces' PodTemplates are followed, and listed before ready
+        let namespace_templates = match &source {
+            Source::Cluster(_) if !args.namespace_template_name.is_empty() => {
+                NamespaceTemplates::unlisted(args.namespace_template_name.clone())
+            }
+            _ => NamespaceTemplates::default(),
+        };
+        let config = Config { template, overrides, namespace_templates };
         let certs = CertStore::new(certificate(&args)?);
         let listener = listen(args.listen, "--listen").await?;
         let admin = listen(args.admin_listen, "--admin-listen").await?;
@@ -266,6 +287,15 @@ impl Server {
                 // the watch's log lines name the API server (an unreachable one, say)
                 let span =
                     tracing::info_span!("cluster", server = api_server.as_deref().unwrap_or("(the client given)"));
+                if !args.namespace_template_name.is_empty() {
+                    let follow = podtemplates::follow(
+                        state.clone(),
+                        client.clone(),
+                        args.namespace_template_name.clone(),
+                        stop.clone(),
+                    );
+                    tasks.spawn(follow.instrument(span.clone()));
+                }
                 tasks.spawn(cluster::follow(state.clone(), client, stop.clone()).instrument(span));
                 "cluster"
             }

@@ -742,3 +742,81 @@ fn serve_cluster_names_the_api_server_it_cannot_reach() {
     let failed = failed.unwrap_or_else(|| panic!("no failed watch logged"));
     assert!(failed.contains(&format!("cluster{{server=\"http://127.0.0.1:{port}/\"}}")), "{failed}");
 }
+
+/// The template written once for every release is, in the namespace of a release, the
+/// release's own template: the same pod, the same applied-marker.
+#[test]
+fn the_template_for_every_release_expands_the_namespace() {
+    let pod = std::fs::read_to_string(common::repo().join("examples/pod.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let pod = pod.replace("namespace: airflow", "namespace: infrared-photon-7780");
+    let overrides =
+        pod.replace("podtailor.dev/override: resource-requirements,secret-env", "podtailor.dev/override: \"\"");
+    let fixed = render(&["--template", "examples/template.yaml", "-"], Some(&overrides));
+    let every = render(&["--template", "examples/template-every-release.yaml", "-"], Some(&overrides));
+    assert_eq!(every.status.code(), Some(0), "{}", String::from_utf8_lossy(&every.stderr));
+    assert_eq!(String::from_utf8_lossy(&every.stdout), String::from_utf8_lossy(&fixed.stdout));
+    // another namespace, another release, another marker
+    let other = render(
+        &["--template", "examples/template-every-release.yaml", "-n", "team-b", "-o", "json", "-"],
+        Some(&overrides.replace("  namespace: infrared-photon-7780\n", "")),
+    );
+    assert_eq!(other.status.code(), Some(0), "{}", String::from_utf8_lossy(&other.stderr));
+    let desired: Value = serde_json::from_slice(&other.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(desired["metadata"]["labels"]["release"], "team-b");
+    assert_eq!(desired["spec"]["serviceAccountName"], "team-b-worker");
+    assert_eq!(desired["spec"]["containers"][0]["envFrom"][0]["secretRef"]["name"], "team-b-env");
+    // without a namespace, it is refused with what to do
+    let unknown = render(
+        &["--template", "examples/template-every-release.yaml", "-"],
+        Some(&overrides.replace("  namespace: infrared-photon-7780\n", "")),
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("the pod's namespace is not known, and the template expands {{namespace}} (metadata.labels.release): give it with -n NS"), "{stderr}");
+}
+
+/// A namespace's own PodTemplate replaces the template for its pods, and the marker names it.
+#[test]
+fn a_namespace_template_replaces_the_template_in_its_namespace() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {generateName: t-, annotations: {podtailor.dev/override: ''}}\nspec: {containers: [{name: base}]}\n";
+    let args = |ns: &'static str| {
+        vec![
+            "--template",
+            "examples/template-every-release.yaml",
+            "--namespace-templates",
+            "examples/podtemplates",
+            "-n",
+            ns,
+            "-o",
+            "json",
+            "-",
+        ]
+    };
+    let own = render(&args("stellar-nebula-2280"), Some(pod));
+    assert_eq!(own.status.code(), Some(0), "{}", String::from_utf8_lossy(&own.stderr));
+    let own: Value = serde_json::from_slice(&own.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(own["spec"]["containers"][0]["image"], "quay.io/astronomer/ap-airflow:2.9.3");
+    assert!(own["spec"]["volumes"].is_null(), "not merged with the cluster's template: {own}");
+    let marker = own["metadata"]["annotations"]["podtailor.dev/applied"].as_str().unwrap_or_default();
+    assert!(marker.starts_with("overrides=; podtemplate=stellar-nebula-2280/podtailor; config=sha256:"), "{marker}");
+    let other = render(&args("airflow"), Some(pod));
+    let other: Value = serde_json::from_slice(&other.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(other["spec"]["containers"][0]["image"], "quay.io/astronomer/ap-airflow:2.10.5");
+    assert_eq!(other["metadata"]["labels"]["release"], "airflow");
+    // a bad placeholder is a load error naming the file and the field
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let bad = dir.path().join("t.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Pod\nmetadata: {labels: {release: '{{release}}'}}\nspec: {containers: [{name: base}]}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = render(&["--template", &bad.display().to_string(), "-n", "a", "-"], Some(pod));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--template ")
+            && stderr.contains("t.yaml: metadata.labels.release: \"{{release}}\": unknown placeholder {{release}}"),
+        "{stderr}"
+    );
+}

@@ -262,6 +262,7 @@ async fn scenario() {
         template: write("template.yaml", TEMPLATE),
         overrides: None,
         cluster: true,
+        namespace_template_name: String::new(),
         tls_cert: write("tls.crt", &cert),
         tls_key: write("tls.key", &key),
         listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),

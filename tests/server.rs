@@ -90,6 +90,7 @@ async fn start_with(header_timeout: f64, idle_timeout: f64) -> Running {
         template: template.path("template.yaml"),
         overrides: Some(overrides.dir.clone()),
         cluster: false,
+        namespace_template_name: String::new(),
         tls_cert: certs.path("tls.crt"),
         tls_key: certs.path("tls.key"),
         listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),

@@ -139,7 +139,7 @@ pub static EXAMPLES: LazyLock<Config> = LazyLock::new(|| {
     ] {
         files::add_overrides(&mut overrides, text, name).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
-    Config { template: Arc::new(template), overrides }
+    Config::new(Arc::new(template), overrides)
 });
 
 /// `examples/pod.yaml`, the bare worker pod.
@@ -163,7 +163,7 @@ fn example_pod(namespace: &str, names: &str) -> Value {
 /// pod opted in to the template only, and to both example overrides.
 pub fn template_file(text: &str) -> Result<(), String> {
     let Ok(template) = files::parse_template(text) else { return Ok(()) };
-    let config = Config { template: Arc::new(template), overrides: EXAMPLES.overrides.clone() };
+    let config = Config::new(Arc::new(template), EXAMPLES.overrides.clone());
     for names in ["", "resource-requirements,secret-env"] {
         merge(&config, EXAMPLE_NAMESPACE, &example_pod(EXAMPLE_NAMESPACE, names))?;
     }
@@ -181,7 +181,7 @@ pub fn override_file(text: &str) -> Result<(), String> {
         .iter()
         .map(|l| (l.namespace.clone().unwrap_or_else(|| "default".into()), l.r#override.name.clone()))
         .collect();
-    let config = Config { template: EXAMPLES.template.clone(), overrides };
+    let config = Config::new(EXAMPLES.template.clone(), overrides);
     for (namespace, name) in names {
         merge(&config, &namespace, &example_pod(&namespace, &name))?;
     }

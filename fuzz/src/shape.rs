@@ -451,6 +451,6 @@ impl Case {
             let names: Vec<&str> = names.iter().map(|n| n.0.as_str()).collect();
             pod["metadata"]["annotations"][podtailor::merge::OVERRIDE_ANNOTATION] = json!(names.join(","));
         }
-        (Config { template: Arc::new(template), overrides }, namespace, pod)
+        (Config::new(Arc::new(template), overrides), namespace, pod)
     }
 }

@@ -115,6 +115,13 @@ pub struct LaunchArgs {
     /// With --dry-run and --template: a directory of PodOverride files.
     #[arg(long = "overrides", value_name = "DIR", requires_all = ["dry_run", "template"])]
     pub overrides_dir: Option<PathBuf>,
+    /// With --dry-run and --template: a directory of PodTemplate files; the one named
+    /// --namespace-template-name in the namespace replaces --template.
+    #[arg(long, value_name = "DIR", requires_all = ["dry_run", "template"])]
+    pub namespace_templates: Option<PathBuf>,
+    /// The name of a namespace's own PodTemplate.
+    #[arg(long, value_name = "NAME", default_value = store::files::NAMESPACE_TEMPLATE_NAME, requires = "namespace_templates")]
+    pub namespace_template_name: String,
     /// The container's command and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND", required_unless_present = "file", conflicts_with = "file")]
     pub command: Vec<String>,
@@ -272,7 +279,11 @@ pub fn dry_run(
     let mut docs: Vec<(String, Value)> = Vec::new();
     let mut warnings = Vec::new();
     let given = namespace;
-    let namespace = given.unwrap_or("default");
+    let namespace = match (given, config) {
+        (Some(ns), _) => ns,
+        (None, Some(config)) => crate::render::unknown_namespace(config)?,
+        (None, None) => "default",
+    };
     for t in tasks {
         let mut bare = t.pod();
         if let (Some(ns), Some(metadata)) = (given, bare.get_mut("metadata").and_then(Value::as_object_mut)) {
@@ -348,7 +359,12 @@ pub fn run(args: LaunchArgs) -> u8 {
     };
     if args.dry_run {
         let config = match &args.template {
-            Some(template) => match store::files::load_flags(template, args.overrides_dir.as_deref()) {
+            Some(template) => match store::files::load_flags(store::files::Flags {
+                template,
+                overrides: args.overrides_dir.as_deref(),
+                namespace_templates: args.namespace_templates.as_deref(),
+                namespace_template_name: &args.namespace_template_name,
+            }) {
                 Ok(config) => Some(config),
                 Err(e) => return fail(EXIT_ERROR, e.to_string()),
             },

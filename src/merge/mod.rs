@@ -10,13 +10,14 @@ mod draft;
 mod hash;
 mod lookup;
 pub mod patch;
+pub mod placeholder;
 pub mod schema;
 mod secrets;
 pub mod strategic;
 mod warnings;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -40,6 +41,13 @@ pub struct Template {
     hash: [u8; 32],
     /// The applied-markers made so far, by the hashes of the overrides applied.
     markers: Mutex<Markers>,
+    /// Where the pod holds the namespace placeholder ([`placeholder`]); none once expanded.
+    sites: Vec<placeholder::Site>,
+    /// The template expanded for each namespace so far.
+    expanded: Mutex<HashMap<String, Arc<Template>>>,
+    /// A namespace's own PodTemplate (`namespace/name`), named in the applied-marker; `None`
+    /// for the cluster-wide template.
+    origin: Option<String>,
 }
 
 /// Applied-markers by the hashes of the overrides applied.
@@ -47,6 +55,9 @@ type Markers = HashMap<Vec<[u8; 32]>, String>;
 
 /// How many applied-markers a template keeps; past that it starts over.
 const MARKERS_KEPT: usize = 256;
+
+/// How many namespaces' expansions a template keeps; past that it starts over.
+const EXPANSIONS_KEPT: usize = 1024;
 
 impl Template {
     /// Keeps what shapes a pod and drops what names or records one: the template never
@@ -73,12 +84,57 @@ impl Template {
             }
         }
         strategic::drop_zeroes(&mut pod, Kind::Pod, Nulls::Keep);
+        let sites = placeholder::sites(&pod);
+        Template::made(pod, sites, None)
+    }
+
+    /// A template of `pod` as it is (already shaped by [`Template::new`]).
+    fn made(pod: Value, sites: Vec<placeholder::Site>, origin: Option<String>) -> Template {
         let hash = Sha256::digest(canonical_json(&pod)).into();
-        Template { pod, hash, markers: Mutex::default() }
+        Template { pod, hash, markers: Mutex::default(), sites, expanded: Mutex::default(), origin }
+    }
+
+    /// The template of a namespace's own PodTemplate `origin` (`namespace/name`), which the
+    /// applied-marker names.
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Template {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// The PodTemplate this template is, if it is a namespace's own (`namespace/name`).
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
     }
 
     pub fn pod(&self) -> &Value {
         &self.pod
+    }
+
+    /// The path of the first value that holds the namespace placeholder, if one does: such a
+    /// template needs the pod's namespace.
+    pub fn needs_namespace(&self) -> Option<&str> {
+        self.sites.first().map(|s| s.path.as_str())
+    }
+
+    /// The template for pods of `namespace`: itself when it holds no placeholder, else the
+    /// pod with each placeholder expanded (made once a namespace). Its hash is the expanded
+    /// pod's, so the applied-marker of each namespace says what its pods got. An error names
+    /// the field whose value the namespace makes invalid.
+    pub fn for_namespace(self: &Arc<Self>, namespace: &str) -> Result<Arc<Template>, String> {
+        if self.sites.is_empty() {
+            return Ok(self.clone());
+        }
+        let mut expanded = self.expanded.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = expanded.get(namespace) {
+            return Ok(t.clone());
+        }
+        let pod = placeholder::expand(&self.pod, &self.sites, namespace)?;
+        let template = Arc::new(Template::made(pod, Vec::new(), self.origin.clone()));
+        if expanded.len() >= EXPANSIONS_KEPT {
+            expanded.clear();
+        }
+        expanded.insert(namespace.to_owned(), template.clone());
+        Ok(template)
     }
 
     /// [`applied_marker`], made once for each list of overrides: it depends only on the
@@ -268,8 +324,9 @@ fn target_container(pod: Node, named: Option<&str>) -> Result<String, String> {
     }
 }
 
-/// `overrides=a,b; config=sha256:<16 hex>`: what was applied, and a hash of the template and
-/// the overrides' content, so a changed configuration shows.
+/// `overrides=a,b; config=sha256:<16 hex>`: what was applied, and a hash of the template (as
+/// expanded for the pod's namespace) and the overrides' content, so a changed configuration
+/// shows. A namespace's own PodTemplate is named: `overrides=a; podtemplate=ns/name; config=…`.
 fn applied_marker(template: &Template, overrides: &[&Override]) -> String {
     let mut h = Sha256::new();
     h.update(template.hash);
@@ -279,7 +336,8 @@ fn applied_marker(template: &Template, overrides: &[&Override]) -> String {
     let digest = h.finalize();
     let hex = hex(&digest[..8]);
     let names: Vec<&str> = overrides.iter().map(|o| o.name.as_str()).collect();
-    format!("overrides={}; config=sha256:{hex}", names.join(","))
+    let podtemplate = template.origin.as_deref().map(|o| format!("podtemplate={o}; ")).unwrap_or_default();
+    format!("overrides={}; {podtemplate}config=sha256:{hex}", names.join(","))
 }
 
 /// The JSON text of `value` with every object's keys sorted: what the marker's hash is taken

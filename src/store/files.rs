@@ -8,15 +8,18 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Config, Loaded, Overrides};
+use super::{Config, Loaded, NamespaceTemplates, Overrides};
 use crate::crd::PodOverrideSpec;
 use crate::input;
 use crate::merge::schema::{Kind, unmatchable_elements};
-use crate::merge::{Override, Template};
+use crate::merge::{Override, Template, placeholder};
 use crate::validate;
 use crate::{Error, Result};
 
 const OVERRIDE_API_VERSION: &str = "podtailor.dev/v1alpha1";
+
+/// The name of a namespace's own PodTemplate, unless `--namespace-template-name` says another.
+pub const NAMESPACE_TEMPLATE_NAME: &str = "podtailor";
 
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|error| Error::Read { path: path.to_owned(), error })
@@ -24,19 +27,35 @@ fn read(path: &Path) -> Result<String> {
 
 /// Loads the template and the overrides.
 pub fn load(template: &Path, overrides: &Path) -> Result<Config> {
-    Ok(Config { template: Arc::new(load_template(template)?), overrides: load_overrides(overrides)? })
+    Ok(Config::new(Arc::new(load_template(template)?), load_overrides(overrides)?))
 }
 
-/// The template and the overrides named by `--template` and `--overrides` (none: the template
-/// alone); an error starts with the flag of the file at fault.
-pub fn load_flags(template: &Path, overrides: Option<&Path>) -> Result<Config> {
+/// The files a command's flags name: `--template`, `--overrides` (none: the template alone),
+/// `--namespace-templates` (none: no namespace has its own) with the PodTemplate name looked
+/// for (`--namespace-template-name`).
+#[derive(Clone, Copy, Debug)]
+pub struct Flags<'a> {
+    pub template: &'a Path,
+    pub overrides: Option<&'a Path>,
+    pub namespace_templates: Option<&'a Path>,
+    pub namespace_template_name: &'a str,
+}
+
+/// The configuration the flags name; an error starts with the flag of the file at fault.
+pub fn load_flags(flags: Flags) -> Result<Config> {
     let flag = |flag: &'static str| move |error: Error| Error::Flag { flag, error: Box::new(error) };
-    let template = Arc::new(load_template(template).map_err(flag("--template"))?);
-    let overrides = match overrides {
+    let template = Arc::new(load_template(flags.template).map_err(flag("--template"))?);
+    let overrides = match flags.overrides {
         Some(dir) => load_overrides(dir).map_err(flag("--overrides"))?,
         None => Overrides::default(),
     };
-    Ok(Config { template, overrides })
+    let namespace_templates = match flags.namespace_templates {
+        Some(dir) => {
+            load_namespace_templates(dir, flags.namespace_template_name).map_err(flag("--namespace-templates"))?
+        }
+        None => NamespaceTemplates::named(flags.namespace_template_name),
+    };
+    Ok(Config { template, overrides, namespace_templates })
 }
 
 /// Reads the platform's default pod.
@@ -46,7 +65,12 @@ pub fn load_template(path: &Path) -> Result<Template> {
 
 /// The template in `text` (a v1 Pod, YAML or JSON), checked.
 pub fn parse_template(text: &str) -> Result<Template, String> {
-    let pod = input::document(text)?;
+    template_of_pod(input::document(text)?)
+}
+
+/// The template of a v1 Pod document, checked: its containers, its lists' merge keys, its
+/// placeholders.
+fn template_of_pod(pod: Value) -> Result<Template, String> {
     if input::type_of(&pod) != ("v1", "Pod") {
         return Err(format!(
             "is not a Pod manifest: expected `apiVersion: v1` and `kind: Pod` (the platform's worker pod), {}",
@@ -73,7 +97,91 @@ pub fn parse_template(text: &str) -> Result<Template, String> {
     if let Some((path, reason)) = unmatchable_elements(&pod, Kind::Pod).into_iter().next() {
         return Err(format!("{path}: {reason}; such an element would be added again at every pass"));
     }
+    placeholder::check(&pod)?;
     Ok(Template::new(pod))
+}
+
+/// A namespace's own template: the `template` (a PodTemplateSpec) of a PodTemplate document,
+/// checked as a template file is; `origin` (`namespace/name`) is what the applied-marker
+/// names. An error names the field from the PodTemplate's top (`template.spec...`).
+pub fn pod_template(doc: &Value, origin: &str) -> Result<Template, String> {
+    let Some(spec) = doc.get("template") else {
+        return Err("template: is required (the pod template: metadata and spec)".into());
+    };
+    let Some(spec) = spec.as_object() else {
+        return Err("template: must be an object (the pod template: metadata and spec)".into());
+    };
+    if let Some(key) = spec.keys().find(|k| !matches!(k.as_str(), "metadata" | "spec")) {
+        return Err(format!("template.{key}: unknown field (expected metadata, spec)"));
+    }
+    let mut pod = serde_json::Map::new();
+    pod.insert("apiVersion".into(), Value::String("v1".into()));
+    pod.insert("kind".into(), Value::String("Pod".into()));
+    for key in ["metadata", "spec"] {
+        if let Some(v) = spec.get(key) {
+            pod.insert(key.into(), v.clone());
+        }
+    }
+    let template = template_of_pod(Value::Object(pod)).map_err(|why| format!("template.{why}"))?;
+    Ok(template.with_origin(origin))
+}
+
+/// Reads the namespaces' own templates from the PodTemplate files of `dir` (`*.yaml`,
+/// `*.yml`, `*.json`, several documents a file): those named `name`, each for its
+/// `metadata.namespace`, which is required. A PodTemplate of another name is not a
+/// namespace's template, and is skipped with a warning. Any problem fails the whole load.
+pub fn load_namespace_templates(dir: &Path, name: &str) -> Result<NamespaceTemplates> {
+    let listing = listing(dir)?;
+    log_not_read(dir, &listing);
+    let mut templates = NamespaceTemplates::named(name);
+    let mut origins: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for path in listing.files {
+        let bad = |message: String| Error::Config { path: path.clone(), message };
+        let docs = input::documents(&read(&path)?).map_err(bad)?;
+        let many = docs.len() > 1;
+        for (i, doc) in docs.into_iter().enumerate() {
+            let at = if many { format!("document {}: ", i + 1) } else { String::new() };
+            let fail = |message: String| bad(format!("{at}{message}"));
+            if input::type_of(&doc) != ("v1", "PodTemplate") {
+                return Err(fail(format!(
+                    "is not a PodTemplate manifest: expected `apiVersion: v1` and `kind: PodTemplate`, {}",
+                    what_it_is(&doc)
+                )));
+            }
+            let meta = doc.get("metadata");
+            let text = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str).unwrap_or_default();
+            let (namespace, found) = (text("namespace"), text("name"));
+            let who = format!("PodTemplate {found:?} (namespace {namespace:?})");
+            if let Err(why) = validate::dns_subdomain(found) {
+                return Err(fail(format!("{who}: metadata.name: {why}")));
+            }
+            if namespace.is_empty() {
+                return Err(fail(format!(
+                    "{who}: metadata.namespace: is required (a namespace's template is for the pods of its namespace)"
+                )));
+            }
+            if let Err(why) = validate::dns_label(namespace) {
+                return Err(fail(format!("{who}: metadata.namespace: {why}")));
+            }
+            if found != name {
+                tracing::warn!(
+                    "{}: {at}{who} skipped: a namespace's template is the PodTemplate named {name:?} (--namespace-template-name)",
+                    path.display()
+                );
+                continue;
+            }
+            let template =
+                pod_template(&doc, &format!("{namespace}/{found}")).map_err(|why| fail(format!("{who}: {why}")))?;
+            let origin =
+                format!("{}{}", path.display(), if many { format!(" (document {})", i + 1) } else { String::new() });
+            if let Some(first) = origins.get(namespace) {
+                return Err(fail(format!("{who} is already defined in {first}")));
+            }
+            origins.insert(namespace.to_owned(), origin);
+            templates.insert(namespace.to_owned(), Ok(template));
+        }
+    }
+    Ok(templates)
 }
 
 /// What a directory of overrides holds: the override files, and what is not read.

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod files;
+pub mod podtemplates;
 pub mod reload;
 pub mod status;
 
@@ -20,6 +21,8 @@ pub trait Serving: Send + Sync {
     fn replace_template(&self, template: Template);
     /// Serves `overrides` from now on, with the template being served.
     fn replace_overrides(&self, overrides: Overrides);
+    /// Serves `templates` (the namespaces' own PodTemplates) from now on.
+    fn replace_namespace_templates(&self, templates: NamespaceTemplates);
     /// The overrides have all been listed (cluster mode): the server may take requests.
     fn listed(&self);
     /// A reload of `source` ended with `result`.
@@ -35,6 +38,8 @@ pub enum Source {
     certificate,
     /// The PodOverrides watched in the cluster: a full list synced, or a watch error.
     cluster,
+    /// The namespaces' PodTemplates watched in the cluster: a full list synced, or a watch error.
+    podtemplates,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -198,11 +203,99 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// The namespaces' own templates: the PodTemplate of the chosen name in a namespace, which
+/// replaces the cluster-wide template for that namespace's pods.
+#[derive(Clone, Debug, Default)]
+pub struct NamespaceTemplates {
+    /// The PodTemplate name looked for (`podtailor` by default), for messages.
+    name: String,
+    /// Each namespace's, or why it does not load: its pods are then denied with the reason
+    /// (falling back to the cluster-wide template would silently drop what the namespace's
+    /// platform set).
+    by_namespace: HashMap<String, Result<Arc<Template>, String>>,
+    /// Not listed yet (cluster mode, before the first full list): a namespace may have one.
+    unlisted: bool,
+}
+
+impl NamespaceTemplates {
+    /// None yet, looking for PodTemplates called `name`.
+    pub fn named(name: impl Into<String>) -> NamespaceTemplates {
+        NamespaceTemplates { name: name.into(), ..NamespaceTemplates::default() }
+    }
+
+    /// An empty set that stands for "not listed yet".
+    pub fn unlisted(name: impl Into<String>) -> NamespaceTemplates {
+        NamespaceTemplates { unlisted: true, ..NamespaceTemplates::named(name) }
+    }
+
+    pub fn is_unlisted(&self) -> bool {
+        self.unlisted
+    }
+
+    /// The PodTemplate name looked for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets `namespace`'s template, or why it does not load; returns whether it had one.
+    pub fn insert(&mut self, namespace: String, template: Result<Template, String>) -> bool {
+        self.by_namespace.insert(namespace, template.map(Arc::new)).is_some()
+    }
+
+    /// [`NamespaceTemplates::insert`] of a template shared with another set.
+    pub fn insert_shared(&mut self, namespace: String, template: Result<Arc<Template>, String>) -> bool {
+        self.by_namespace.insert(namespace, template).is_some()
+    }
+
+    /// `namespace`'s own template, or why it does not load; `None` when it has none.
+    pub fn get(&self, namespace: &str) -> Option<Result<&Arc<Template>, &str>> {
+        self.by_namespace.get(namespace).map(|r| r.as_ref().map_err(String::as_str))
+    }
+
+    /// How many namespaces have one that loads, and how many one that does not.
+    pub fn counts(&self) -> (usize, usize) {
+        let loaded = self.by_namespace.values().filter(|r| r.is_ok()).count();
+        (loaded, self.by_namespace.len() - loaded)
+    }
+}
+
 /// Everything a decision needs.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The cluster-wide template.
     pub template: Arc<Template>,
     pub overrides: Overrides,
+    /// The namespaces' own templates (none: every namespace gets `template`).
+    pub namespace_templates: NamespaceTemplates,
+}
+
+impl Config {
+    /// The template alone, with `overrides`, and no namespace of its own.
+    pub fn new(template: Arc<Template>, overrides: Overrides) -> Config {
+        Config { template, overrides, namespace_templates: NamespaceTemplates::default() }
+    }
+
+    /// The template for pods of `namespace`: its own PodTemplate if it has one, else the
+    /// cluster-wide one; expanded for the namespace. The error is the reason a pod is denied.
+    pub fn template_for(&self, namespace: &str) -> Result<Arc<Template>, String> {
+        let templates = &self.namespace_templates;
+        let chosen = match templates.get(namespace) {
+            Some(Ok(own)) => own,
+            Some(Err(why)) => {
+                return Err(format!("PodTemplate {:?} in namespace {namespace:?} is invalid: {why}", templates.name()));
+            }
+            None if templates.is_unlisted() => {
+                return Err(format!(
+                    "namespace {namespace:?}: the namespaces' PodTemplates have not been listed from the cluster yet (the webhook is starting); try again"
+                ));
+            }
+            None => &self.template,
+        };
+        chosen.for_namespace(namespace).map_err(|why| match chosen.origin() {
+            Some(_) => format!("PodTemplate {:?} in namespace {namespace:?}: template.{why}", templates.name()),
+            None => format!("namespace {namespace:?}: the template's {why}"),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +314,45 @@ mod tests {
             assert!(set.insert(loaded).is_ok());
         }
         set
+    }
+
+    #[test]
+    fn a_namespace_gets_its_own_template_else_the_clusters_and_never_falls_back() {
+        let pod = |image: &str| {
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"release": "{{namespace}}"}},
+                               "spec": {"containers": [{"name": "base", "image": image}]}})
+        };
+        let image = |t: &Arc<Template>| t.pod()["spec"]["containers"][0]["image"].clone();
+        let mut config = Config::new(Arc::new(Template::new(pod("cluster:1"))), Overrides::default());
+        config.namespace_templates = NamespaceTemplates::unlisted("podtailor");
+        let waiting = config.template_for("a").err().unwrap_or_default();
+        assert!(waiting.contains("PodTemplates have not been listed from the cluster yet"), "{waiting}");
+        let mut templates = NamespaceTemplates::named("podtailor");
+        templates.insert("a".into(), Ok(Template::new(pod("own:1")).with_origin("a/podtailor")));
+        templates.insert("b".into(), Err("template.spec.containers[0].name: is required".into()));
+        config.namespace_templates = templates;
+        let own = config.template_for("a").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((image(&own), own.pod()["metadata"]["labels"]["release"].clone()), ("own:1".into(), "a".into()));
+        let cluster = config.template_for("c").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (image(&cluster), cluster.pod()["metadata"]["labels"]["release"].clone()),
+            ("cluster:1".into(), "c".into())
+        );
+        assert_eq!(
+            config.template_for("b").err().as_deref(),
+            Some(
+                "PodTemplate \"podtailor\" in namespace \"b\" is invalid: template.spec.containers[0].name: is required"
+            )
+        );
+        // a namespace too long for the label: denied, naming the field
+        let long = "n".repeat(63);
+        let mut labelled = Config::new(
+            Arc::new(Template::new(serde_json::json!({"metadata": {"labels": {"r": "{{namespace}}-x"}}}))),
+            Overrides::default(),
+        );
+        labelled.namespace_templates = NamespaceTemplates::named("podtailor");
+        let why = labelled.template_for(&long).err().unwrap_or_default();
+        assert!(why.starts_with(&format!("namespace {long:?}: the template's metadata.labels.r: ")), "{why}");
     }
 
     #[test]

@@ -84,7 +84,8 @@ impl Default for Metrics {
         for outcome in [OutcomeLabel::unchanged, OutcomeLabel::denied, OutcomeLabel::invalid, OutcomeLabel::error] {
             let _zero = requests.get_or_create(&RequestLabels { webhook: WebhookLabel::validate, outcome });
         }
-        for source in [Source::template, Source::overrides, Source::certificate, Source::cluster] {
+        for source in [Source::template, Source::overrides, Source::certificate, Source::cluster, Source::podtemplates]
+        {
             for result in [ReloadResult::success, ReloadResult::failure] {
                 let _zero = reloads.get_or_create(&ReloadLabels { source, result });
             }

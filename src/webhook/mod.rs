@@ -23,7 +23,7 @@ use futures::FutureExt;
 use tracing::{Instrument, debug, error, field, info, info_span, warn};
 
 use crate::merge::Template;
-use crate::store::{Config, Overrides, ReloadResult, Serving, Source};
+use crate::store::{Config, NamespaceTemplates, Overrides, ReloadResult, Serving, Source};
 use admission::{Facts, Outcome, ReviewIn, ReviewOut};
 use metrics::Metrics;
 
@@ -63,20 +63,27 @@ impl AppState {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// Ready once the PodOverrides are listed and, when namespaces' PodTemplates are followed,
+    /// those too.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.config.load().namespace_templates.is_unlisted()
     }
 }
 
 impl Serving for AppState {
     fn replace_template(&self, template: Template) {
         let current = self.config();
-        self.replace(Config { template: Arc::new(template), overrides: current.overrides.clone() });
+        self.replace(Config { template: Arc::new(template), ..Config::clone(&current) });
     }
 
     fn replace_overrides(&self, overrides: Overrides) {
         let current = self.config();
-        self.replace(Config { template: current.template.clone(), overrides });
+        self.replace(Config { overrides, ..Config::clone(&current) });
+    }
+
+    fn replace_namespace_templates(&self, namespace_templates: NamespaceTemplates) {
+        let current = self.config();
+        self.replace(Config { namespace_templates, ..Config::clone(&current) });
     }
 
     fn listed(&self) {
@@ -110,7 +117,13 @@ async fn readyz(State(state): State<Shared>) -> Response {
     if state.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the PodOverrides have not been listed yet\n").into_response()
+        let config = state.config();
+        let what = match (config.overrides.is_unlisted(), config.namespace_templates.is_unlisted()) {
+            (true, true) => "the PodOverrides and the namespaces' PodTemplates have",
+            (false, true) => "the namespaces' PodTemplates have",
+            _ => "the PodOverrides have",
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {what} not been listed yet\n")).into_response()
     }
 }
 

@@ -21,7 +21,7 @@ pub fn config(template: Value, overrides: &[(Option<&str>, &str, Value)]) -> Con
         };
         assert!(set.insert(loaded).is_ok(), "duplicate override {name}");
     }
-    Config { template: Arc::new(Template::new(template)), overrides: set }
+    Config::new(Arc::new(Template::new(template)), set)
 }
 
 pub fn repo() -> PathBuf {

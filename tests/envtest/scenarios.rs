@@ -29,7 +29,7 @@ const PROPAGATION: Duration = Duration::from_secs(5);
 type Scenario = for<'a> fn(&'a Env) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
 /// Every scenario, by name, in the order they run.
-const SCENARIOS: [(&str, Scenario); 14] = [
+const SCENARIOS: [(&str, Scenario); 15] = [
     ("seed_through_kubectl_and_launch", |env| Box::pin(seed(env))),
     ("render_corpus_equals_the_api_servers_own_defaulting", |env| Box::pin(corpus(env))),
     ("not_opted_in_is_stored_as_submitted_and_never_reaches_the_webhook", |env| Box::pin(not_opted_in(env))),
@@ -37,6 +37,7 @@ const SCENARIOS: [(&str, Scenario); 14] = [
     ("invalid_podoverrides_are_refused_by_the_schema_and_by_validate", |env| Box::pin(invalid_overrides(env))),
     ("podoverride_changed_then_deleted_reaches_the_next_pod", |env| Box::pin(changed_then_deleted(env))),
     ("podoverride_status_says_ready_or_why_not_in_kubectl_get", |env| Box::pin(status(env))),
+    ("a_namespaces_podtemplate_replaces_the_template_and_is_followed", |env| Box::pin(namespace_templates(env))),
     ("reinvocation_by_a_later_webhook_adds_nothing_twice", |env| Box::pin(reinvocation(env))),
     ("server_side_dry_run_shows_the_tailored_pod_and_stores_nothing", |env| Box::pin(dry_run(env))),
     ("rbac_watches_podoverrides_patches_their_status_and_reads_no_secret_or_pod", |env| Box::pin(rbac(env))),
@@ -609,6 +610,47 @@ async fn changed_then_deleted(env: &Env) -> Result<()> {
     Ok(())
 }
 
+async fn namespace_templates(env: &Env) -> Result<()> {
+    use k8s_openapi::api::core::v1::PodTemplate;
+    let own = env.namespace("nstemplate").await?;
+    let plain = env.namespace("plain").await?;
+    let api =
+        Api::<DynamicObject>::namespaced_with(env.cp.admin.clone(), &own, &ApiResource::erase::<PodTemplate>(&()));
+    let object = json!({
+        "apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "podtailor", "namespace": own},
+        "template": {
+            "metadata": {"labels": {"release": own}, "annotations": {"example.com/release": "{{namespace}}"}},
+            "spec": {"serviceAccountName": WORKER_SA, "containers": [{"name": "base", "image": "own:1"}]},
+        },
+    });
+    let object: DynamicObject = serde_json::from_value(object).map_err(|e| e.to_string())?;
+    api.create(&PostParams::default(), &object).await.map_err(|e| format!("create the PodTemplate: {e}"))?;
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "t-", "annotations": {OVERRIDE: ""}},
+        "spec": {"containers": [{"name": "base", "command": ["true"]}]},
+    });
+    let image = |p: &Value| container(p, "base").map(|c| c["image"].clone()).unwrap_or_default();
+    let first = env.create_when(&own, &pod, |a| a.as_ref().is_ok_and(|p| image(p) == "own:1")).await?;
+    let annotations = &first["metadata"]["annotations"];
+    ensure(annotations["example.com/release"] == json!(own), || format!("the placeholder, expanded: {annotations}"))?;
+    ensure(first["metadata"]["labels"]["release"] == json!(own), || format!("labels: {}", first["metadata"]))?;
+    let marker = annotations[APPLIED].as_str().unwrap_or_default();
+    ensure(marker.contains(&format!("podtemplate={own}/podtailor;")), || format!("marker {marker}"))?;
+    // a namespace without one: the cluster's template
+    let other = env.create_pod(&plain, &pod, false).await?;
+    ensure(image(&other) == "quay.io/astronomer/ap-airflow:2.10.5", || format!("image {}", image(&other)))?;
+    let marker = other["metadata"]["annotations"][APPLIED].as_str().unwrap_or_default();
+    ensure(!marker.contains("podtemplate="), || format!("marker {marker}"))?;
+    // an edit reaches the next pod
+    let patch = json!({"template": {"spec": {"containers": [{"name": "base", "image": "own:2"}]}}});
+    api.patch("podtailor", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| format!("patch the PodTemplate: {e}"))?;
+    let second = env.create_when(&own, &pod, |a| a.as_ref().is_ok_and(|p| image(p) == "own:2")).await?;
+    ensure(image(&second) == "own:2", || format!("image after the edit {}", image(&second)))
+}
+
 /// The `Ready` condition of a PodOverride as stored, with the object's generation and
 /// resource version: (generation, resourceVersion, status.observedGeneration, condition).
 async fn ready_of(env: &Env, ns: &str, name: &str) -> Result<(i64, String, Value, Value)> {
@@ -878,6 +920,11 @@ async fn rbac(env: &Env) -> Result<()> {
         ("get", "pods", false),
         ("list", "pods", false),
         ("create", "pods", false),
+        ("list", "podtemplates", true),
+        ("watch", "podtemplates", true),
+        ("get", "podtemplates", true),
+        ("create", "podtemplates", false),
+        ("update", "podtemplates", false),
     ] {
         if can(verb, resource)? != expected {
             wrong.push(format!("{verb} {resource}: expected {expected}"));

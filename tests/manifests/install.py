@@ -108,18 +108,20 @@ def selects(match_labels: dict, labels: dict) -> bool:
 READ_VERBS = {"get", "list", "watch"}
 # the one write: each PodOverride's status (the Ready condition), by server-side apply
 STATUS_RULE = {"apiGroups": ["podtailor.dev"], "resources": ["podoverrides/status"], "verbs": ["patch"]}
+# the namespaces' own templates: PodTemplates (core/v1) read and watched, nothing more
+PODTEMPLATES_RULE = {"apiGroups": [""], "resources": ["podtemplates"], "verbs": ["get", "list", "watch"]}
 
 
 def rbac_violations(objects: list[dict]) -> list[str]:
-    """Every grant of a Role or ClusterRole beyond get/list/watch on podtailor.dev podoverrides
-    and patch on their status."""
+    """Every grant of a Role or ClusterRole beyond get/list/watch on podtailor.dev podoverrides,
+    patch on their status, and get/list/watch on core podtemplates."""
     problems = []
     for role in (o for o in objects if o["kind"] in ("Role", "ClusterRole")):
         where = f"{role['kind']}/{role['metadata']['name']}"
         if role.get("aggregationRule"):
             problems.append(f"{where}: aggregates other roles")
         for rule in role.get("rules") or []:
-            if rule == STATUS_RULE:
+            if rule in (STATUS_RULE, PODTEMPLATES_RULE):
                 continue
             if rule.get("nonResourceURLs"):
                 problems.append(f"{where}: grants non-resource URLs {rule['nonResourceURLs']}")

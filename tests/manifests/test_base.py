@@ -13,6 +13,7 @@ import yaml
 
 from install import (
     NAMESPACE,
+    PODTEMPLATES_RULE,
     READ_VERBS,
     STATUS_RULE,
     ROOT,
@@ -276,9 +277,11 @@ def test_rbac_grants_reading_podoverrides_and_patching_their_status_only(base):
     # the reflector lists and watches in every namespace: a ClusterRole with all three verbs;
     # the status writer applies each object's status, and that is the one write
     assert role["kind"] == "ClusterRole"
-    read = [rule for rule in role["rules"] if rule != STATUS_RULE]
+    read = [rule for rule in role["rules"] if rule not in (STATUS_RULE, PODTEMPLATES_RULE)]
     assert {v for rule in read for v in rule["verbs"]} == READ_VERBS
     assert [rule for rule in role["rules"] if rule == STATUS_RULE] == [STATUS_RULE]
+    # the namespaces' PodTemplates, watched like the PodOverrides: read only
+    assert [rule for rule in role["rules"] if rule == PODTEMPLATES_RULE] == [PODTEMPLATES_RULE]
 
 
 @pytest.mark.parametrize(
@@ -286,6 +289,8 @@ def test_rbac_grants_reading_podoverrides_and_patching_their_status_only(base):
     [
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["podtemplates"], "verbs": ["get", "list", "watch", "update"]},
+        {"apiGroups": [""], "resources": ["podtemplates", "pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["podtailor.dev"], "resources": ["podoverrides"], "verbs": ["*"]},
         {"apiGroups": ["podtailor.dev"], "resources": ["podoverrides"], "verbs": ["get", "update"]},
         {"apiGroups": ["podtailor.dev"], "resources": ["podoverrides"], "verbs": ["patch"]},
@@ -302,6 +307,8 @@ def test_rbac_grants_reading_podoverrides_and_patching_their_status_only(base):
     ids=[
         "secrets",
         "pods",
+        "podtemplates writable",
+        "podtemplates with pods",
         "all verbs",
         "update",
         "patch the objects",
