@@ -84,7 +84,7 @@ helm-bin:
 ## The control-plane tier (tests/envtest.rs): etcd and kube-apiserver on loopback, podtailor
 ## installed from manifests/, the API server calling the webhook. Without the binaries it
 ## prints one line and skips; PODTAILOR_ENVTEST=require (CI) makes that a failure.
-envtest: envtest-bin
+envtest: envtest-bin helm-bin
 	$(CARGO) test --locked --test envtest
 
 ## The end-to-end suite on a kind cluster (scripts/e2e.sh; needs docker, kind, kubectl):
