@@ -8,12 +8,15 @@ ENVTEST_BIN := target/envtest/bin
 # kubectl for the offline checks: the one built with the control plane (make envtest-bin) where
 # Go is installed, else the one on PATH.
 KUBECTL ?= $(if $(shell command -v go),$(ENVTEST_BIN)/kubectl,kubectl)
+# helm for the chart's tests (charts/podtailor): the one `make helm-bin` builds where Go is
+# installed, else the one on PATH.
+HELM ?= $(if $(shell command -v go),target/tools/bin/helm,helm)
 EXAMPLES := --template examples/template.yaml --overrides examples/overrides
 # The binary as `cargo test` builds it (dev-dependency features unified): the checks that run
 # the binary use it, so `make test` compiles the crate graph once.
 TEST_BUILD := $(CARGO) test --locked --no-run --quiet
 
-.PHONY: all build run render certs image deploy undeploy e2e e2e-local e2e-build shellcheck crd crd-check manifests-test docs-test test fmt-check clippy unit oracle venv bench bench-load fuzz fuzz-smoke fuzz-build mutants bench-cluster envtest envtest-bin clean
+.PHONY: all build run render certs image deploy undeploy e2e e2e-local e2e-build shellcheck crd crd-check manifests-test docs-test test fmt-check clippy unit oracle venv bench bench-load fuzz fuzz-smoke fuzz-build mutants bench-cluster envtest envtest-bin helm-bin clean
 
 all: build
 
@@ -73,10 +76,15 @@ test: fmt-check clippy envtest-bin unit crd-check manifests-test docs-test shell
 envtest-bin:
 	scripts/envtest-bin.sh
 
+## helm built from its Go module (helm.sh/helm/v4 at the version tests/helm/go.mod names) into
+## target/tools/bin/helm, for the chart's tests and its install in the control-plane tier.
+helm-bin:
+	scripts/helm-bin.sh
+
 ## The control-plane tier (tests/envtest.rs): etcd and kube-apiserver on loopback, podtailor
 ## installed from manifests/, the API server calling the webhook. Without the binaries it
 ## prints one line and skips; PODTAILOR_ENVTEST=require (CI) makes that a failure.
-envtest: envtest-bin
+envtest: envtest-bin helm-bin
 	$(CARGO) test --locked --test envtest
 
 ## The end-to-end suite on a kind cluster (scripts/e2e.sh; needs docker, kind, kubectl):
@@ -98,16 +106,19 @@ e2e-local:
 shellcheck: venv
 	$(VENV)/bin/shellcheck scripts/*.sh
 
-## manifests/base/crd.yaml from the PodOverride type.
+## manifests/base/crd.yaml from the PodOverride type, and the chart's copy of it.
 crd: build
 	$(BIN) crd > manifests/base/crd.yaml
+	cp manifests/base/crd.yaml charts/podtailor/files/crd.yaml
 
 ## The install (tests/manifests): the CRD, a valid object whose schema takes every example
 ## PodOverride; the base and both overlays rendered by `kubectl kustomize` (offline), valid,
-## read-only RBAC, the webhooks' settings, ports, probes, certificates and CA bundles.
-manifests-test: venv envtest-bin
+## read-only RBAC, the webhooks' settings, ports, probes, certificates and CA bundles; the Helm
+## chart (charts/podtailor): helm lint, its objects those of the base, its values, its schema.
+manifests-test: venv envtest-bin helm-bin
 	@command -v $(KUBECTL) >/dev/null || { echo "manifests-test: kubectl is required (offline use only): make envtest-bin builds it (needs Go)"; exit 1; }
-	KUBECTL=$$(command -v $(KUBECTL)) $(VENV)/bin/pytest -q tests/manifests
+	@command -v $(HELM) >/dev/null || { echo "manifests-test: helm is required: make helm-bin builds it (needs Go)"; exit 1; }
+	KUBECTL=$$(command -v $(KUBECTL)) HELM=$$(command -v $(HELM)) $(VENV)/bin/pytest -q tests/manifests
 
 ## The ```console blocks of README.md and docs/ run, and their output compared with what they
 ## show (tests/docs/test_console.py: `...` marks left-out lines; blocks that need a cluster are
@@ -116,10 +127,11 @@ docs-test: venv
 	@$(TEST_BUILD)
 	PODTAILOR_BIN=$(BIN) $(VENV)/bin/pytest -q tests/docs
 
-## Fails when manifests/base/crd.yaml is not what `podtailor crd` prints.
+## Fails when manifests/base/crd.yaml is not what `podtailor crd` prints, or the chart's copy differs.
 crd-check:
 	@$(TEST_BUILD)
 	@$(BIN) crd | diff -u manifests/base/crd.yaml - || { echo "manifests/base/crd.yaml is stale: run make crd"; exit 1; }
+	@diff -u manifests/base/crd.yaml charts/podtailor/files/crd.yaml || { echo "charts/podtailor/files/crd.yaml is stale: run make crd"; exit 1; }
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -1,7 +1,7 @@
 //! podtailor installed the way users install it: the CRD, RBAC and both webhook configurations
-//! from manifests/ through tests/envtest/overlay, and `podtailor serve --cluster` running as a
-//! host process with a kubeconfig for the `podtailor` ServiceAccount (a TokenRequest token), so
-//! it has exactly the permissions of manifests/.
+//! from manifests/ through tests/envtest/overlay (or from the Helm chart, charts/podtailor), and
+//! `podtailor serve --cluster` running as a host process with a kubeconfig for the `podtailor`
+//! ServiceAccount (a TokenRequest token), so it has exactly the permissions of manifests/.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -42,6 +42,38 @@ pub fn kubectl_ok(bins: &Binaries, config: &Path, args: &[&str], stdin: Option<&
     let out = kubectl(bins, config, args, stdin)?;
     if !out.status.success() {
         return Err(format!("kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// helm: HELM, else the one `make helm-bin` builds.
+pub fn helm_path() -> Result<PathBuf> {
+    let path = std::env::var_os("HELM").map_or_else(|| repo().join("target/tools/bin/helm"), PathBuf::from);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no helm at {}: `make helm-bin` builds it from tests/helm/go.mod (needs Go), or set HELM",
+            path.display()
+        ))
+    }
+}
+
+/// helm with the admin's kubeconfig, its cache and configuration under the control plane's
+/// directory: its standard output, or why it failed.
+pub fn helm_ok(helm: &Path, cp: &ControlPlane, args: &[&str]) -> Result<String> {
+    let home = cp.dir.join("helm");
+    let out = Command::new(helm)
+        .args(args)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("helm {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!("helm {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -88,14 +120,63 @@ pub struct Webhook {
 impl Webhook {
     /// Applies the overlay and starts the server; ready when it has listed the PodOverrides.
     pub async fn install(bins: &Binaries, cp: &ControlPlane) -> Result<Webhook> {
-        let dir = cp.dir.join("podtailor");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let tls = WebhookTls::new(&dir)?;
-        let port = free_port()?;
+        let (dir, tls, port) = Self::prepare(cp)?;
         let overlay = repo().join("tests/envtest/overlay");
         let rendered = kubectl_ok(bins, &cp.kubeconfig, &["kustomize", &overlay.to_string_lossy()], None)?;
         let rendered = rendered.replace("WEBHOOK_PORT", &port.to_string()).replace("CA_BUNDLE", &b64(&tls.ca.pem));
         kubectl_ok(bins, &cp.kubeconfig, &["apply", "-f", "-"], Some(&rendered))?;
+        Self::finish(bins, cp, dir, tls, port).await
+    }
+
+    /// `helm install podtailor charts/podtailor` into podtailor-system (made by
+    /// --create-namespace) with the test CA as certificates.caBundle and `values`, then each
+    /// webhook's service reference rewritten to the URL on 127.0.0.1 where the server runs (as
+    /// controller-runtime's envtest rewrites them; the chart's caBundle is kept), and the
+    /// server started.
+    pub async fn install_helm(bins: &Binaries, cp: &ControlPlane, helm: &Path, values: &[&str]) -> Result<Webhook> {
+        let (dir, tls, port) = Self::prepare(cp)?;
+        let chart = repo().join("charts/podtailor");
+        let ca_bundle = format!("certificates.caBundle={}", b64(&tls.ca.pem));
+        let mut args = vec![
+            "install",
+            "podtailor",
+            chart.to_str().ok_or("the chart's path is not UTF-8")?,
+            "--namespace",
+            "podtailor-system",
+            "--create-namespace",
+            "--set",
+            &ca_bundle,
+        ];
+        args.extend_from_slice(values);
+        helm_ok(helm, cp, &args)?;
+        for (kind, path) in
+            [("mutatingwebhookconfiguration", "/mutate"), ("validatingwebhookconfiguration", "/validate")]
+        {
+            let patch = serde_json::json!([
+                {"op": "remove", "path": "/webhooks/0/clientConfig/service"},
+                {"op": "add", "path": "/webhooks/0/clientConfig/url", "value": format!("https://127.0.0.1:{port}{path}")},
+            ]);
+            kubectl_ok(
+                bins,
+                &cp.kubeconfig,
+                &["patch", kind, "podtailor", "--type=json", "-p", &patch.to_string()],
+                None,
+            )?;
+        }
+        Self::finish(bins, cp, dir, tls, port).await
+    }
+
+    /// The server's directory, certificate and port.
+    fn prepare(cp: &ControlPlane) -> Result<(PathBuf, WebhookTls, u16)> {
+        let dir = cp.dir.join("podtailor");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let tls = WebhookTls::new(&dir)?;
+        Ok((dir, tls, free_port()?))
+    }
+
+    /// Once the objects are in: waits for the CRD, makes the ServiceAccount's kubeconfig and
+    /// starts the server.
+    async fn finish(bins: &Binaries, cp: &ControlPlane, dir: PathBuf, tls: WebhookTls, port: u16) -> Result<Webhook> {
         kubectl_ok(
             bins,
             &cp.kubeconfig,

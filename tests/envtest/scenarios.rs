@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use super::controlplane::{Binaries, ControlPlane, Result};
-use super::install::{Webhook, kubectl, podoverride_resource, repo};
+use super::install::{Webhook, helm_ok, helm_path, kubectl, kubectl_ok, podoverride_resource, repo};
 use super::kubelet::{self, Kubelet};
 
 const LABEL: &str = "podtailor.dev/envtest";
@@ -29,7 +29,7 @@ const PROPAGATION: Duration = Duration::from_secs(5);
 type Scenario = for<'a> fn(&'a Env) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
 /// Every scenario, by name, in the order they run.
-const SCENARIOS: [(&str, Scenario); 15] = [
+const SCENARIOS: [(&str, Scenario); 16] = [
     ("seed_through_kubectl_and_launch", |env| Box::pin(seed(env))),
     ("render_corpus_equals_the_api_servers_own_defaulting", |env| Box::pin(corpus(env))),
     ("not_opted_in_is_stored_as_submitted_and_never_reaches_the_webhook", |env| Box::pin(not_opted_in(env))),
@@ -45,6 +45,7 @@ const SCENARIOS: [(&str, Scenario); 15] = [
     ("webhook_down_refuses_opted_in_pods_only", |env| Box::pin(webhook_down(env))),
     ("launcher_against_the_api_server_with_a_kubelet_stand_in", |env| Box::pin(launcher(env))),
     ("launcher_whose_create_answer_is_lost_makes_one_pod", |env| Box::pin(launcher_lost_answer(env))),
+    ("helm_chart_installed_tailors_a_pod_and_uninstalled_leaves_pods_alone", |env| Box::pin(helm_chart(env))),
 ];
 
 pub fn names() -> Vec<&'static str> {
@@ -1080,4 +1081,103 @@ async fn launcher_lost_answer(env: &Env) -> Result<()> {
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     ensure(launched == [name.clone()], || format!("launch printed {name:?}; the launched pods are {launched:?}"))
+}
+
+/// The chart (charts/podtailor) installed with `helm install` into an API server of its own
+/// (the shared one holds the kustomize install): the objects in, the server started as that
+/// install's ServiceAccount, an opted-in pod tailored through it; then `helm uninstall`
+/// removes the webhooks (an opted-in pod is admitted untouched) and the CRD.
+async fn helm_chart(env: &Env) -> Result<()> {
+    let helm = helm_path()?;
+    let dir = tempfile::Builder::new().prefix("podtailor-helm-").tempdir().map_err(|e| format!("a directory: {e}"))?;
+    let cp = ControlPlane::start(&env.bins, dir.path(), &[]).await?;
+    let mut webhook = None;
+    let result = helm_chart_on(env, &cp, &helm, &mut webhook).await;
+    let logs = webhook.as_ref().map(Webhook::log_tail).unwrap_or_default();
+    if let Some(mut w) = webhook {
+        w.stop();
+    }
+    let tail = cp.apiserver_tail(5);
+    cp.stop();
+    result.map_err(|e| format!("{e}\n{logs}{tail}"))
+}
+
+async fn helm_chart_on(env: &Env, cp: &ControlPlane, helm: &Path, webhook: &mut Option<Webhook>) -> Result<()> {
+    let kubectl = |args: &[&str], stdin: Option<&str>| kubectl_ok(&env.bins, &cp.kubeconfig, args, stdin);
+    *webhook = Some(Webhook::install_helm(&env.bins, cp, helm, &["--set", "replicas=3"]).await?);
+    let status = helm_ok(helm, cp, &["status", "podtailor", "-n", "podtailor-system", "-o", "json"])?;
+    let status: Value = serde_json::from_str(&status).map_err(|e| format!("helm status: {e}"))?;
+    ensure(status["info"]["status"] == "deployed", || format!("helm status: {}", status["info"]))?;
+    // the chart's objects, as the API server holds them: its values and the caBundle given
+    let replicas = kubectl(
+        &["-n", "podtailor-system", "get", "deployment", "podtailor", "-o", "jsonpath={.spec.replicas}"],
+        None,
+    )?;
+    ensure(replicas == "3", || format!("replicas: {replicas}"))?;
+    let labels = kubectl(&["get", "namespace", "podtailor-system", "-o", "json"], None)?;
+    let labels: Value = serde_json::from_str(&labels).map_err(|e| e.to_string())?;
+    ensure(labels["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted", || {
+        format!("the namespace's labels: {}", labels["metadata"]["labels"])
+    })?;
+    let bundle = kubectl(
+        &["get", "mutatingwebhookconfiguration", "podtailor", "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}"],
+        None,
+    )?;
+    let ca = webhook.as_ref().map(|w| super::controlplane::b64(&w.tls.ca.pem)).unwrap_or_default();
+    ensure(!ca.is_empty() && bundle == ca, || "the caBundle is not the one given as certificates.caBundle".to_owned())?;
+
+    let ns = "airflow";
+    kubectl(&["create", "namespace", ns], None)?;
+    for sa in ["default", WORKER_SA] {
+        kubectl(&["-n", ns, "create", "serviceaccount", sa], None)?;
+    }
+    let overrides = repo().join("examples/overrides");
+    kubectl(&["-n", ns, "apply", "-f", &overrides.to_string_lossy()], None)?;
+    let pod = serde_yaml_ng::to_string(&example_pod(ns)?).map_err(|e| e.to_string())?;
+    // once the PodOverrides reached the server (a watch event): dry runs until then
+    let deadline = Instant::now() + PROPAGATION;
+    loop {
+        let out = kubectl_out(env, cp, &["create", "--dry-run=server", "-f", "-", "-o", "json"], Some(&pod))?;
+        if out.status.success() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the webhook never admitted the pod: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let created: Value =
+        serde_json::from_str(&kubectl(&["create", "-f", "-", "-o", "json"], Some(&pod))?).map_err(|e| e.to_string())?;
+    check_seed_pod(&created).map_err(|e| format!("the pod created through the chart's install: {e}"))?;
+
+    // no --wait: without a namespace controller the namespace stays Terminating
+    helm_ok(helm, cp, &["uninstall", "podtailor", "-n", "podtailor-system"])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for kind in ["mutatingwebhookconfiguration", "validatingwebhookconfiguration", "crd"] {
+        loop {
+            let left = kubectl(&["get", kind, "-o", "name"], None)?;
+            if left.trim().is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("after helm uninstall: {left}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // no webhook: the same opted-in pod is stored as submitted, even with podtailor running
+    let mut bare = example_pod(ns)?;
+    bare["metadata"]["name"] = json!("after-uninstall");
+    bare["spec"]["containers"][0]["image"] = json!("busybox");
+    let yaml = serde_yaml_ng::to_string(&bare).map_err(|e| e.to_string())?;
+    let stored: Value = serde_json::from_str(&kubectl(&["create", "-f", "-", "-o", "json"], Some(&yaml))?)
+        .map_err(|e| e.to_string())?;
+    ensure(stored["metadata"]["annotations"].get(APPLIED).is_none(), || {
+        format!("tailored after uninstall: {}", stored["metadata"]["annotations"])
+    })?;
+    ensure(container(&stored, "base")?["image"] == "busybox", || "the template's image after uninstall".to_owned())
+}
+
+fn kubectl_out(env: &Env, cp: &ControlPlane, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+    kubectl(&env.bins, &cp.kubeconfig, args, stdin)
 }

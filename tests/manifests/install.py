@@ -133,3 +133,24 @@ def rbac_violations(objects: list[dict]) -> list[str]:
             if extra:
                 problems.append(f"{where}: verbs {sorted(extra)}")
     return problems
+
+
+CHART = ROOT / "charts" / "podtailor"
+
+
+def helm() -> str:
+    path = os.environ.get("HELM") or shutil.which("helm")
+    assert path, "helm is not on PATH (set HELM): `make helm-bin` builds it into target/tools/bin"
+    return path
+
+
+def helm_run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([helm(), *args], capture_output=True, text=True)
+
+
+def helm_template(*args: str, namespace: str = NAMESPACE) -> list[dict]:
+    """The objects `helm template podtailor charts/podtailor -n NAMESPACE ARGS` renders; fails
+    the test if it does not render."""
+    result = helm_run("template", "podtailor", str(CHART), "--namespace", namespace, *args)
+    assert result.returncode == 0, f"helm template {' '.join(args)} failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
