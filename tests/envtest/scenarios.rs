@@ -31,6 +31,7 @@ type Scenario = for<'a> fn(&'a Env) -> Pin<Box<dyn Future<Output = Result<()>> +
 /// Every scenario, by name, in the order they run.
 const SCENARIOS: [(&str, Scenario); 16] = [
     ("seed_through_kubectl_and_launch", |env| Box::pin(seed(env))),
+    (AIRFLOW_SCENARIO, |env| Box::pin(airflow(env))),
     ("render_corpus_equals_the_api_servers_own_defaulting", |env| Box::pin(corpus(env))),
     ("not_opted_in_is_stored_as_submitted_and_never_reaches_the_webhook", |env| Box::pin(not_opted_in(env))),
     ("missing_override_is_denied_naming_it_and_the_namespace", |env| Box::pin(missing_override(env))),
@@ -47,6 +48,15 @@ const SCENARIOS: [(&str, Scenario); 16] = [
     ("launcher_whose_create_answer_is_lost_makes_one_pod", |env| Box::pin(launcher_lost_answer(env))),
     ("helm_chart_installed_tailors_a_pod_and_uninstalled_leaves_pods_alone", |env| Box::pin(helm_chart(env))),
 ];
+
+/// The scenario that needs the venv's Python with Airflow besides the control plane.
+const AIRFLOW_SCENARIO: &str = "airflows_own_worker_pods_are_stored_tailored_with_all_airflow_set";
+
+/// Why scenario `name` cannot run here, when a prerequisite besides the control plane is
+/// missing (the venv's Airflow, for one).
+pub fn unavailable(name: &str) -> Option<String> {
+    if name == AIRFLOW_SCENARIO { airflow_python().err() } else { None }
+}
 
 pub fn names() -> Vec<&'static str> {
     SCENARIOS.iter().map(|(name, _)| *name).collect()
@@ -121,6 +131,23 @@ impl Env {
             self.service_account(&name, sa).await?;
         }
         Ok(name)
+    }
+
+    /// The namespace `name` (kept if it exists, labelled like the others when made), with the
+    /// same service accounts: for pods that name their namespace themselves.
+    pub async fn named_namespace(&self, name: &str) -> Result<()> {
+        let api: Api<Namespace> = Api::all(self.cp.admin.clone());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": {LABEL: "true"}}}))
+            .map_err(|e| e.to_string())?;
+        match api.create(&PostParams::default(), &ns).await {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("already exists") => {}
+            Err(e) => return Err(format!("create namespace {name}: {e}")),
+        }
+        for sa in ["default", WORKER_SA] {
+            self.service_account(name, sa).await?;
+        }
+        Ok(())
     }
 
     pub async fn service_account(&self, ns: &str, name: &str) -> Result<()> {
@@ -302,6 +329,187 @@ async fn seed(env: &Env) -> Result<()> {
     ensure(container(&stored, "base")?["command"] == json!(["airflow", "version"]), || {
         format!("launch's command: {}", container(&stored, "base").map(|c| c["command"].clone()).unwrap_or_default())
     })
+}
+
+/// The venv's Python (`make venv`) with Airflow and its Kubernetes provider
+/// (tests/oracle/requirements.txt); `PODTAILOR_PYTHON` names another. Why not, when it is
+/// missing or has no Airflow.
+fn airflow_python() -> Result<PathBuf> {
+    let python = std::env::var_os("PODTAILOR_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/venv/bin/python"));
+    ensure(python.exists(), || format!("{} is missing: run `make venv`", python.display()))?;
+    const CHECK: &str = "import importlib.metadata as m
+for d in ('apache-airflow', 'apache-airflow-providers-cncf-kubernetes'):
+    m.version(d)";
+    let out = Command::new(&python).args(["-c", CHECK]).output().map_err(|e| format!("{}: {e}", python.display()))?;
+    ensure(out.status.success(), || {
+        format!(
+            "{} has no apache-airflow or apache-airflow-providers-cncf-kubernetes: run `make venv`",
+            python.display()
+        )
+    })?;
+    Ok(python)
+}
+
+/// The example template's resources (examples/template.yaml), as the API server stores them.
+fn template_resources() -> Value {
+    json!({"requests": {"cpu": "100m", "memory": "384Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}})
+}
+
+/// The resource-requirements PodOverride's: half a CPU and 1024Mi requested and limited (the
+/// API server stores 1024Mi as 1Gi).
+fn seed_resources() -> Value {
+    let quantity = json!({"cpu": "500m", "memory": "1Gi"});
+    json!({"requests": quantity, "limits": quantity})
+}
+
+/// Whether `have` holds everything `want` says: the same scalars, every key of a map (the API
+/// server may add defaults beside them), lists element by element.
+fn holds(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(h), Value::Object(w)) => w.iter().all(|(k, v)| h.get(k).is_some_and(|x| holds(x, v))),
+        (Value::Array(h), Value::Array(w)) => h.len() == w.len() && h.iter().zip(w).all(|(x, v)| holds(x, v)),
+        _ => have == want,
+    }
+}
+
+/// What one of Airflow's pods must be once stored: what the case asks (`resources`, MY_SECRET
+/// or not, the image), the template's platform settings, and everything Airflow set as it set it.
+fn check_airflow_pod(sent: &Value, stored: &Value, resources: &Value, my_secret: bool, image: &str) -> Result<()> {
+    let (sent_base, base) = (container(sent, "base")?, container(stored, "base")?);
+    // the case
+    ensure(&base["resources"] == resources, || format!("resources: {} (expected {resources})", base["resources"]))?;
+    ensure(base["image"] == image, || format!("image: {} (expected {image})", base["image"]))?;
+    let env: Vec<&Value> = base["env"].as_array().into_iter().flatten().collect();
+    let named = |name: &str| env.iter().filter(|e| e["name"] == name).copied().collect::<Vec<&Value>>();
+    let secret = named("MY_SECRET");
+    let expected = json!({"secretKeyRef": {"name": "infrared-photon-7780-env", "key": "MY_SECRET"}});
+    if my_secret {
+        ensure(secret.len() == 1 && secret[0]["valueFrom"] == expected, || format!("MY_SECRET: {secret:?}"))?;
+    } else {
+        ensure(secret.is_empty(), || format!("MY_SECRET, not asked for: {secret:?}"))?;
+    }
+    // the platform's template
+    for name in ["AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] {
+        ensure(named(name).len() == 1, || format!("the template's {name}: {env:?}"))?;
+    }
+    let env_from = base["envFrom"].as_array().cloned().unwrap_or_default();
+    ensure(env_from.contains(&json!({"secretRef": {"name": "infrared-photon-7780-env"}})), || {
+        format!("envFrom: {env_from:?}")
+    })?;
+    let spec = &stored["spec"];
+    for (field, value) in [
+        ("serviceAccountName", json!(WORKER_SA)),
+        ("restartPolicy", json!("Never")),
+        ("securityContext", json!({"runAsUser": 50000, "fsGroup": 50000})),
+        // the template's, not the API server's default of 30
+        ("terminationGracePeriodSeconds", json!(600)),
+        ("imagePullSecrets", json!([{"name": "infrared-photon-7780-registry"}])),
+    ] {
+        ensure(spec[field] == value, || format!("{field}: {} (expected {value})", spec[field]))?;
+    }
+    let volumes: Vec<&str> =
+        spec["volumes"].as_array().into_iter().flatten().filter_map(|v| v["name"].as_str()).collect();
+    ensure(
+        volumes.contains(&"logs")
+            && volumes.contains(&"config")
+            && volumes.iter().any(|v| v.starts_with("kube-api-access-")),
+        || format!("volumes: {volumes:?}"),
+    )?;
+    let mounts: Vec<&str> =
+        base["volumeMounts"].as_array().into_iter().flatten().filter_map(|m| m["mountPath"].as_str()).collect();
+    ensure(mounts.contains(&"/usr/local/airflow/logs") && mounts.contains(&"/usr/local/airflow/airflow.cfg"), || {
+        format!("volumeMounts: {mounts:?}")
+    })?;
+    let (labels, annotations) = (&stored["metadata"]["labels"], &stored["metadata"]["annotations"]);
+    ensure(labels["tier"] == "airflow" && labels["release"] == "infrared-photon-7780", || format!("labels: {labels}"))?;
+    ensure(annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false", || {
+        format!("annotations: {annotations}")
+    })?;
+    ensure(annotations[APPLIED].is_string(), || format!("not through the webhook: {annotations}"))?;
+    // everything Airflow set, as Airflow set it
+    for field in ["name", "namespace"] {
+        ensure(stored["metadata"][field] == sent["metadata"][field], || {
+            format!("metadata.{field}: {} (Airflow: {})", stored["metadata"][field], sent["metadata"][field])
+        })?;
+    }
+    for field in ["labels", "annotations"] {
+        for (key, value) in sent["metadata"][field].as_object().into_iter().flatten() {
+            ensure(&stored["metadata"][field][key] == value, || {
+                format!("metadata.{field}.{key}: {} (Airflow: {value})", stored["metadata"][field][key])
+            })?;
+        }
+    }
+    for field in ["args", "command", "image", "terminationMessagePolicy"] {
+        let own = &sent_base[field];
+        let set = own.as_array().map_or(!own.is_null(), |a| !a.is_empty());
+        ensure(!set || &base[field] == own, || format!("base.{field}: {} (Airflow: {own})", base[field]))?;
+    }
+    for var in sent_base["env"].as_array().into_iter().flatten() {
+        let name = var["name"].as_str().unwrap_or_default();
+        let ours = named(name);
+        ensure(ours.len() == 1 && holds(ours[0], var), || format!("env {name}: {ours:?} (Airflow: {var})"))?;
+    }
+    if let Some(policy) = sent["spec"]["restartPolicy"].as_str() {
+        ensure(spec["restartPolicy"] == policy, || {
+            format!("restartPolicy: {} (Airflow: {policy})", spec["restartPolicy"])
+        })?;
+    }
+    let mut names: Vec<&str> = env.iter().filter_map(|e| e["name"].as_str()).collect();
+    let n = names.len();
+    names.sort_unstable();
+    names.dedup();
+    ensure(names.len() == n, || format!("an env var twice: {env:?}"))
+}
+
+/// Airflow's own pods (tests/oracle/airflow_pods.py: the KubernetesExecutor's for the seed's two
+/// tasks, a KubernetesPodOperator's), created as Airflow sends them in the namespace Airflow
+/// set, each stored tailored and with everything Airflow set.
+async fn airflow(env: &Env) -> Result<()> {
+    let python = airflow_python()?;
+    let script = repo().join("tests/oracle/airflow_pods.py");
+    let out = Command::new(&python).arg(&script).output().map_err(|e| format!("{}: {e}", script.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure(out.status.success(), || format!("{}: {}", script.display(), &stderr[stderr.len().saturating_sub(2000)..]))?;
+    let pods: BTreeMap<String, Value> =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{}'s output: {e}", script.display()))?;
+    let cases: Vec<&str> = pods.keys().map(String::as_str).collect();
+    ensure(cases == ["executor_resources", "executor_secret", "operator"], || format!("the pods printed: {cases:?}"))?;
+    let mut ready = Vec::new();
+    for (case, sent) in &pods {
+        // what Airflow wrote, so that the checks of what it set are not empty
+        let base = container(sent, "base")?;
+        let labels = &sent["metadata"]["labels"];
+        let run = base["args"].as_array().is_some_and(|a| a.len() > 3 && a[..3] == ["airflow", "tasks", "run"]);
+        let executor = case.starts_with("executor")
+            && labels["dag_id"].is_string()
+            && labels["task_id"].is_string()
+            && labels["try_number"] == "1"
+            && run
+            && base["env"].as_array().is_some_and(|e| e.iter().any(|v| v["name"] == "AIRFLOW_IS_K8S_EXECUTOR_POD"));
+        let operator = *case == "operator" && base["command"].as_array().is_some_and(|c| !c.is_empty());
+        ensure(executor || operator, || format!("{case}: not the pod Airflow builds: {sent}"))?;
+        let ns = sent["metadata"]["namespace"].as_str().ok_or_else(|| format!("{case}: Airflow set no namespace"))?;
+        if !ready.contains(&ns) {
+            env.named_namespace(ns).await?;
+            env.example_overrides(ns).await?;
+            ready.push(ns);
+        }
+        let (resources, my_secret, image) = match case.as_str() {
+            "executor_resources" => (seed_resources(), false, "quay.io/astronomer/ap-airflow:2.10.5"),
+            "executor_secret" => (template_resources(), true, "registry.example.com/airflow:2.10.5-team"),
+            _ => (seed_resources(), true, "quay.io/astronomer/ap-airflow:2.10.5"),
+        };
+        let created = env.create_when(ns, sent, |a| a.is_ok()).await.map_err(|e| format!("{case}: {e}"))?;
+        let name = created["metadata"]["name"].as_str().ok_or_else(|| format!("{case}: created without a name"))?;
+        let stored = env.pods(ns).get(name).await.map_err(|e| format!("{case}: read back {ns}/{name}: {e}"))?;
+        let stored = serde_json::to_value(stored).map_err(|e| e.to_string())?;
+        check_airflow_pod(sent, &stored, &resources, my_secret, image)
+            .map_err(|e| format!("{case} (stored as {ns}/{name}): {e}"))?;
+    }
+    eprintln!("  {} pods built by Airflow stored tailored: {cases:?}", pods.len());
+    Ok(())
 }
 
 /// One case of the render corpus (tests/oracle/cases).

@@ -4,7 +4,8 @@ The seed scenario's two tasks (examples/airflow/dags.py) get their worker pods f
 apache-airflow-providers-cncf-kubernetes exactly as the KubernetesExecutor builds them:
 `PodGenerator.construct_pod` over Airflow's pod_template_file
 (examples/airflow/pod_template_file.yaml) and the task's `executor_config["pod_override"]`.
-The KubernetesPodOperator's pod comes from its own `build_pod_request_obj`. Each pod, as the API
+The KubernetesPodOperator's pod comes from its own `build_pod_request_obj` (both built in
+airflow_pods.py, which the control-plane tier uses too). Each pod, as the API
 server would send it to the webhook, goes through `podtailor render` with the example template
 and overrides; the result must hold the seed's resources or secret and everything Airflow set.
 """
@@ -12,10 +13,8 @@ and overrides; the result must hold the seed's resources or secret and everythin
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import kubernetes_validate
@@ -23,54 +22,16 @@ import pytest
 
 import podtailor_oracle as po
 
-# Airflow reads its configuration at import: a home of its own, never the developer's.
-os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="podtailor-airflow-home-")
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# airflow_pods (tests/oracle/airflow_pods.py) gives Airflow a home of its own before importing it
+import airflow_pods
+from airflow_pods import NAMESPACE, RUN_ID, TEAM_IMAGE, TEMPLATE_IMAGE, as_dict, dags, executor_pod, operator_pod
 
-from kubernetes.client import ApiClient  # noqa: E402
-from kubernetes.client import models as k8s  # noqa: E402
-
-from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator  # noqa: E402
-from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator  # noqa: E402
 from airflow.providers.cncf.kubernetes.secret import Secret  # noqa: E402
 
-AIRFLOW_EXAMPLES = po.REPO / "examples" / "airflow"
-sys.path.insert(0, str(AIRFLOW_EXAMPLES))
-
-import dags  # noqa: E402  (examples/airflow/dags.py)
-
-NAMESPACE = "airflow"
-RUN_ID = "manual__2026-11-24T00:00:00+00:00"
-TEMPLATE_IMAGE = "quay.io/astronomer/ap-airflow:2.10.5"
 HALF_CPU_1GI = {"requests": {"cpu": "500m", "memory": "1024Mi"}, "limits": {"cpu": "500m", "memory": "1024Mi"}}
 MY_SECRET = {"name": "MY_SECRET", "valueFrom": {"secretKeyRef": {"name": "infrared-photon-7780-env", "key": "MY_SECRET"}}}
 # what podtailor's template gives every worker (examples/template.yaml)
 TEMPLATE_ENV = ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
-
-
-def as_dict(pod: k8s.V1Pod) -> dict:
-    return ApiClient().sanitize_for_serialization(pod)
-
-
-def executor_pod(dag, task_id: str, kube_image: str | None = None) -> dict:
-    """The worker pod the KubernetesExecutor creates for `task_id` (kubernetes_executor_utils:
-    construct_pod with the task's pod_override, the pod_template_file as the base)."""
-    task = dag.get_task(task_id)
-    pod = PodGenerator.construct_pod(
-        dag_id=dag.dag_id,
-        task_id=task_id,
-        pod_id=f"{dag.dag_id}-{task_id}".replace("_", "-")[:60],
-        try_number=1,
-        kube_image=kube_image,  # None unless [kubernetes_executor] worker_container_repository is set
-        date=None,
-        args=["airflow", "tasks", "run", dag.dag_id, task_id, RUN_ID, "--local"],
-        pod_override_object=task.executor_config["pod_override"],
-        base_worker_pod=PodGenerator.deserialize_model_file(str(AIRFLOW_EXAMPLES / "pod_template_file.yaml")),
-        namespace=NAMESPACE,
-        scheduler_job_id="7",
-        run_id=RUN_ID,
-    )
-    return as_dict(pod)
 
 
 def render(pod: dict, overrides: Path = po.REPO / "examples" / "overrides") -> dict:
@@ -170,7 +131,7 @@ def test_executor_pod_asking_half_a_cpu_and_1024mi():
 
 def test_executor_pod_reading_my_secret():
     # with worker_container_repository set, Airflow's image is the pod's own and beats the template's
-    airflow = executor_pod(dags.secret_dag, "read_my_secret", kube_image="registry.example.com/airflow:2.10.5-team")
+    airflow = executor_pod(dags.secret_dag, "read_my_secret", kube_image=TEAM_IMAGE)
     assert airflow["metadata"]["labels"]["dag_id"] == "test-secret"
     assert airflow["metadata"]["labels"]["task_id"] == "read_my_secret"
 
@@ -178,23 +139,14 @@ def test_executor_pod_reading_my_secret():
     assert env(desired)["MY_SECRET"] == MY_SECRET
     # the template's resources: the task asked for none
     assert base(desired)["resources"] == {"requests": {"cpu": "100m", "memory": "384Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
-    assert base(desired)["image"] == "registry.example.com/airflow:2.10.5-team"
+    assert base(desired)["image"] == TEAM_IMAGE
     assert base(desired)["args"][:4] == ["airflow", "tasks", "run", "test-secret"]
     assert_kept(airflow, desired)
     assert_platform(desired)
 
 
 def test_kubernetes_pod_operator_pod_reading_my_secret():
-    op = KubernetesPodOperator(
-        task_id="read_my_secret",
-        namespace=NAMESPACE,
-        image=TEMPLATE_IMAGE,
-        cmds=["sh", "-c", 'test -n "$MY_SECRET"'],
-        annotations={po.OVERRIDE_ANNOTATION: "secret-env,resource-requirements"},
-        labels={"team": "data"},
-        do_xcom_push=False,
-    )
-    airflow = as_dict(op.build_pod_request_obj(dry_run=True))
+    airflow = operator_pod()
     desired = render(airflow)
     assert env(desired)["MY_SECRET"] == MY_SECRET
     assert base(desired)["resources"] == HALF_CPU_1GI
@@ -224,3 +176,20 @@ def test_secrets_expose_what_airflows_secret_exposes(tmp_path):
     assert by_airflow["name"] == "MY_TOKEN"
     assert env(desired)["MY_TOKEN"] == by_airflow
     assert as_dict(Secret("env", None, "team-env").to_env_from_secret()) in base(desired)["envFrom"]
+
+
+def test_airflow_pods_py_prints_the_same_pods():
+    """`python tests/oracle/airflow_pods.py`, which the control-plane tier runs, prints the pods
+    these tests render (the operator's name has a random suffix)."""
+    proc = subprocess.run(
+        [sys.executable, str(Path(airflow_pods.__file__))],
+        capture_output=True, text=True, timeout=po.SUBPROCESS_TIMEOUT, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert sorted(printed) == ["executor_resources", "executor_secret", "operator"]
+    assert printed["executor_resources"] == executor_pod(dags.resources_dag, "bash_resource_requirements_override_example")
+    assert printed["executor_secret"] == executor_pod(dags.secret_dag, "read_my_secret", kube_image=TEAM_IMAGE)
+    ours = operator_pod()
+    assert printed["operator"]["spec"] == ours["spec"]
+    assert printed["operator"]["metadata"]["annotations"] == ours["metadata"]["annotations"]
