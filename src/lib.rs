@@ -8,6 +8,7 @@ pub mod launch;
 pub mod merge;
 pub mod mutate;
 pub mod podschema;
+pub mod policy;
 pub mod render;
 pub mod serve;
 pub mod store;

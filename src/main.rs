@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use podtailor::launch::{self, LaunchArgs};
+use podtailor::policy::{self, PolicyArgs};
 use podtailor::render::{self, RenderArgs};
 use podtailor::serve::{self, ServeArgs};
 
@@ -40,6 +41,17 @@ enum Command {
     Launch(LaunchArgs),
     /// Print the PodOverride CustomResourceDefinition (YAML).
     Crd,
+    /// Print the template and the overrides as native admission policies (YAML for
+    /// `kubectl apply -f -`): a MutatingAdmissionPolicy that merges as the webhook does, for
+    /// pods that opt in, in the annotation's order, and a ValidatingAdmissionPolicy that
+    /// denies unknown or repeated names (admissionregistration.k8s.io/v1, no webhook).
+    ///
+    /// The overrides are compiled into the policy: run it again when one changes. What the
+    /// policy could not do as the webhook does (priorityClassName, tolerations, envFrom in an
+    /// override, {{namespace}}, ...) is refused, naming the field (docs/policy.md).
+    ///
+    /// Exit codes: 0 done, 1 refused or a problem with the configuration, 2 usage.
+    Policy(PolicyArgs),
 }
 
 /// A panic in a command ends it like any other failure: one line on standard error, naming the
@@ -143,11 +155,13 @@ fn main() -> ExitCode {
         Command::Render(_) => exit_on_panic("render"),
         Command::Launch(_) => exit_on_panic("launch"),
         Command::Crd => exit_on_panic("crd"),
+        Command::Policy(_) => exit_on_panic("policy"),
         // the server answers a review whose handler panicked and logs the panic (serve::run)
         Command::Serve(_) => {}
     }
     match &cli.command {
         Command::Render(_) => init_tool_logging("render"),
+        Command::Policy(_) => init_tool_logging("policy"),
         Command::Launch(a) if a.dry_run => init_tool_logging("launch"),
         _ => {}
     }
@@ -172,6 +186,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("podtailor crd: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Policy(args) => match policy::run(&args) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("podtailor policy: {e}");
                 ExitCode::from(1)
             }
         },

@@ -186,6 +186,20 @@ impl Override {
     pub fn spec(&self) -> &PodOverrideSpec {
         &self.spec
     }
+
+    /// What the override merges into the target container `target` after its pod fragment,
+    /// as the pod fragments the engine merges in order: its resources, then its secrets
+    /// (each present only when the override has them). The policy generator compiles these.
+    pub fn target_fragments(&self, target: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        if let Some(resources) = &self.resources {
+            out.push(serde_json::json!({"spec": {"containers": [{"name": target, "resources": resources}]}}));
+        }
+        if let Some(fragment) = secrets::fragment(target, &self.secrets) {
+            out.push(fragment.into_value());
+        }
+        out
+    }
 }
 
 /// What the engine decided for one pod.
@@ -347,6 +361,11 @@ fn canonical_json(value: &Value) -> Vec<u8> {
     let mut sorted = value.clone();
     sorted.sort_all_objects();
     sorted.to_string().into_bytes()
+}
+
+/// [`canonical_json`], for the policy generator's configuration hash.
+pub(crate) fn canonical_text(value: &Value) -> Vec<u8> {
+    canonical_json(value)
 }
 
 /// Lower-case hexadecimal, two digits a byte.
