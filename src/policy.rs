@@ -511,9 +511,11 @@ impl Gen {
                 _ => lit(v),
             };
             let set = format!("[{}]", add(&at, &whole));
-            let sa = (kind == Kind::Spec && k == "serviceAccountName")
-                .then(|| format!(" + (has({e}.serviceAccount) ? [{}] : [])", add(&ptr.key("serviceAccount"), &whole)))
-                .unwrap_or_default();
+            let sa = if kind == Kind::Spec && k == "serviceAccountName" {
+                format!(" + (has({e}.serviceAccount) ? [{}] : [])", add(&ptr.key("serviceAccount"), &whole))
+            } else {
+                String::new()
+            };
             let merged = match (v, f.list) {
                 (Value::Object(m), _) => join(&self.template_object(&at, &value, m, f.kind)?),
                 (Value::Array(items), List::Keyed { key, element }) => self.template_keyed(
