@@ -50,6 +50,9 @@ enum Command {
     /// policy could not do as the webhook does (priorityClassName, tolerations, envFrom in an
     /// override, {{namespace}}, ...) is refused, naming the field (docs/policy.md).
     ///
+    /// Experimental: the generated policies have not yet been checked in an API server, nor
+    /// proven equal to the webhook (docs/policy.md, Not done); do not rely on them yet.
+    ///
     /// Exit codes: 0 done, 1 refused or a problem with the configuration, 2 usage.
     Policy(PolicyArgs),
 }
