@@ -29,7 +29,7 @@ const PROPAGATION: Duration = Duration::from_secs(5);
 type Scenario = for<'a> fn(&'a Env) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
 /// Every scenario, by name, in the order they run.
-const SCENARIOS: [(&str, Scenario); 16] = [
+const SCENARIOS: [(&str, Scenario); 17] = [
     ("seed_through_kubectl_and_launch", |env| Box::pin(seed(env))),
     (AIRFLOW_SCENARIO, |env| Box::pin(airflow(env))),
     ("render_corpus_equals_the_api_servers_own_defaulting", |env| Box::pin(corpus(env))),
