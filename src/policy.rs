@@ -443,7 +443,7 @@ fn access(e: &str, k: &str) -> (String, String) {
     if ident {
         (format!("has({e}.{k})"), format!("{e}.{k}"))
     } else {
-        (format!("{} in {e}", q(k)), format!("{e}[{}]", q(k)))
+        (format!("({} in {e})", q(k)), format!("{e}[{}]", q(k)))
     }
 }
 
@@ -537,6 +537,8 @@ impl Gen {
 
     /// A keyed list of the template under the pod's: the template's elements first (the pod's
     /// own where it has one of that key), then the pod's others, as the engine orders them.
+    /// The pod's elements are moved, never copied: a value taken from the object cannot be
+    /// written back as a patch value (the API server cannot marshal typed objects).
     #[allow(clippy::too_many_arguments)]
     fn template_keyed(
         &mut self,
@@ -549,53 +551,38 @@ impl Gen {
         containers: bool,
     ) -> Result<String, String> {
         let keys: Vec<String> = items.iter().map(|i| lit(&i[key])).collect();
-        let mut chosen = Vec::new();
+        let constants: Vec<String> = items.iter().map(|i| if containers { container_lit(i) } else { lit(i) }).collect();
+        let (ks, ix) = (self.var(), self.var());
         let mut nested = Vec::new();
         for (j, item) in items.iter().enumerate() {
-            let m = self.var();
-            let constant = if containers { container_lit(item) } else { lit(item) };
-            chosen.push(format!(
-                "cel.bind({m}, {l}.filter(x, x.{key} == {}), size({m}) > 0 ? dyn({m}[0]) : dyn({constant}))",
-                keys[j]
-            ));
             if element == Element::Merge
                 && let Value::Object(t) = item
             {
-                let inner = self.template_object(&at.index(&j.to_string()), &format!("{m}[0]"), t, kind)?;
+                let inner = self.template_object(&at.index(&j.to_string()), &format!("{l}[{ix}[{j}]]"), t, kind)?;
                 if !inner.is_empty() {
-                    nested.push(format!(
-                        "cel.bind({m}, {l}.filter(x, x.{key} == {}), size({m}) > 0 ? {} : [])",
-                        keys[j],
-                        join(&inner)
-                    ));
+                    nested.push(format!("({ix}[{j}] >= 0 ? {} : [])", join(&inner)));
                 }
             }
         }
-        let list = format!("[{}] + {l}.filter(x, !(x.{key} in [{}]))", chosen.join(", "), keys.join(", "));
-        let mut parts = vec![format!("[{}]", add(at, &list))];
-        parts.extend(nested);
-        Ok(join(&parts))
+        let ops = reorder(at, &ks, &ix, &keys, &constants, nested);
+        Ok(format!(
+            "[{l}.map(x, x.{key})].map({ks}, [[{}].map(k, {ks}.indexOf(k))].map({ix}, {ops})[0])[0]",
+            keys.join(", ")
+        ))
     }
 
-    /// envFrom of the template under the pod's: an entry of the pod replaces the template's of
-    /// the same source, the pod's others come after.
+    /// envFrom of the template under the pod's: the pod's last entry of a source replaces the
+    /// template's, the pod's others come after.
     fn template_sources(&mut self, at: &Ptr, l: &str, items: &[Value]) -> String {
         let sources: Vec<String> = items.iter().map(|i| q(&source_of(i))).collect();
-        let chosen: Vec<String> = items
-            .iter()
-            .zip(&sources)
-            .map(|(i, s)| {
-                let m = self.var();
-                format!(
-                    "cel.bind({m}, {l}.filter(x, {} == {s}), size({m}) > 0 ? dyn({m}[size({m}) - 1]) : dyn({}))",
-                    source_cel("x"),
-                    lit(i)
-                )
-            })
-            .collect();
-        let list =
-            format!("[{}] + {l}.filter(x, !({} in [{}]))", chosen.join(", "), source_cel("x"), sources.join(", "));
-        format!("[{}]", add(at, &list))
+        let constants: Vec<String> = items.iter().map(lit).collect();
+        let (ks, ix) = (self.var(), self.var());
+        let ops = reorder(at, &ks, &ix, &sources, &constants, Vec::new());
+        format!(
+            "[{l}.map(x, {})].map({ks}, [[{}].map(k, {ks}.lastIndexOf(k))].map({ix}, {ops})[0])[0]",
+            source_cel("x"),
+            sources.join(", ")
+        )
     }
 
     /// An override's pod fragment `f` onto the pod's object `e` at `ptr`: the override wins,
@@ -636,7 +623,7 @@ impl Gen {
                             }
                         };
                         parts.push(format!(
-                            "cel.bind({i}, {value}.map(x, x.{key}).indexOf({}), {i} >= 0 ? {elem} : [{}])",
+                            "[{value}.map(x, x.{key}).indexOf({})].map({i}, {i} >= 0 ? {elem} : [{}])[0]",
                             lit(&m[key]),
                             add(&at.append(), &constant)
                         ));
@@ -703,8 +690,32 @@ impl Gen {
                 parts.extend(self.override_object(&spec, "object.spec", &rest, Kind::Spec)?);
             }
         }
-        Ok(format!("cel.bind({t}, {index}, {t} >= 0 ? {} : [])", join(&parts)))
+        Ok(format!("[{index}].map({t}, {t} >= 0 ? {} : [])[0]", join(&parts)))
     }
+}
+
+/// The patch that puts a keyed list in the engine's order, `ks` naming the keys of the pod's
+/// elements and `ix` the pod's index of each template key (-1 where it has none): the
+/// template's element j goes to position j (the pod's own moved there, else the template's
+/// added), the pod's others follow in their order, the pod's further elements of a template
+/// key are removed; then the merges inside the elements (`nested`).
+fn reorder(at: &Ptr, ks: &str, ix: &str, keys: &[String], constants: &[String], nested: Vec<String>) -> String {
+    let mut parts = Vec::new();
+    for (j, constant) in constants.iter().enumerate() {
+        let moved: Vec<String> = (0..j).map(|b| format!("{ix}[{b}]")).collect();
+        let from = format!("{j} + lists.range({ix}[{j}]).filter(i, !(i in [{}])).size()", moved.join(", "));
+        let to = at.index(&j.to_string());
+        let mv = format!("JSONPatch{{op: \"move\", from: {}, path: {}}}", at.index(&from).cel(), to.cel());
+        parts.push(format!("({ix}[{j}] >= 0 ? ({from} != {j} ? [{mv}] : []) : [{}])", add(&to, constant)));
+    }
+    parts.push(format!(
+        "lists.range(size({ks})).filter(i, !(i in {ix})).transformList(r, i, {ks}[i] in [{}], {} + r).reverse().map(p, {})",
+        keys.join(", "),
+        constants.len(),
+        op("remove", &at.index("p"), None)
+    ));
+    parts.extend(nested);
+    join(&parts)
 }
 
 /// A container added whole, with the service-account token mount the API server gave the
@@ -719,7 +730,7 @@ fn container_lit(c: &Value) -> String {
         String::new()
     } else {
         format!(
-            " + (has(object.spec.volumes) ? object.spec.volumes.filter(v, v.name.startsWith('kube-api-access-') && has(v.projected)).map(v, dyn({{'name': v.name, 'readOnly': true, 'mountPath': {}}})) : [])",
+            " + (has(object.spec.volumes) ? object.spec.volumes.filter(v, v.name.startsWith('kube-api-access-') && has(v.projected)).map(v, dyn({{'name': dyn(v.name), 'readOnly': dyn(true), 'mountPath': dyn({})}})) : [])",
             q(TOKEN_MOUNT_PATH)
         )
     };
@@ -842,7 +853,7 @@ mod tests {
             access("object.metadata.labels", "tier"),
             ("has(object.metadata.labels.tier)".into(), "object.metadata.labels.tier".into())
         );
-        assert_eq!(access("m", "app.kubernetes.io/name").0, "\"app.kubernetes.io/name\" in m");
+        assert_eq!(access("m", "app.kubernetes.io/name").0, "(\"app.kubernetes.io/name\" in m)");
         assert_eq!(access("m", "namespace").1, "m[\"namespace\"]");
     }
 }
