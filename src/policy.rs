@@ -115,6 +115,41 @@ pub fn generate(
             }
         }
     }
+    // the API server defaults a request from its limit after each mutation: a limit the
+    // template gives alone would become the request before an override's limit comes
+    let template_limits_only: Vec<String> = pod
+        .get("spec")
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| {
+            let r = &c["resources"];
+            r["limits"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| r["requests"].get(k.as_str()).is_none())
+                .map(|(k, _)| k.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (ns, o) in overrides {
+        let Some(res) = &o.spec().resources else { continue };
+        for k in res.limits.iter().flat_map(|l| l.keys()) {
+            if template_limits_only.contains(k) && !res.requests.as_ref().is_some_and(|r| r.contains_key(k)) {
+                return Err(refuse(
+                    &format!(
+                        "PodOverride {:?}{}",
+                        o.name,
+                        ns.as_ref().map(|n| format!(" in namespace {n:?}")).unwrap_or_default()
+                    ),
+                    &format!("spec.resources.limits.{k}"),
+                    "the template's limit without a request becomes the request (API defaulting between mutations) before this limit replaces it; give the template or the override a request",
+                ));
+            }
+        }
+    }
     let hash = crate::merge::hex(&hasher.finalize()[..8]);
     // the override ops, compiled once each
     let mut compiled = Vec::new();
@@ -824,6 +859,11 @@ mod tests {
             (base(), Some(json!({"pod": {"spec": {"priorityClassName": "high"}}})), "spec.priorityClassName"),
             (base(), Some(json!({"pod": {"spec": {"volumes": null}}})), "spec.volumes"),
             (json!({"metadata": {"labels": {"r": "{{namespace}}"}}}), None, "metadata.labels.r"),
+            (
+                json!({"spec": {"containers": [{"name": "base", "resources": {"limits": {"memory": "1Gi"}}}]}}),
+                Some(json!({"resources": {"limits": {"memory": "3Gi"}}})),
+                "spec.resources.limits.memory",
+            ),
         ];
         for (t, o, path) in cases {
             let r = refusal(t, o.clone());

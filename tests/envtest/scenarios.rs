@@ -29,10 +29,11 @@ const PROPAGATION: Duration = Duration::from_secs(5);
 type Scenario = for<'a> fn(&'a Env) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
 /// Every scenario, by name, in the order they run.
-const SCENARIOS: [(&str, Scenario); 17] = [
+const SCENARIOS: [(&str, Scenario); 18] = [
     ("seed_through_kubectl_and_launch", |env| Box::pin(seed(env))),
     (AIRFLOW_SCENARIO, |env| Box::pin(airflow(env))),
     ("render_corpus_equals_the_api_servers_own_defaulting", |env| Box::pin(corpus(env))),
+    ("policy_mode_stores_every_case_it_accepts_as_the_webhook_does", |env| Box::pin(policy_corpus(env))),
     ("not_opted_in_is_stored_as_submitted_and_never_reaches_the_webhook", |env| Box::pin(not_opted_in(env))),
     ("missing_override_is_denied_naming_it_and_the_namespace", |env| Box::pin(missing_override(env))),
     ("invalid_podoverrides_are_refused_by_the_schema_and_by_validate", |env| Box::pin(invalid_overrides(env))),
@@ -629,7 +630,15 @@ async fn corpus(env: &Env) -> Result<()> {
     })
 }
 
-async fn corpus_case(env: &Env, case: &Case, work: &Path, template_file: &Path) -> Result<()> {
+/// A corpus case created through the webhook: its namespace, the directory of its template
+/// (`template.json`) and override files (`overrides/`), and the pod as stored.
+struct Admitted {
+    ns: String,
+    dir: PathBuf,
+    pod: Value,
+}
+
+async fn corpus_case(env: &Env, case: &Case, work: &Path, template_file: &Path) -> Result<Admitted> {
     let ns = env.namespace("corpus").await?;
     let dir = work.join(&ns);
     let overrides_dir = dir.join("overrides");
@@ -711,7 +720,183 @@ async fn corpus_case(env: &Env, case: &Case, work: &Path, template_file: &Path) 
     let (a, b) = (comparable(&through_webhook, Some(OVERRIDE)), comparable(&direct, None));
     let mut diffs = Vec::new();
     differences(&a, &b, "", &mut diffs);
-    ensure(diffs.is_empty(), || diffs.join("; "))
+    ensure(diffs.is_empty(), || diffs.join("; "))?;
+    Ok(Admitted { ns, dir, pod: through_webhook })
+}
+
+/// Label of the namespaces the webhook is told to skip while the policy scenario runs.
+const NO_WEBHOOK: &str = "podtailor.dev/envtest-no-webhook";
+
+/// The example template with five stacked overrides: the two examples and three more.
+fn five_stacked() -> Result<Case> {
+    let mut overrides = Vec::new();
+    for name in ["resource-requirements", "secret-env"] {
+        overrides.push(yaml_file(&repo().join(format!("examples/overrides/{name}.yaml")))?);
+    }
+    for (name, spec) in [
+        ("node-pool", json!({"pod": {"spec": {"nodeSelector": {"pool": "batch"}}}})),
+        (
+            "task-env",
+            json!({"pod": {"spec": {"containers": [{"name": "base", "env": [{"name": "TASK_MODE", "value": "fast"}]}]}}}),
+        ),
+        ("team-label", json!({"pod": {"metadata": {"labels": {"team": "data"}}}})),
+    ] {
+        overrides.push(json!({"apiVersion": "podtailor.dev/v1alpha1", "kind": "PodOverride",
+            "metadata": {"name": name, "namespace": "airflow"}, "spec": spec}));
+    }
+    let mut pod = yaml_file(&repo().join("examples/pod.yaml"))?;
+    pod["metadata"]["annotations"][OVERRIDE] = json!("resource-requirements,secret-env,node-pool,task-env,team-label");
+    Ok(Case {
+        name: "five-stacked-overrides-on-the-example-template".into(),
+        namespace: Some("airflow".into()),
+        template: yaml_file(&repo().join("examples/template.yaml"))?,
+        pod,
+        overrides,
+    })
+}
+
+/// Every corpus case (and five stacked overrides on the example template) admitted through
+/// the webhook, then through `podtailor policy`'s objects with the webhook skipping the
+/// namespace: the policy mode accepts the case and stores the same pod, or refuses it with
+/// exit 1 naming the field.
+async fn policy_corpus(env: &Env) -> Result<()> {
+    let skip = json!([{"op": "add", "path": "/webhooks/0/namespaceSelector/matchExpressions/-",
+        "value": {"key": NO_WEBHOOK, "operator": "DoesNotExist"}}]);
+    let out = env.kubectl(
+        &["patch", "mutatingwebhookconfiguration", "podtailor", "--type", "json", "-p", &skip.to_string()],
+        None,
+    )?;
+    ensure(out.status.success(), || format!("patch the webhook: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let result = policy_cases(env).await;
+    let restore = json!([
+        {"op": "test", "path": "/webhooks/0/namespaceSelector/matchExpressions/1/key", "value": NO_WEBHOOK},
+        {"op": "remove", "path": "/webhooks/0/namespaceSelector/matchExpressions/1"}
+    ]);
+    let out = env.kubectl(
+        &["patch", "mutatingwebhookconfiguration", "podtailor", "--type", "json", "-p", &restore.to_string()],
+        None,
+    )?;
+    ensure(out.status.success(), || format!("restore the webhook: {}", String::from_utf8_lossy(&out.stderr)))?;
+    result
+}
+
+async fn policy_cases(env: &Env) -> Result<()> {
+    let mut cases = corpus_cases()?;
+    cases.push(five_stacked()?);
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let template_file = env.webhook.lock().await.template.clone();
+    let original = std::fs::read(&template_file).map_err(|e| e.to_string())?;
+    let (mut accepted, mut refused, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, case) in cases.iter().enumerate() {
+        match policy_case(env, case, i, work.path(), &template_file).await {
+            Ok(None) => accepted.push(case.name.clone()),
+            Ok(Some(why)) => refused.push(format!("{}: {why}", case.name)),
+            Err(e) => failures.push(format!("{}: {e}", case.name)),
+        }
+    }
+    std::fs::write(&template_file, original).map_err(|e| e.to_string())?;
+    eprintln!("  policy mode: {} cases stored as through the webhook, {} refused:", accepted.len(), refused.len());
+    for r in &refused {
+        eprintln!("    refused {r}");
+    }
+    ensure(failures.is_empty(), || {
+        format!("{} of {} cases failed in policy mode:\n{}", failures.len(), cases.len(), failures.join("\n"))
+    })?;
+    ensure(accepted.iter().any(|n| n.starts_with("five-stacked")), || "five stacked overrides refused".into())?;
+    ensure(accepted.len() >= MIN_POLICY_CASES, || {
+        format!("only {} cases accepted by the policy mode (at least {MIN_POLICY_CASES} were)", accepted.len())
+    })
+}
+
+/// How many cases the policy mode accepted when the scenario was written: fewer is a regression.
+const MIN_POLICY_CASES: usize = 46;
+
+/// One case: `Ok(None)` stored as through the webhook, `Ok(Some(why))` refused by `policy`.
+async fn policy_case(env: &Env, case: &Case, i: usize, work: &Path, template_file: &Path) -> Result<Option<String>> {
+    let admitted =
+        corpus_case(env, case, work, template_file).await.map_err(|e| format!("through the webhook: {e}"))?;
+    let (ns, dir) = (&admitted.ns, &admitted.dir);
+    let name = format!("podtailor-proof-{i}");
+    let out = env.podtailor(&[
+        "policy",
+        "--template",
+        &dir.join("template.json").to_string_lossy(),
+        "--overrides",
+        &dir.join("overrides").to_string_lossy(),
+        "--name",
+        &name,
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    match out.status.code() {
+        Some(0) => {}
+        Some(1) if stderr.contains(": ") && !stderr.contains("panicked") => return Ok(Some(stderr)),
+        code => return Err(format!("policy exited {code:?}: {stderr}")),
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut objects = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let mut o: Value = serde::Deserialize::deserialize(doc).map_err(|e| format!("policy's YAML: {e}"))?;
+        // this case's namespace only: the policies of other cases stay out of it
+        if let Some(list) =
+            o.pointer_mut("/spec/matchConstraints/namespaceSelector/matchExpressions").and_then(Value::as_array_mut)
+        {
+            list.push(json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]}));
+        }
+        objects.push(o);
+    }
+    ensure(objects.len() == 4, || format!("policy printed {} objects", objects.len()))?;
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string();
+    let out = env.kubectl(&["apply", "-f", "-"], Some(&list))?;
+    ensure(out.status.success(), || format!("apply the policy: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let out = env.kubectl(&["label", "namespace", ns, &format!("{NO_WEBHOOK}=true")], None)?;
+    ensure(out.status.success(), || format!("label {ns}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let result = through_policy(env, case, &admitted, &name).await;
+    let _ = env.kubectl(&["delete", "-f", "-", "--wait=false"], Some(&list));
+    result.map(|()| None)
+}
+
+async fn through_policy(env: &Env, case: &Case, admitted: &Admitted, name: &str) -> Result<()> {
+    let ns = &admitted.ns;
+    let mut pod = case.pod.clone();
+    pod["metadata"]["namespace"] = json!(ns);
+    if let Some(n) = pod["metadata"]["name"].as_str() {
+        pod["metadata"]["name"] = json!(format!("{n}-policy"));
+    }
+    let by_policy = format!("; policy={name}; ");
+    let marked = |a: &Result<Value>| {
+        a.as_ref().is_ok_and(|p| p["metadata"]["annotations"][APPLIED].as_str().is_some_and(|m| m.contains(&by_policy)))
+    };
+    // dry runs until the policy serves the namespace and the webhook skips it
+    let deadline = Instant::now() + PROPAGATION;
+    loop {
+        let answer = env.create_pod(ns, &pod, true).await;
+        if marked(&answer) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("within {PROPAGATION:?} the policy never served the pod; last: {answer:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let calls = env.mutate_calls().await?;
+    let stored = env.create_pod(ns, &pod, false).await.map_err(|e| format!("through the policy: {e}"))?;
+    ensure(env.mutate_calls().await? == calls, || "the webhook was called for the policy's pod".into())?;
+    let names = |p: &Value| {
+        p["metadata"]["annotations"][APPLIED].as_str().and_then(|m| m.split(';').next()).unwrap_or_default().to_owned()
+    };
+    ensure(names(&stored) == names(&admitted.pod), || {
+        format!("applied: webhook {:?}, policy {:?}", names(&admitted.pod), names(&stored))
+    })?;
+    let strip = |p: &Value| {
+        let mut p = p.clone();
+        if let Some(a) = p["metadata"]["annotations"].as_object_mut() {
+            a.remove(APPLIED);
+        }
+        comparable(&p, Some(OVERRIDE))
+    };
+    let mut diffs = Vec::new();
+    differences(&strip(&admitted.pod), &strip(&stored), "", &mut diffs);
+    ensure(diffs.is_empty(), || diffs.join("; ").replace(" / direct ", " / policy "))
 }
 
 async fn not_opted_in(env: &Env) -> Result<()> {
