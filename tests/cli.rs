@@ -820,3 +820,131 @@ fn a_namespace_template_replaces_the_template_in_its_namespace() {
         "{stderr}"
     );
 }
+
+// --- `podtailor policy`: the template and the overrides as admission policies -------------
+
+/// The documents `podtailor policy` printed, each read back as JSON values.
+fn policy_documents(stdout: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(stdout)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{e}\n{stdout}")))
+        .collect()
+}
+
+const POLICY_KINDS: [&str; 4] = [
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+];
+
+#[test]
+fn policy_prints_the_four_objects_for_the_examples() {
+    let (code, stdout, stderr) = output(&mut podtailor(&[
+        "policy",
+        "--template",
+        "examples/template.yaml",
+        "--overrides",
+        "examples/overrides",
+    ]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+    let docs = policy_documents(&stdout);
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap_or_default()).collect();
+    assert_eq!(kinds, POLICY_KINDS);
+    for doc in &docs {
+        assert_eq!(doc["apiVersion"], "admissionregistration.k8s.io/v1", "{doc}");
+        assert_eq!(doc["metadata"]["name"], "podtailor", "{doc}");
+    }
+    let mutating = &docs[0]["spec"];
+    assert_eq!(mutating["reinvocationPolicy"], "Never");
+    let conditions = mutating["matchConditions"].as_array().cloned().unwrap_or_default();
+    assert!(!conditions.is_empty(), "no matchConditions: {mutating}");
+    assert!(
+        conditions.iter().all(|c| c["expression"].as_str().is_some_and(|e| e.contains("'podtailor.dev/override'"))),
+        "every matchCondition tests the opt-in annotation: {conditions:?}"
+    );
+    let mutations = mutating["mutations"].as_array().cloned().unwrap_or_default();
+    assert!(!mutations.is_empty() && mutations.iter().all(|m| m["patchType"] == "JSONPatch"), "{mutations:?}");
+    // the bindings bind their own policy
+    assert_eq!(docs[1]["spec"]["policyName"], "podtailor");
+    assert_eq!(docs[3]["spec"]["policyName"], "podtailor");
+}
+
+#[test]
+fn policy_names_all_four_objects_after_name() {
+    let (code, stdout, stderr) = output(&mut podtailor(&[
+        "policy",
+        "--template",
+        "examples/template.yaml",
+        "--overrides",
+        "examples/overrides",
+        "--name",
+        "other",
+    ]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let docs = policy_documents(&stdout);
+    assert_eq!(docs.len(), 4);
+    for doc in &docs {
+        assert_eq!(doc["metadata"]["name"], "other", "{doc}");
+    }
+    assert_eq!(docs[1]["spec"]["policyName"], "other");
+    assert_eq!(docs[3]["spec"]["policyName"], "other");
+}
+
+/// A refusal: exit 1, one line on stderr (no backtrace, even when one is asked for), nothing on
+/// stdout, naming what is refused.
+fn assert_policy_refusal(out: (Option<i32>, String, String), wants: &[&str]) {
+    let (code, stdout, stderr) = out;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line expected: {stderr}");
+    assert!(stderr.starts_with("podtailor policy: "), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    for want in wants {
+        assert!(stderr.contains(want), "{want:?} not in: {stderr}");
+    }
+    assert_eq!(stdout, "");
+}
+
+#[test]
+fn policy_refuses_a_template_with_a_priority_class() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let template = dir.path().join("template.yaml");
+    std::fs::write(
+        &template,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: placeholder}\nspec: {priorityClassName: high, containers: [{name: base, image: i:1}]}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t = template.display().to_string();
+    let out = output(podtailor(&["policy", "--template", &t]).env("RUST_BACKTRACE", "1"));
+    assert_policy_refusal(out, &["podtailor policy: template: spec.priorityClassName: "]);
+}
+
+#[test]
+fn policy_refuses_an_override_with_tolerations() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("o.yaml"),
+        over("{pod: {spec: {tolerations: [{key: dedicated, operator: Exists, effect: NoSchedule}]}}}"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path().display().to_string();
+    let out = output(
+        podtailor(&["policy", "--template", "examples/template.yaml", "--overrides", &d]).env("RUST_BACKTRACE", "1"),
+    );
+    assert_policy_refusal(out, &["PodOverride \"o\" in namespace \"ns\": spec.tolerations: "]);
+}
+
+#[test]
+fn policy_names_a_template_it_cannot_read() {
+    let out =
+        output(&mut podtailor(&["policy", "--template", "examples/nope.yaml", "--overrides", "examples/overrides"]));
+    assert_policy_refusal(out, &["examples/nope.yaml: No such file or directory"]);
+    let out =
+        output(&mut podtailor(&["policy", "--template", "examples/template.yaml", "--overrides", "examples/nope"]));
+    assert_policy_refusal(out, &["examples/nope: No such file or directory"]);
+    // without --template at all: a usage error naming the flag
+    let (code, _, stderr) = output(&mut podtailor(&["policy", "--overrides", "examples/overrides"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--template <FILE>"), "{stderr}");
+}
