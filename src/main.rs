@@ -50,8 +50,9 @@ enum Command {
     /// policy could not do as the webhook does (priorityClassName, tolerations, envFrom in an
     /// override, {{namespace}}, ...) is refused, naming the field (docs/policy.md).
     ///
-    /// Experimental: the generated policies have not yet been checked in an API server, nor
-    /// proven equal to the webhook (docs/policy.md, Not done); do not rely on them yet.
+    /// Experimental: proven equal to the webhook on kube-apiserver 1.37.2 for the render
+    /// corpus it accepts, but without --cluster or a measure of its CEL cost yet
+    /// (docs/policy.md).
     ///
     /// Exit codes: 0 done, 1 refused or a problem with the configuration, 2 usage.
     Policy(PolicyArgs),

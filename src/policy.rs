@@ -46,17 +46,20 @@ pub struct Refusal {
 
 /// Runs `policy` and returns the YAML to print.
 pub fn run(args: &PolicyArgs) -> Result<String, String> {
-    let template = store::files::load_template(&args.template).map_err(|e| e.to_string())?;
-    let overrides = match &args.overrides {
-        Some(dir) => store::files::load_overrides(dir).map_err(|e| e.to_string())?,
-        None => store::Overrides::default(),
-    };
+    let config = store::files::load_flags(store::files::Flags {
+        template: &args.template,
+        overrides: args.overrides.as_deref(),
+        namespace_templates: None,
+        namespace_template_name: "",
+    })
+    .map_err(|e| e.to_string())?;
+    let (template, overrides) = (&config.template, &config.overrides);
     let mut loaded: Vec<(Option<String>, &Override)> =
         overrides.iter().map(|l| (l.namespace.clone(), l.r#override.as_ref())).collect();
     // namespaced before global (a namespace's own wins), then by namespace and name
     loaded.sort_by(|a, b| (a.0.is_none(), &a.0, &a.1.name).cmp(&(b.0.is_none(), &b.0, &b.1.name)));
     let positions = args.positions.unwrap_or(loaded.len().min(5));
-    let objects = generate(&template, &loaded, positions, &args.name).map_err(|r| r.to_string())?;
+    let objects = generate(template, &loaded, positions, &args.name).map_err(|r| r.to_string())?;
     let mut out = String::new();
     for o in objects {
         out.push_str("---\n");

@@ -939,10 +939,10 @@ fn policy_refuses_an_override_with_tolerations() {
 fn policy_names_a_template_it_cannot_read() {
     let out =
         output(&mut podtailor(&["policy", "--template", "examples/nope.yaml", "--overrides", "examples/overrides"]));
-    assert_policy_refusal(out, &["examples/nope.yaml: No such file or directory"]);
+    assert_policy_refusal(out, &["--template examples/nope.yaml: No such file or directory"]);
     let out =
         output(&mut podtailor(&["policy", "--template", "examples/template.yaml", "--overrides", "examples/nope"]));
-    assert_policy_refusal(out, &["examples/nope: No such file or directory"]);
+    assert_policy_refusal(out, &["--overrides examples/nope: No such file or directory"]);
     // without --template at all: a usage error naming the flag
     let (code, _, stderr) = output(&mut podtailor(&["policy", "--overrides", "examples/overrides"]));
     assert_eq!(code, Some(2), "{stderr}");
