@@ -121,3 +121,22 @@ fn a_container_that_came_without_its_pull_policy_does_not_gain_it_on_a_second_pa
     let body = include_bytes!("../fuzz/findings/mutate_body-a-container-defaulted-in-part.json");
     assert_eq!(checks::answer(&checks::EXAMPLES, body, Hook::Mutate), Ok(()));
 }
+
+/// Finding (merge): a number in the template that serde_json's fast float parser reads one
+/// unit in the last place off (8.665336675761172e+127): the patch, written as text and read
+/// back, gave 8.66533667576117e+127 where the desired pod had the template's value. Numbers
+/// are now read exactly (serde_json's `float_roundtrip`).
+#[test]
+fn a_float_in_the_template_reaches_the_pod_unchanged() {
+    use std::sync::Arc;
+    let template = podtailor::merge::Template::new(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {}, "spec": {"restartPolicy": "~0", "automountServiceAccountToken": true,
+        "dnsPolicy": 8.665336675761172e+127}}));
+    let config = podtailor::store::Config::new(Arc::new(template), podtailor::store::Overrides::default());
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "other", "name": "task-1",
+        "annotations": {"podtailor.dev/override": ""}}, "spec": {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
+        "schedulerName": "default-scheduler", "terminationGracePeriodSeconds": 30, "securityContext": {},
+        "serviceAccountName": "default", "enableServiceLinks": true, "priority": 0,
+        "preemptionPolicy": "PreemptLowerPriority"}});
+    assert_eq!(checks::merge(&config, "other", &pod), Ok(()));
+}
