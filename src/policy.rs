@@ -98,11 +98,7 @@ pub fn generate(
     let mut hasher = Sha256::new();
     hasher.update(crate::merge::canonical_text(template.pod()));
     for (ns, o) in overrides {
-        let layer = format!(
-            "PodOverride {:?}{}",
-            o.name,
-            ns.as_ref().map(|n| format!(" in namespace {n:?}")).unwrap_or_default()
-        );
+        let layer = layer_of(ns.as_deref(), o);
         hasher.update(format!("{ns:?}/{}", o.name));
         hasher.update(serde_json::to_string(o.spec()).unwrap_or_default());
         if let Some(fragment) = &o.spec().pod {
@@ -142,11 +138,7 @@ pub fn generate(
         for k in res.limits.iter().flat_map(|l| l.keys()) {
             if template_limits_only.contains(k) && !res.requests.as_ref().is_some_and(|r| r.contains_key(k)) {
                 return Err(refuse(
-                    &format!(
-                        "PodOverride {:?}{}",
-                        o.name,
-                        ns.as_ref().map(|n| format!(" in namespace {n:?}")).unwrap_or_default()
-                    ),
+                    &layer_of(ns.as_deref(), o),
                     &format!("spec.resources.limits.{k}"),
                     "the template's limit without a request becomes the request (API defaulting between mutations) before this limit replaces it; give the template or the override a request",
                 ));
@@ -206,6 +198,12 @@ pub fn generate(
         )
     )));
     Ok(objects(name, mutations, validations(overrides, positions)))
+}
+
+/// How a refusal names an override: `PodOverride "name"`, with its namespace if it has one.
+fn layer_of(ns: Option<&str>, o: &Override) -> String {
+    let ns = ns.map(|n| format!(" in namespace {n:?}")).unwrap_or_default();
+    format!("PodOverride {:?}{ns}", o.name)
 }
 
 /// The lists the policy cannot merge as the engine does, and the values it cannot write.
