@@ -24,8 +24,19 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "FILE", env = "PODTAILOR_TEMPLATE")]
     pub template: PathBuf,
     /// A directory of PodOverride files (*.yaml, *.yml, *.json), compiled into the policy.
-    #[arg(long, value_name = "DIR", env = "PODTAILOR_OVERRIDES")]
+    #[arg(long, value_name = "DIR", env = "PODTAILOR_OVERRIDES", conflicts_with = "cluster")]
     pub overrides: Option<PathBuf>,
+    /// Compile the PodOverrides of every namespace of the cluster instead, listed once through
+    /// KUBECONFIG (or ~/.kube/config, or the pod's service account). An object that does not
+    /// load is left out with a warning: pods naming it are denied, as the webhook denies them.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Only these namespaces (repeatable): their PodOverrides (and those of files without a
+    /// namespace) are compiled, and the policies match their pods alone, so that a cluster can
+    /// serve some namespaces by policy and the others by the webhook. Default: every namespace
+    /// but kube-system and podtailor-system.
+    #[arg(long = "namespace", short = 'n', value_name = "NS", value_parser = namespace_name)]
+    pub namespaces: Vec<String>,
     /// How many overrides a pod may name (positions of the annotation); default: as many as
     /// there are overrides, at most 5. A pod naming more is denied.
     #[arg(long, value_name = "N")]
@@ -33,6 +44,10 @@ pub struct PolicyArgs {
     /// The name of the policies and their bindings.
     #[arg(long, value_name = "NAME", default_value = "podtailor")]
     pub name: String,
+}
+
+fn namespace_name(s: &str) -> Result<String, String> {
+    crate::validate::dns_label(s).map(|()| s.to_owned()).map_err(|why| format!("not a namespace name: {why}"))
 }
 
 /// Why the generator refuses: the layer (template or override), the field and why.
@@ -53,19 +68,55 @@ pub fn run(args: &PolicyArgs) -> Result<String, String> {
         namespace_template_name: "",
     })
     .map_err(|e| e.to_string())?;
-    let (template, overrides) = (&config.template, &config.overrides);
+    let from_cluster = if args.cluster { from_cluster()? } else { Vec::new() };
+    let template = &config.template;
     let mut loaded: Vec<(Option<String>, &Override)> =
-        overrides.iter().map(|l| (l.namespace.clone(), l.r#override.as_ref())).collect();
+        config.overrides.iter().chain(&from_cluster).map(|l| (l.namespace.clone(), l.r#override.as_ref())).collect();
+    if !args.namespaces.is_empty() {
+        loaded.retain(|(ns, _)| ns.as_ref().is_none_or(|ns| args.namespaces.contains(ns)));
+    }
     // namespaced before global (a namespace's own wins), then by namespace and name
     loaded.sort_by(|a, b| (a.0.is_none(), &a.0, &a.1.name).cmp(&(b.0.is_none(), &b.0, &b.1.name)));
     let positions = args.positions.unwrap_or(loaded.len().min(5));
-    let objects = generate(template, &loaded, positions, &args.name).map_err(|r| r.to_string())?;
+    let mut objects = generate(template, &loaded, positions, &args.name).map_err(|r| r.to_string())?;
+    if !args.namespaces.is_empty() {
+        let only = json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": args.namespaces});
+        for o in &mut objects {
+            if let Some(Value::Array(list)) = o.pointer_mut("/spec/matchConstraints/namespaceSelector/matchExpressions")
+            {
+                list.push(only.clone());
+            }
+        }
+    }
     let mut out = String::new();
     for o in objects {
         out.push_str("---\n");
         out.push_str(&crate::yaml::to_string(&o).map_err(|e| e.to_string())?);
     }
     Ok(out)
+}
+
+/// The cluster's PodOverrides (`--cluster`), listed once; those that do not load are named on
+/// stderr and left out.
+fn from_cluster() -> Result<Vec<store::Loaded>, String> {
+    crate::tls::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("--cluster: cannot start the client's runtime: {e}"))?;
+    runtime.block_on(async {
+        let config = kube::Config::infer().await.map_err(|e| {
+            format!("--cluster: cannot configure a Kubernetes client (KUBECONFIG, ~/.kube/config or a pod's service account): {e}")
+        })?;
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config)
+            .map_err(|e| format!("--cluster: cannot make a Kubernetes client for {server}: {e}"))?;
+        let (loaded, bad) = store::cluster::list_once(client).await.map_err(|e| format!("--cluster ({server}): {e}"))?;
+        for b in bad {
+            eprintln!("podtailor policy: warning: PodOverride {b}; left out (pods naming it are denied)");
+        }
+        Ok(loaded)
+    })
 }
 
 const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -197,7 +248,60 @@ pub fn generate(
             Some(&format!("'overrides=' + {NAMES}.join(',') + '; policy={name}; config=sha256:{hash}'"))
         )
     )));
-    Ok(objects(name, mutations, validations(overrides, positions)))
+    let mut rules = validations(overrides, positions);
+    rules.extend(limits_alone(&pod, overrides));
+    Ok(objects(name, mutations, rules))
+}
+
+/// Rules denying a pod that names two overrides which each give the same container a limit
+/// without its request, for a resource the template does not request: the API server defaults
+/// the request from the first limit between the two mutations, so the second limit would leave
+/// it (through the webhook, the request defaults from the final limit). Generating the policy
+/// is not refused for a pair that may never be named together.
+fn limits_alone(template: &Map<String, Value>, overrides: &[(Option<String>, &Override)]) -> Vec<Value> {
+    let containers: Vec<&Value> = template
+        .get("spec")
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let requested =
+        |k: &str| !containers.is_empty() && containers.iter().all(|c| c["resources"]["requests"].get(k).is_some());
+    let alone = |o: &Override| -> Vec<String> {
+        let Some(res) = &o.spec().resources else { return Vec::new() };
+        res.limits
+            .iter()
+            .flat_map(|l| l.keys())
+            .filter(|k| !res.requests.as_ref().is_some_and(|r| r.contains_key(*k)) && !requested(k))
+            .cloned()
+            .collect()
+    };
+    let mut rules = Vec::new();
+    for (i, (ns_a, a)) in overrides.iter().enumerate() {
+        for (ns_b, b) in &overrides[i + 1..] {
+            let guard = match (ns_a, ns_b) {
+                (Some(x), Some(y)) if x != y => continue,
+                (Some(n), _) | (_, Some(n)) => format!(" && request.namespace == {}", q(n)),
+                (None, None) => String::new(),
+            };
+            if let (Some(x), Some(y)) = (&a.spec().container, &b.spec().container)
+                && x != y
+            {
+                continue;
+            }
+            let (la, lb) = (alone(a), alone(b));
+            let Some(k) = la.iter().find(|k| lb.contains(k)) else { continue };
+            rules.push(json!({
+                "expression": format!("!({} in {NAMES} && {} in {NAMES}{guard})", q(&a.name), q(&b.name)),
+                "message": format!(
+                    "podtailor: PodOverrides {:?} and {:?} both give limits.{k} without a request: in policy mode the first limit would stay the request (API defaulting between mutations); give a request in one of them, or use the webhook",
+                    a.name, b.name
+                ),
+            }));
+        }
+    }
+    rules
 }
 
 /// How a refusal names an override: `PodOverride "name"`, with its namespace if it has one.
@@ -872,6 +976,41 @@ mod tests {
             assert!(r.is_some_and(|r| !r.why.is_empty()));
         }
         assert!(refusal(base(), Some(json!({"resources": {"limits": {"cpu": "1"}}}))).is_none());
+    }
+
+    #[test]
+    fn a_pod_naming_two_overrides_that_each_give_a_limit_alone_is_denied() {
+        let (small, big) = (
+            over("small", json!({"resources": {"limits": {"memory": "1Gi"}}})),
+            over("big", json!({"resources": {"limits": {"memory": "2Gi", "cpu": "1"}}})),
+        );
+        let rules = |t: Value, list: &[(Option<String>, &Override)]| -> Vec<String> {
+            let objects = generate(&template(t), list, 2, "podtailor").unwrap_or_default();
+            objects[2]["spec"]["validations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v["message"].as_str())
+                .filter(|m| m.contains("without a request"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let found = rules(base(), &[(None, &small), (None, &big)]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("\"small\" and \"big\" both give limits.memory"), "{found:?}");
+        // the template requests memory: the request stays the template's either way
+        let requested = json!({"spec": {"containers": [{"name": "base", "image": "busybox:1",
+            "resources": {"requests": {"memory": "512Mi"}}}]}});
+        assert!(rules(requested, &[(None, &small), (None, &big)]).is_empty());
+        // never together: other namespaces, or other containers
+        assert!(rules(base(), &[(Some("a".into()), &small), (Some("b".into()), &big)]).is_empty());
+        let side = over("side", json!({"container": "side", "resources": {"limits": {"memory": "1Gi"}}}));
+        let main = over("main", json!({"container": "base", "resources": {"limits": {"memory": "1Gi"}}}));
+        assert!(rules(base(), &[(None, &side), (None, &main)]).is_empty());
+        // a request in one of them settles it
+        let with_request =
+            over("req", json!({"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}}}));
+        assert!(rules(base(), &[(None, &small), (None, &with_request)]).is_empty());
     }
 
     #[test]

@@ -948,3 +948,70 @@ fn policy_names_a_template_it_cannot_read() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--template <FILE>"), "{stderr}");
 }
+
+#[test]
+fn policy_for_some_namespaces_compiles_their_overrides_and_matches_their_pods_alone() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for (file, meta) in [
+        ("a.yaml", "{name: mine, namespace: team-a}"),
+        ("b.yaml", "{name: theirs, namespace: team-b}"),
+        ("all.yaml", "{name: everyone}"),
+    ] {
+        let text = format!(
+            "apiVersion: podtailor.dev/v1alpha1\nkind: PodOverride\nmetadata: {meta}\nspec: {{pod: {{spec: {{nodeSelector: {{pool: p}}}}}}}}\n"
+        );
+        std::fs::write(dir.path().join(file), text).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let d = dir.path().display().to_string();
+    let (code, stdout, stderr) = output(&mut podtailor(&[
+        "policy",
+        "--template",
+        "examples/template.yaml",
+        "--overrides",
+        &d,
+        "--namespace",
+        "team-a",
+    ]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let docs = policy_documents(&stdout);
+    let known = docs[2]["spec"]["validations"][0]["expression"].as_str().unwrap_or_default();
+    assert!(known.contains("\"mine\"") && known.contains("\"everyone\""), "{known}");
+    assert!(!known.contains("\"theirs\"") && !stdout.contains("team-b"), "team-b's override compiled: {known}");
+    let only = json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a"]});
+    for doc in [&docs[0], &docs[2]] {
+        let selector = &doc["spec"]["matchConstraints"]["namespaceSelector"]["matchExpressions"];
+        assert!(selector.as_array().is_some_and(|l| l.contains(&only)), "{selector}");
+    }
+    // without --namespace: every namespace's override, no In
+    let (code, stdout, stderr) =
+        output(&mut podtailor(&["policy", "--template", "examples/template.yaml", "--overrides", &d]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("theirs") && !stdout.contains("operator: In"), "{stdout}");
+    // a name that cannot be a namespace is a usage error
+    let (code, _, stderr) = output(&mut podtailor(&["policy", "--template", "examples/template.yaml", "-n", "Team_A"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("'Team_A'") && stderr.contains("not a namespace name"), "{stderr}");
+}
+
+#[test]
+fn policy_cluster_without_a_cluster_says_so_and_takes_no_overrides_dir() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let missing = dir.path().join("no-kubeconfig");
+    let out = output(
+        podtailor(&["policy", "--template", "examples/template.yaml", "--cluster"])
+            .env("KUBECONFIG", &missing)
+            .env("HOME", dir.path())
+            .env_remove("KUBERNETES_SERVICE_HOST"),
+    );
+    assert_policy_refusal(out, &["podtailor policy: --cluster: cannot configure a Kubernetes client"]);
+    let (code, _, stderr) = output(&mut podtailor(&[
+        "policy",
+        "--template",
+        "examples/template.yaml",
+        "--cluster",
+        "--overrides",
+        "examples/overrides",
+    ]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}

@@ -167,6 +167,30 @@ fn load(object: &DynamicObject) -> Result<Loaded, String> {
     check_override(doc, &format!("the cluster ({namespace}/{name})")).map_err(|r| r.reason)
 }
 
+/// Every PodOverride of the cluster, listed once (`podtailor policy --cluster`): those that
+/// load, and `namespace/name: reason` for each that does not.
+pub async fn list_once(client: kube::Client) -> Result<(Vec<Loaded>, Vec<String>), String> {
+    let api = Api::<DynamicObject>::all_with(client, &resource());
+    let list = api.list(&kube::api::ListParams::default()).await.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 404 => {
+            "the API server does not serve podoverrides.podtailor.dev: is the CRD installed (podtailor crd | kubectl apply -f -)?".to_owned()
+        }
+        e => format!("cannot list the PodOverrides: {e}"),
+    })?;
+    let (mut loaded, mut bad) = (Vec::new(), Vec::new());
+    for object in &list.items {
+        match load(object) {
+            Ok(l) => loaded.push(l),
+            Err(why) => bad.push(format!(
+                "{}/{}: {why}",
+                object.metadata.namespace.as_deref().unwrap_or_default(),
+                object.metadata.name.as_deref().unwrap_or_default()
+            )),
+        }
+    }
+    Ok((loaded, bad))
+}
+
 /// Follows the PodOverrides of every namespace into `state` until `stop`. Marks the state
 /// ready after the first full list. On API errors the watcher backs off and relists, and the
 /// last known set keeps serving meanwhile. Each object's status is written as it goes, through
