@@ -16,7 +16,7 @@ EXAMPLES := --template examples/template.yaml --overrides examples/overrides
 # the binary use it, so `make test` compiles the crate graph once.
 TEST_BUILD := $(CARGO) test --locked --no-run --quiet
 
-.PHONY: all build run render certs image deploy undeploy e2e e2e-local e2e-build shellcheck crd crd-check manifests-test docs-test test fmt-check clippy unit oracle venv bench bench-load fuzz fuzz-smoke fuzz-build mutants bench-cluster envtest envtest-bin helm-bin clean
+.PHONY: all build run render certs image deploy undeploy e2e e2e-local e2e-build shellcheck crd crd-check manifests-test docs-test test fmt-check clippy go-vet unit oracle venv bench bench-load fuzz fuzz-smoke fuzz-build mutants bench-cluster envtest envtest-bin helm-bin clean
 
 all: build
 
@@ -69,7 +69,7 @@ undeploy:
 ## The whole test suite: format, lints, Rust tests, the committed CRD, the install manifests,
 ## the documentation's console blocks, independent oracles, a few seconds of each fuzz target,
 ## and the control-plane tier (a real kube-apiserver and etcd).
-test: fmt-check clippy envtest-bin unit crd-check manifests-test docs-test shellcheck oracle fuzz-smoke envtest
+test: fmt-check clippy envtest-bin go-vet unit crd-check manifests-test docs-test shellcheck oracle fuzz-smoke envtest
 
 ## kube-apiserver, kubectl and etcd built from Go modules (tests/envtest/go.mod) into
 ## target/envtest/bin; nothing is built where KUBEBUILDER_ASSETS names binaries of your own.
@@ -137,8 +137,18 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --all --manifest-path fuzz/Cargo.toml -- --check
 
+# tests/envtest.rs is `test = false` (make envtest runs it), so --all-targets leaves it out
 clippy:
 	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
+	$(CARGO) clippy --locked --test envtest --all-features -- -D warnings
+
+## gofmt and go vet on the project's Go code (tests/envtest: the etcd wrapper, policycost);
+## says so and checks nothing where Go is not installed.
+go-vet:
+	@if ! command -v go >/dev/null; then echo "go-vet: Go is not installed; nothing checked"; exit 0; fi; \
+	cd tests/envtest && unformatted=$$(gofmt -l etcd policycost tools.go) && \
+	if [ -n "$$unformatted" ]; then echo "go-vet: gofmt would change: $$unformatted"; exit 1; fi && \
+	go vet ./etcd ./policycost
 
 # tests/server.rs runs httpx from the venv
 unit: venv

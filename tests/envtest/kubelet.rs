@@ -1,7 +1,8 @@
 //! What the control-plane tier plays itself, because no node runs here: a kubelet stand-in
 //! (a registered Node whose pods it binds and whose `pods/status` it writes, and a server for
 //! `/containerLogs/...` on the Node's port, so that the API server proxies `pods/log` for real),
-//! and a later mutating webhook of the test's own (for reinvocation).
+//! a later mutating webhook of the test's own (for reinvocation), and a webhook that records
+//! the pods it is sent (the pod as admission policies see it).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +24,7 @@ use super::controlplane::{Ca, Pair, Result, b64};
 
 pub const NODE: &str = "envtest-node";
 pub const LATER_WEBHOOK: &str = "zz-envtest-later";
+pub const CAPTURE_WEBHOOK: &str = "zz-envtest-capture";
 
 /// Serves `router` over TLS on a free loopback port: (port, task).
 async fn serve_tls(pair: &Pair, router: axum::Router) -> Result<(u16, JoinHandle<()>)> {
@@ -296,6 +298,65 @@ impl LaterWebhook {
 }
 
 impl Drop for LaterWebhook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A mutating webhook that changes nothing and records the last pod it was sent, by
+/// namespace: the pod as the API server hands it to admission (defaulted, after the built-in
+/// plugins), which is what an admission policy sees too.
+pub struct CaptureWebhook {
+    port: u16,
+    ca_pem: String,
+    seen: Arc<Mutex<HashMap<String, Value>>>,
+    task: JoinHandle<()>,
+}
+
+async fn capture(State(seen): State<Arc<Mutex<HashMap<String, Value>>>>, Json(review): Json<Value>) -> Json<Value> {
+    let request = &review["request"];
+    if let (Some(ns), Ok(mut seen)) = (request["namespace"].as_str(), seen.lock()) {
+        seen.insert(ns.to_owned(), request["object"].clone());
+    }
+    Json(json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "response": {"uid": request["uid"], "allowed": true},
+    }))
+}
+
+impl CaptureWebhook {
+    pub async fn start() -> Result<CaptureWebhook> {
+        let ca = Ca::new("envtest capture-webhook CA")?;
+        let pair = ca.serving("capture", &["127.0.0.1"])?;
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let router = axum::Router::new().route("/mutate", post(capture)).with_state(seen.clone());
+        let (port, task) = serve_tls(&pair, router).await?;
+        Ok(CaptureWebhook { port, ca_pem: ca.pem, seen, task })
+    }
+
+    /// Its configuration: pods created in the namespaces labelled `label`.
+    pub fn configuration(&self, label: &str) -> Value {
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": CAPTURE_WEBHOOK},
+            "webhooks": [{
+                "name": "capture.envtest.podtailor.dev",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {"url": format!("https://127.0.0.1:{}/mutate", self.port), "caBundle": b64(&self.ca_pem)},
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]}],
+                "namespaceSelector": {"matchExpressions": [{"key": label, "operator": "Exists"}]},
+                "failurePolicy": "Fail", "sideEffects": "None", "reinvocationPolicy": "Never", "timeoutSeconds": 5,
+            }],
+        })
+    }
+
+    /// The last pod sent from `ns`, taken (the next one is recorded afresh).
+    pub fn take(&self, ns: &str) -> Option<Value> {
+        self.seen.lock().ok()?.remove(ns)
+    }
+}
+
+impl Drop for CaptureWebhook {
     fn drop(&mut self) {
         self.task.abort();
     }

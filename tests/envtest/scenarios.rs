@@ -29,11 +29,12 @@ const PROPAGATION: Duration = Duration::from_secs(5);
 type Scenario = for<'a> fn(&'a Env) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
 /// Every scenario, by name, in the order they run.
-const SCENARIOS: [(&str, Scenario); 18] = [
+const SCENARIOS: [(&str, Scenario); 19] = [
     ("seed_through_kubectl_and_launch", |env| Box::pin(seed(env))),
     (AIRFLOW_SCENARIO, |env| Box::pin(airflow(env))),
     ("render_corpus_equals_the_api_servers_own_defaulting", |env| Box::pin(corpus(env))),
     ("policy_mode_stores_every_case_it_accepts_as_the_webhook_does", |env| Box::pin(policy_corpus(env))),
+    ("policy_mode_from_the_cluster_serves_the_seed_pod_and_the_launcher", |env| Box::pin(policy_seed(env))),
     ("not_opted_in_is_stored_as_submitted_and_never_reaches_the_webhook", |env| Box::pin(not_opted_in(env))),
     ("missing_override_is_denied_naming_it_and_the_namespace", |env| Box::pin(missing_override(env))),
     ("invalid_podoverrides_are_refused_by_the_schema_and_by_validate", |env| Box::pin(invalid_overrides(env))),
@@ -760,6 +761,12 @@ fn five_stacked() -> Result<Case> {
 /// namespace: the policy mode accepts the case and stores the same pod, or refuses it with
 /// exit 1 naming the field.
 async fn policy_corpus(env: &Env) -> Result<()> {
+    skipping_webhook(env, policy_cases(env)).await
+}
+
+/// Runs `inner` with the webhook told to skip the namespaces labelled [`NO_WEBHOOK`] (an
+/// expression added to its namespaceSelector, removed after).
+async fn skipping_webhook<T>(env: &Env, inner: impl Future<Output = Result<T>>) -> Result<T> {
     let skip = json!([{"op": "add", "path": "/webhooks/0/namespaceSelector/matchExpressions/-",
         "value": {"key": NO_WEBHOOK, "operator": "DoesNotExist"}}]);
     let out = env.kubectl(
@@ -767,7 +774,7 @@ async fn policy_corpus(env: &Env) -> Result<()> {
         None,
     )?;
     ensure(out.status.success(), || format!("patch the webhook: {}", String::from_utf8_lossy(&out.stderr)))?;
-    let result = policy_cases(env).await;
+    let result = inner.await;
     let restore = json!([
         {"op": "test", "path": "/webhooks/0/namespaceSelector/matchExpressions/1/key", "value": NO_WEBHOOK},
         {"op": "remove", "path": "/webhooks/0/namespaceSelector/matchExpressions/1"}
@@ -781,6 +788,16 @@ async fn policy_corpus(env: &Env) -> Result<()> {
 }
 
 async fn policy_cases(env: &Env) -> Result<()> {
+    // what each case's pod looks like to the policy, recorded by a webhook of the test's own
+    let capture = kubelet::CaptureWebhook::start().await?;
+    let out = env.kubectl(&["apply", "-f", "-"], Some(&capture.configuration(NO_WEBHOOK).to_string()))?;
+    ensure(out.status.success(), || format!("the capture webhook: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let result = policy_cases_with(env, &capture).await;
+    let _ = env.kubectl(&["delete", "mutatingwebhookconfiguration", kubelet::CAPTURE_WEBHOOK], None);
+    result
+}
+
+async fn policy_cases_with(env: &Env, capture: &kubelet::CaptureWebhook) -> Result<()> {
     let mut cases = corpus_cases()?;
     cases.push(five_stacked()?);
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -788,9 +805,9 @@ async fn policy_cases(env: &Env) -> Result<()> {
     let original = std::fs::read(&template_file).map_err(|e| e.to_string())?;
     let (mut accepted, mut refused, mut failures) = (Vec::new(), Vec::new(), Vec::new());
     for (i, case) in cases.iter().enumerate() {
-        match policy_case(env, case, i, work.path(), &template_file).await {
-            Ok(None) => accepted.push(case.name.clone()),
-            Ok(Some(why)) => refused.push(format!("{}: {why}", case.name)),
+        match policy_case(env, capture, case, i, work.path(), &template_file, &mut refused).await {
+            Ok(Some(cost)) => accepted.push((case.name.clone(), cost)),
+            Ok(None) => {}
             Err(e) => failures.push(format!("{}: {e}", case.name)),
         }
     }
@@ -799,6 +816,27 @@ async fn policy_cases(env: &Env) -> Result<()> {
     for r in &refused {
         eprintln!("    refused {r}");
     }
+    // the CEL cost, measured with the API server's evaluator on each case's pod
+    if let Some((name, cost)) = accepted.iter().max_by_key(|(_, c)| c.max()) {
+        eprintln!(
+            "  CEL cost: the costliest expression of any case {} ({name}) of the {PER_CALL_LIMIT} an expression may cost",
+            cost.max()
+        );
+    }
+    if let Some((_, cost)) = accepted.iter().find(|(n, _)| n.starts_with("five-stacked")) {
+        eprintln!(
+            "  CEL cost, five stacked overrides on the example template: {} mutations costing {:?} (sum {}, costliest {}), validations {}",
+            cost.mutations.len(),
+            cost.mutations,
+            cost.mutations.iter().sum::<i64>(),
+            cost.mutations.iter().max().unwrap_or(&0),
+            cost.validations
+        );
+    }
+    let over: Vec<String> =
+        accepted.iter().filter(|(_, c)| c.max() >= PER_CALL_LIMIT).map(|(n, c)| format!("{n}: {}", c.max())).collect();
+    ensure(over.is_empty(), || format!("admitted although an expression costs over the limit: {over:?}"))?;
+    let accepted: Vec<String> = accepted.into_iter().map(|(n, _)| n).collect();
     ensure(failures.is_empty(), || {
         format!("{} of {} cases failed in policy mode:\n{}", failures.len(), cases.len(), failures.join("\n"))
     })?;
@@ -808,11 +846,106 @@ async fn policy_cases(env: &Env) -> Result<()> {
     })
 }
 
+/// The policy mode in place of the webhook for one namespace, from the cluster: `podtailor
+/// policy --cluster -n NS` compiles the seed's PodOverrides as listed from the API server; the
+/// seed pod is stored as the seed scenario wants it, a pod naming an unknown override is
+/// denied naming it, and `podtailor launch` runs a task to completion; the webhook is never
+/// called.
+async fn policy_seed(env: &Env) -> Result<()> {
+    let ns = env.namespace("policy-seed").await?;
+    env.example_overrides(&ns).await?;
+    let out = env.kubectl(&["label", "namespace", &ns, &format!("{NO_WEBHOOK}=true")], None)?;
+    ensure(out.status.success(), || format!("label {ns}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let template = env.webhook.lock().await.template.to_string_lossy().into_owned();
+    let name = "podtailor-seed";
+    let out = env.podtailor(&["policy", "--template", &template, "--cluster", "-n", &ns, "--name", name])?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure(out.status.success(), || format!("policy --cluster: {}", String::from_utf8_lossy(&out.stderr)))?;
+    // the validating policy knows the namespace's two overrides, read from the cluster
+    let mut known = String::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let o: Value = serde::Deserialize::deserialize(doc).map_err(|e| format!("policy's YAML: {e}"))?;
+        if o["kind"] == "ValidatingAdmissionPolicy" {
+            known = o["spec"]["validations"][0]["expression"].as_str().unwrap_or_default().to_owned();
+        }
+    }
+    let names = format!("request.namespace == {ns:?} ? [\"resource-requirements\", \"secret-env\"]");
+    ensure(known.contains(&names), || format!("policy --cluster -n {ns}: the overrides it knows: {known}"))?;
+    let out = env.kubectl(&["apply", "-f", "-"], Some(&text))?;
+    ensure(out.status.success(), || format!("apply the policy: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let result = skipping_webhook(env, policy_seed_in(env, &ns, name)).await;
+    let _ = env.kubectl(&["delete", "-f", "-", "--wait=false"], Some(&text));
+    result
+}
+
+async fn policy_seed_in(env: &Env, ns: &str, name: &str) -> Result<()> {
+    let calls = env.mutate_calls().await?;
+    let by_policy = format!("; policy={name}; ");
+    let stored = env
+        .create_when(ns, &example_pod(ns)?, |a| {
+            a.as_ref()
+                .is_ok_and(|p| p["metadata"]["annotations"][APPLIED].as_str().is_some_and(|m| m.contains(&by_policy)))
+        })
+        .await?;
+    check_seed_pod(&stored).map_err(|e| format!("the seed pod through the policy: {e}"))?;
+    let mut unknown = example_pod(ns)?;
+    unknown["metadata"]["annotations"][OVERRIDE] = json!("resource-requirements,no-such-override");
+    let denied = env.create_pod(ns, &unknown, true).await;
+    ensure(denied.as_ref().is_err_and(|e| e.contains("\"no-such-override\" not found in namespace")), || {
+        format!("a pod naming an unknown override: {denied:?}")
+    })?;
+    let out = env.podtailor(&[
+        "launch",
+        "-n",
+        ns,
+        "--override",
+        "resource-requirements,secret-env",
+        "--detach",
+        "--",
+        "airflow",
+        "version",
+    ])?;
+    ensure(out.status.success(), || format!("launch --detach: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let launched = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let pod =
+        serde_json::to_value(env.pods(ns).get(&launched).await.map_err(|e| format!("launched pod {launched}: {e}"))?)
+            .map_err(|e| e.to_string())?;
+    check_seed_pod(&pod).map_err(|e| format!("the pod launch created through the policy: {e}"))?;
+    env.kubelet.serve_namespace(ns).await;
+    let out = env.podtailor(&[
+        "launch",
+        "-n",
+        ns,
+        "--override",
+        "resource-requirements,secret-env",
+        "--image",
+        "busybox:1.36",
+        "--",
+        "sh",
+        "-c",
+        "echo hello through the policy",
+    ])?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure(out.status.code() == Some(0) && stdout.contains("hello through the policy"), || {
+        format!("a task launched through the policy: exit {:?}: {stdout}\n{stderr}", out.status.code())
+    })?;
+    ensure(env.mutate_calls().await? == calls, || "the webhook was called for the policy's pods".into())
+}
+
 /// How many cases the policy mode accepted when the scenario was written: fewer is a regression.
 const MIN_POLICY_CASES: usize = 46;
 
-/// One case: `Ok(None)` stored as through the webhook, `Ok(Some(why))` refused by `policy`.
-async fn policy_case(env: &Env, case: &Case, i: usize, work: &Path, template_file: &Path) -> Result<Option<String>> {
+/// One case: `Ok(Some(cost))` stored as through the webhook, with its policies' CEL cost;
+/// `Ok(None)` refused by `policy`, the reason on `refused`.
+async fn policy_case(
+    env: &Env,
+    capture: &kubelet::CaptureWebhook,
+    case: &Case,
+    i: usize,
+    work: &Path,
+    template_file: &Path,
+    refused: &mut Vec<String>,
+) -> Result<Option<Cost>> {
     let admitted =
         corpus_case(env, case, work, template_file).await.map_err(|e| format!("through the webhook: {e}"))?;
     let (ns, dir) = (&admitted.ns, &admitted.dir);
@@ -825,43 +958,120 @@ async fn policy_case(env: &Env, case: &Case, i: usize, work: &Path, template_fil
         &dir.join("overrides").to_string_lossy(),
         "--name",
         &name,
+        "--namespace",
+        ns,
     ])?;
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     match out.status.code() {
         Some(0) => {}
-        Some(1) if stderr.contains(": ") && !stderr.contains("panicked") => return Ok(Some(stderr)),
+        Some(1) if stderr.contains(": ") && !stderr.contains("panicked") => {
+            refused.push(format!("{}: {stderr}", case.name));
+            return Ok(None);
+        }
         code => return Err(format!("policy exited {code:?}: {stderr}")),
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut objects = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let mut o: Value = serde::Deserialize::deserialize(doc).map_err(|e| format!("policy's YAML: {e}"))?;
-        // this case's namespace only: the policies of other cases stay out of it
-        if let Some(list) =
-            o.pointer_mut("/spec/matchConstraints/namespaceSelector/matchExpressions").and_then(Value::as_array_mut)
-        {
-            list.push(json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]}));
-        }
+        let o: Value = serde::Deserialize::deserialize(doc).map_err(|e| format!("policy's YAML: {e}"))?;
         objects.push(o);
     }
     ensure(objects.len() == 4, || format!("policy printed {} objects", objects.len()))?;
+    // this case's namespace only (--namespace): the policies of other cases stay out of it
+    let only = json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]});
+    for o in objects.iter().filter(|o| o["kind"].as_str().is_some_and(|k| k.ends_with("AdmissionPolicy"))) {
+        let selector = &o["spec"]["matchConstraints"]["namespaceSelector"]["matchExpressions"];
+        ensure(selector.as_array().is_some_and(|l| l.contains(&only)), || format!("--namespace {ns}: {selector}"))?;
+    }
+    let out = env.kubectl(&["label", "namespace", ns, &format!("{NO_WEBHOOK}=true")], None)?;
+    ensure(out.status.success(), || format!("label {ns}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    // the pod as the policy will see it (defaulted, after the built-in plugins), as the capture
+    // webhook is sent it once podtailor's skips the namespace (a bare pod is then invalid:
+    // the dry run's answer does not matter)
+    let seen = unmutated(env, capture, ns, &case_pod(case, ns)).await?;
     let list = json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string();
     let out = env.kubectl(&["apply", "-f", "-"], Some(&list))?;
     ensure(out.status.success(), || format!("apply the policy: {}", String::from_utf8_lossy(&out.stderr)))?;
-    let out = env.kubectl(&["label", "namespace", ns, &format!("{NO_WEBHOOK}=true")], None)?;
-    ensure(out.status.success(), || format!("label {ns}: {}", String::from_utf8_lossy(&out.stderr)))?;
     let result = through_policy(env, case, &admitted, &name).await;
     let _ = env.kubectl(&["delete", "-f", "-", "--wait=false"], Some(&list));
-    result.map(|()| None)
+    let stored = result?;
+    let cost = policy_cost(&text, &seen, work, i)?;
+    let marker = |p: &Value| p["metadata"]["annotations"][APPLIED].clone();
+    ensure(marker(&cost.pod) == marker(&stored), || {
+        format!("policycost's pod is not the API server's: applied {} / {}", marker(&cost.pod), marker(&stored))
+    })?;
+    Ok(Some(cost))
 }
 
-async fn through_policy(env: &Env, case: &Case, admitted: &Admitted, name: &str) -> Result<()> {
-    let ns = &admitted.ns;
+/// The case's pod, named for the policy's turn, in `ns`.
+fn case_pod(case: &Case, ns: &str) -> Value {
     let mut pod = case.pod.clone();
     pod["metadata"]["namespace"] = json!(ns);
     if let Some(n) = pod["metadata"]["name"].as_str() {
         pod["metadata"]["name"] = json!(format!("{n}-policy"));
     }
+    pod
+}
+
+/// `pod` as admission is handed it in `ns` with nothing mutating it: dry runs until the
+/// capture webhook records it unmarked by podtailor's.
+async fn unmutated(env: &Env, capture: &kubelet::CaptureWebhook, ns: &str, pod: &Value) -> Result<Value> {
+    let deadline = Instant::now() + PROPAGATION;
+    loop {
+        let answer = env.create_pod(ns, pod, true).await;
+        if let Some(p) = capture.take(ns)
+            && p["metadata"]["annotations"][APPLIED].is_null()
+        {
+            return Ok(p);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "within {PROPAGATION:?} no unmutated pod of {ns} reached the capture webhook; last: {answer:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The CEL cost of a case's policies on its pod (tests/envtest/policycost).
+struct Cost {
+    /// Each mutation's actual cost, in order.
+    mutations: Vec<i64>,
+    validations: i64,
+    /// The pod after the mutations, as policycost's evaluator made it.
+    pod: Value,
+}
+
+impl Cost {
+    fn max(&self) -> i64 {
+        self.mutations.iter().copied().max().unwrap_or(0).max(self.validations)
+    }
+}
+
+/// The API server's limit on one CEL expression's cost (k8s.io/apiserver, PerCallLimit).
+const PER_CALL_LIMIT: i64 = 1_000_000;
+
+fn policy_cost(policy: &str, seen: &Value, work: &Path, i: usize) -> Result<Cost> {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/envtest/bin/policycost");
+    ensure(bin.is_file(), || {
+        format!("no {}: `make envtest-bin` builds it from tests/envtest/policycost (needs Go)", bin.display())
+    })?;
+    let (policy_file, pod_file) = (work.join(format!("policy-{i}.yaml")), work.join(format!("seen-{i}.json")));
+    std::fs::write(&policy_file, policy).map_err(|e| e.to_string())?;
+    std::fs::write(&pod_file, seen.to_string()).map_err(|e| e.to_string())?;
+    let out = Command::new(&bin).arg(&policy_file).arg(&pod_file).output().map_err(|e| format!("policycost: {e}"))?;
+    ensure(out.status.success(), || format!("policycost: {}", String::from_utf8_lossy(&out.stderr).trim()))?;
+    let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("policycost's answer: {e}"))?;
+    ensure(report["perCallLimit"] == PER_CALL_LIMIT, || format!("policycost's limit: {}", report["perCallLimit"]))?;
+    let mutations: Vec<i64> = report["mutations"].as_array().into_iter().flatten().filter_map(Value::as_i64).collect();
+    ensure(!mutations.is_empty(), || format!("policycost measured no mutation: {report}"))?;
+    Ok(Cost { mutations, validations: report["validations"].as_i64().unwrap_or(0), pod: report["pod"].clone() })
+}
+
+/// Creates the case's pod through the policy; the stored pod, which must be the webhook's.
+async fn through_policy(env: &Env, case: &Case, admitted: &Admitted, name: &str) -> Result<Value> {
+    let ns = &admitted.ns;
+    let pod = case_pod(case, ns);
     let by_policy = format!("; policy={name}; ");
     let marked = |a: &Result<Value>| {
         a.as_ref().is_ok_and(|p| p["metadata"]["annotations"][APPLIED].as_str().is_some_and(|m| m.contains(&by_policy)))
@@ -896,7 +1106,8 @@ async fn through_policy(env: &Env, case: &Case, admitted: &Admitted, name: &str)
     };
     let mut diffs = Vec::new();
     differences(&strip(&admitted.pod), &strip(&stored), "", &mut diffs);
-    ensure(diffs.is_empty(), || diffs.join("; ").replace(" / direct ", " / policy "))
+    ensure(diffs.is_empty(), || diffs.join("; ").replace(" / direct ", " / policy "))?;
+    Ok(stored)
 }
 
 async fn not_opted_in(env: &Env) -> Result<()> {
