@@ -1,9 +1,11 @@
 //! `make bench-cluster`: podtailor in front of a real API server (the control plane of the
 //! envtest tier, tests/envtest/).
 //!
-//! 1. Pod creations at a fixed rate through the API server, with podtailor called (pods that
-//!    opt in) and with no webhook configured at all, in alternating rounds of one run: each
-//!    mode's latency p50/p99 and the creations per second reached; the medians over rounds.
+//! 1. Pod creations at a fixed rate through the API server in three modes, in alternating
+//!    rounds of one run: podtailor's webhook called (pods that opt in), no webhook configured
+//!    at all, and the policy mode (`podtailor policy --cluster -n bench`'s objects, the
+//!    webhook configuration deleted); each mode's latency p50/p99 and the creations per second
+//!    reached; the medians over rounds.
 //! 2. `serve --cluster` with 5 000 PodOverrides across 500 namespaces: the time from its start
 //!    to /readyz (its first full list) and its resident memory then.
 //!
@@ -140,6 +142,155 @@ async fn run(o: Options) -> Result<()> {
     result
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Webhook,
+    None,
+    Policy,
+}
+
+/// The policy mode's objects for the bench namespace: `podtailor policy --cluster -n bench`
+/// on the webhook's own template.
+fn policy_objects(cp: &ControlPlane, template: &std::path::Path) -> Result<String> {
+    let template = template.to_string_lossy();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podtailor"))
+        .args(["policy", "--template", &template, "--cluster", "-n", "bench", "--name", POLICY])
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()
+        .map_err(|e| format!("podtailor policy: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("podtailor policy: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    String::from_utf8(out.stdout).map_err(|e| e.to_string())
+}
+
+const POLICY: &str = "podtailor-bench";
+
+/// Waits (dry runs, at most 10 s) until the policy serves the bench namespace, or no longer.
+async fn served_by_policy(cp: &ControlPlane, served: bool) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(cp.admin.clone(), "bench");
+    let body = pod("bench", true)?;
+    let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+    let marker = format!("; policy={POLICY}; ");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = api.create(&dry_run, &body).await;
+        let by_policy = answer.as_ref().is_ok_and(|p| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("podtailor.dev/applied"))
+                .is_some_and(|m| m.contains(&marker))
+        });
+        if by_policy == served {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "within 10 s the policy was not {}; last: {answer:?}",
+                if served { "serving" } else { "gone" }
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The bench pod with `env` more variables on its container and `containers` containers in all.
+fn grown(env: usize, containers: usize) -> Result<Value> {
+    let mut body = serde_json::to_value(pod("bench", true)?).map_err(|e| e.to_string())?;
+    let vars: Vec<Value> = (0..env).map(|i| json!({"name": format!("VAR_{i}"), "value": "x"})).collect();
+    body["spec"]["containers"][0]["env"] = json!(vars);
+    for c in 1..containers {
+        let mut more = body["spec"]["containers"][0].clone();
+        more["name"] = json!(format!("side-{c}"));
+        if let Some(list) = body["spec"]["containers"].as_array_mut() {
+            list.push(more);
+        }
+    }
+    Ok(body)
+}
+
+/// policycost's costliest expression for `body` as the API server admits it unmutated.
+async fn cost_of(cp: &ControlPlane, policy_file: &std::path::Path, body: &Value, dir: &std::path::Path) -> Result<i64> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(cp.admin.clone(), "bench", &kube::api::ApiResource::erase::<Pod>(&()));
+    let object: DynamicObject = serde_json::from_value(body.clone()).map_err(|e| e.to_string())?;
+    let seen =
+        api.create(&PostParams { dry_run: true, ..PostParams::default() }, &object).await.map_err(|e| e.to_string())?;
+    let pod_file = dir.join("seen.json");
+    std::fs::write(&pod_file, serde_json::to_string(&seen).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let bin = repo().join("target/envtest/bin/policycost");
+    let out = std::process::Command::new(&bin)
+        .arg(policy_file)
+        .arg(&pod_file)
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(format!("policycost: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let max = report["mutations"].as_array().into_iter().flatten().filter_map(Value::as_i64).max().unwrap_or(0);
+    Ok(max.max(report["validations"].as_i64().unwrap_or(0)))
+}
+
+/// The policy's costliest CEL expression (policycost, the API server's evaluator) for pods of
+/// growing size, the largest env a container may have before the API server's limit of
+/// 1 000 000 an expression (found by bisection), and the API server's answer on both sides.
+async fn policy_costs(bins: &Binaries, cp: &ControlPlane, policy: &str) -> Result<()> {
+    const LIMIT: i64 = 1_000_000;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let policy_file = dir.path().join("policy.yaml");
+    std::fs::write(&policy_file, policy).map_err(|e| e.to_string())?;
+    println!();
+    println!("policy mode, CEL cost of the costliest expression (of the {LIMIT} the API server allows one):");
+    println!("| env vars a container | containers | cost | of the limit |");
+    println!("|---|---|---|---|");
+    for (env, containers) in [(0, 1), (10, 1), (100, 1), (1000, 1), (0, 5), (10, 5), (100, 5)] {
+        let cost = cost_of(cp, &policy_file, &grown(env, containers)?, dir.path()).await?;
+        println!("| {env} | {containers} | {cost} | {:.1}% |", cost as f64 * 100.0 / LIMIT as f64);
+    }
+    // the largest env on one container under the limit
+    let (mut low, mut high) = (0usize, 1usize);
+    while cost_of(cp, &policy_file, &grown(high, 1)?, dir.path()).await? < LIMIT {
+        low = high;
+        high *= 2;
+        if high > 1 << 16 {
+            println!("no limit met up to {high} env vars");
+            return Ok(());
+        }
+    }
+    while high - low > 1 {
+        let mid = (low + high) / 2;
+        if cost_of(cp, &policy_file, &grown(mid, 1)?, dir.path()).await? < LIMIT {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    // the API server's answer on each side, through the policy
+    kubectl_ok(bins, &cp.kubeconfig, &["apply", "-f", "-"], Some(policy))?;
+    served_by_policy(cp, true).await?;
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(cp.admin.clone(), "bench", &kube::api::ApiResource::erase::<Pod>(&()));
+    let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+    let mut answers = Vec::new();
+    for n in [low, high] {
+        let object: DynamicObject = serde_json::from_value(grown(n, 1)?).map_err(|e| e.to_string())?;
+        answers.push(match api.create(&dry_run, &object).await {
+            Ok(_) => "admitted".to_owned(),
+            Err(e) if e.to_string().contains("cost") => "refused: cost limit exceeded".to_owned(),
+            Err(e) => format!("refused: {e}"),
+        });
+    }
+    kubectl_ok(bins, &cp.kubeconfig, &["delete", "-f", "-"], Some(policy))?;
+    served_by_policy(cp, false).await?;
+    println!(
+        "the limit is met at {high} env vars on one container: {low} cost under it (API server: {}), {high} over it (API server: {})",
+        answers[0], answers[1]
+    );
+    Ok(())
+}
+
 /// One mode's figures, a value a round.
 struct Row {
     mode: &'static str,
@@ -168,16 +319,25 @@ async fn measure(o: &Options, bins: &Binaries, cp: &ControlPlane, webhook: &mut 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let webhooks =
         kubectl_ok(bins, &cp.kubeconfig, &["get", "mutatingwebhookconfiguration", "podtailor", "-o", "json"], None)?;
-    let mut rows = [Row::new("podtailor"), Row::new("no webhook")];
+    let policy = policy_objects(cp, &webhook.template)?;
+    let mut rows = [Row::new("podtailor"), Row::new("no webhook"), Row::new("policy")];
     // a warm-up round of each, not reported
     creations(cp, "bench", true, o.rate, o.rate).await?;
     for round in 0..o.rounds {
-        for (i, opted_in) in [(0, true), (1, false)] {
-            if !opted_in {
+        for (i, mode) in [Mode::Webhook, Mode::None, Mode::Policy].into_iter().enumerate() {
+            if mode != Mode::Webhook {
                 kubectl_ok(bins, &cp.kubeconfig, &["delete", "mutatingwebhookconfiguration", "podtailor"], None)?;
             }
-            let (lat, rate) = creations(cp, "bench", opted_in, o.pods, o.rate).await?;
-            if !opted_in {
+            if mode == Mode::Policy {
+                kubectl_ok(bins, &cp.kubeconfig, &["apply", "-f", "-"], Some(&policy))?;
+                served_by_policy(cp, true).await?;
+            }
+            let (lat, rate) = creations(cp, "bench", mode != Mode::None, o.pods, o.rate).await?;
+            if mode == Mode::Policy {
+                kubectl_ok(bins, &cp.kubeconfig, &["delete", "-f", "-"], Some(&policy))?;
+                served_by_policy(cp, false).await?;
+            }
+            if mode != Mode::Webhook {
                 let mut config: Value = serde_json::from_str(&webhooks).map_err(|e| e.to_string())?;
                 if let Some(m) = config["metadata"].as_object_mut() {
                     m.retain(|k, _| k == "name" || k == "labels");
@@ -208,7 +368,17 @@ async fn measure(o: &Options, bins: &Binaries, cp: &ControlPlane, webhook: &mut 
         println!("| {mode} | {:.1} ms | {:.1} ms | {:.1} |", median(p50), median(p99), median(rate));
     }
 
-    // 2. many PodOverrides: a fresh server's time to ready and its memory
+    // 2. the policy's CEL cost as the pod grows, and where the API server's limit is met
+    kubectl_ok(bins, &cp.kubeconfig, &["delete", "mutatingwebhookconfiguration", "podtailor"], None)?;
+    let costs = policy_costs(bins, cp, &policy).await;
+    let mut config: Value = serde_json::from_str(&webhooks).map_err(|e| e.to_string())?;
+    if let Some(m) = config["metadata"].as_object_mut() {
+        m.retain(|k, _| k == "name" || k == "labels");
+    }
+    kubectl_ok(bins, &cp.kubeconfig, &["create", "-f", "-"], Some(&config.to_string()))?;
+    costs?;
+
+    // 3. many PodOverrides: a fresh server's time to ready and its memory
     let namespaces = (o.overrides / 10).max(1);
     let started = Instant::now();
     for n in 0..namespaces {
