@@ -178,8 +178,10 @@ bench:
 	@$(PYTHON) benches/ratio.py 5
 	$(CARGO) bench --locked --bench bounds
 
-## Pod creations through a real API server (the envtest control plane) with podtailor and with
-## no webhook, side by side; serve --cluster with 5 000 PodOverrides: time to ready, memory.
+## Pod creations through a real API server (the envtest control plane) with podtailor, with no
+## webhook and in policy mode, side by side; the policy's CEL cost as the pod grows (policycost)
+## and where the API server's limit is met; serve --cluster with 5 000 PodOverrides: time to
+## ready, memory.
 bench-cluster: envtest-bin
 	$(CARGO) bench --locked --bench cluster
 
