@@ -298,6 +298,26 @@ fn check_seed_pod(pod: &Value) -> Result<()> {
     )
 }
 
+/// `podtailor launch --detach` of the seed task (the examples' two overrides, `airflow
+/// version`) in `ns`: the pod it made, as stored.
+async fn launch_detached(env: &Env, ns: &str) -> Result<Value> {
+    let out = env.podtailor(&[
+        "launch",
+        "-n",
+        ns,
+        "--override",
+        "resource-requirements,secret-env",
+        "--detach",
+        "--",
+        "airflow",
+        "version",
+    ])?;
+    ensure(out.status.success(), || format!("launch --detach: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let stored = env.pods(ns).get(&name).await.map_err(|e| format!("launched pod {name}: {e}"))?;
+    serde_json::to_value(stored).map_err(|e| e.to_string())
+}
+
 async fn seed(env: &Env) -> Result<()> {
     let ns = env.namespace("seed").await?;
     env.example_overrides(&ns).await?;
@@ -312,21 +332,7 @@ async fn seed(env: &Env) -> Result<()> {
         serde_json::to_value(env.pods(&ns).get(name).await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     check_seed_pod(&stored).map_err(|e| format!("the pod kubectl created: {e}"))?;
 
-    let out = env.podtailor(&[
-        "launch",
-        "-n",
-        &ns,
-        "--override",
-        "resource-requirements,secret-env",
-        "--detach",
-        "--",
-        "airflow",
-        "version",
-    ])?;
-    ensure(out.status.success(), || format!("launch --detach: {}", String::from_utf8_lossy(&out.stderr)))?;
-    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let stored = serde_json::to_value(env.pods(&ns).get(&name).await.map_err(|e| format!("launched pod {name}: {e}"))?)
-        .map_err(|e| e.to_string())?;
+    let stored = launch_detached(env, &ns).await?;
     check_seed_pod(&stored).map_err(|e| format!("the pod launch created: {e}"))?;
     ensure(container(&stored, "base")?["command"] == json!(["airflow", "version"]), || {
         format!("launch's command: {}", container(&stored, "base").map(|c| c["command"].clone()).unwrap_or_default())
@@ -894,22 +900,7 @@ async fn policy_seed_in(env: &Env, ns: &str, name: &str) -> Result<()> {
     ensure(denied.as_ref().is_err_and(|e| e.contains("\"no-such-override\" not found in namespace")), || {
         format!("a pod naming an unknown override: {denied:?}")
     })?;
-    let out = env.podtailor(&[
-        "launch",
-        "-n",
-        ns,
-        "--override",
-        "resource-requirements,secret-env",
-        "--detach",
-        "--",
-        "airflow",
-        "version",
-    ])?;
-    ensure(out.status.success(), || format!("launch --detach: {}", String::from_utf8_lossy(&out.stderr)))?;
-    let launched = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let pod =
-        serde_json::to_value(env.pods(ns).get(&launched).await.map_err(|e| format!("launched pod {launched}: {e}"))?)
-            .map_err(|e| e.to_string())?;
+    let pod = launch_detached(env, ns).await?;
     check_seed_pod(&pod).map_err(|e| format!("the pod launch created through the policy: {e}"))?;
     env.kubelet.serve_namespace(ns).await;
     let out = env.podtailor(&[
