@@ -373,6 +373,10 @@ mod tests {
     #[case("2", true)]
     #[case("0.5", true)]
     #[case("1e3", true)]
+    #[case("2E-3", true)]
+    #[case("1e", false)]
+    #[case("1e+", false)]
+    #[case("1ex", false)]
     #[case("+1", true)]
     #[case("1GB", false)]
     #[case("lots", false)]
@@ -397,6 +401,14 @@ mod tests {
     #[rstest]
     #[case::relative_volume_target(
         secret(DeployType::Volume, Some("etc/creds"), "s", None),
+        "spec.secrets[0].deployTarget"
+    )]
+    #[case::volume_target_with_dot_dot(
+        secret(DeployType::Volume, Some("/etc/../root"), "s", None),
+        "spec.secrets[0].deployTarget"
+    )]
+    #[case::volume_target_with_colon(
+        secret(DeployType::Volume, Some("/etc/a:b"), "s", None),
         "spec.secrets[0].deployTarget"
     )]
     #[case::volume_without_target(secret(DeployType::Volume, None, "s", None), "spec.secrets[0].deployTarget")]
@@ -443,11 +455,18 @@ mod tests {
                     secret: "s".into(),
                     key: Some("k".into()),
                 },
+                // a volume's path, with a key or without, is never upper-cased
                 SecretRef {
                     deploy_type: DeployType::Volume,
                     deploy_target: Some("/etc/lower".into()),
                     secret: "s".into(),
                     key: None,
+                },
+                SecretRef {
+                    deploy_type: DeployType::Volume,
+                    deploy_target: Some("/etc/one-key".into()),
+                    secret: "s".into(),
+                    key: Some("k".into()),
                 },
             ],
             ..Default::default()
