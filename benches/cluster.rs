@@ -142,6 +142,16 @@ async fn run(o: Options) -> Result<()> {
     result
 }
 
+/// Creates podtailor's MutatingWebhookConfiguration again from `saved` (`kubectl get -o json`
+/// of it), without the fields the API server set.
+fn restore_webhook(bins: &Binaries, cp: &ControlPlane, saved: &str) -> Result<()> {
+    let mut config: Value = serde_json::from_str(saved).map_err(|e| e.to_string())?;
+    if let Some(m) = config["metadata"].as_object_mut() {
+        m.retain(|k, _| k == "name" || k == "labels");
+    }
+    kubectl_ok(bins, &cp.kubeconfig, &["create", "-f", "-"], Some(&config.to_string())).map(|_| ())
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Webhook,
@@ -343,11 +353,7 @@ async fn measure(o: &Options, bins: &Binaries, cp: &ControlPlane, webhook: &mut 
                 served_by_policy(cp, false).await?;
             }
             if mode != Mode::Webhook {
-                let mut config: Value = serde_json::from_str(&webhooks).map_err(|e| e.to_string())?;
-                if let Some(m) = config["metadata"].as_object_mut() {
-                    m.retain(|k, _| k == "name" || k == "labels");
-                }
-                kubectl_ok(bins, &cp.kubeconfig, &["create", "-f", "-"], Some(&config.to_string()))?;
+                restore_webhook(bins, cp, &webhooks)?;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             eprintln!(
@@ -376,11 +382,7 @@ async fn measure(o: &Options, bins: &Binaries, cp: &ControlPlane, webhook: &mut 
     // 2. the policy's CEL cost as the pod grows, and where the API server's limit is met
     kubectl_ok(bins, &cp.kubeconfig, &["delete", "mutatingwebhookconfiguration", "podtailor"], None)?;
     let costs = policy_costs(bins, cp, &policy).await;
-    let mut config: Value = serde_json::from_str(&webhooks).map_err(|e| e.to_string())?;
-    if let Some(m) = config["metadata"].as_object_mut() {
-        m.retain(|k, _| k == "name" || k == "labels");
-    }
-    kubectl_ok(bins, &cp.kubeconfig, &["create", "-f", "-"], Some(&config.to_string()))?;
+    restore_webhook(bins, cp, &webhooks)?;
     costs?;
 
     // 3. many PodOverrides: a fresh server's time to ready and its memory
